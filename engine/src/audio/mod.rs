@@ -1,0 +1,3 @@
+//! Audio-side helpers shared by the plugin and the engine.
+
+pub mod grid;
