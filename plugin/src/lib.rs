@@ -43,6 +43,10 @@ pub struct Backline {
     sample_rate: f32,
     click: GuideClick,
     blocks_processed: u64,
+    /// Debug builds only: allocate inside `process` when the environment asks, so a test can
+    /// prove that `assert_process_allocs` is armed (the host must abort). Read in `activate`.
+    #[cfg(debug_assertions)]
+    debug_alloc_in_process: bool,
 }
 
 impl Default for Backline {
@@ -56,6 +60,8 @@ impl Default for Backline {
             sample_rate: 48_000.0,
             click: GuideClick::new(48_000.0),
             blocks_processed: 0,
+            #[cfg(debug_assertions)]
+            debug_alloc_in_process: false,
         }
     }
 }
@@ -116,6 +122,11 @@ impl Plugin for Backline {
         self.sample_rate = buffer_config.sample_rate;
         self.click = GuideClick::new(buffer_config.sample_rate);
         self.blocks_processed = 0;
+        #[cfg(debug_assertions)]
+        {
+            self.debug_alloc_in_process =
+                std::env::var_os("BACKLINE_DEBUG_ALLOC_IN_PROCESS").is_some();
+        }
         true
     }
 
@@ -133,6 +144,10 @@ impl Plugin for Backline {
             TransportSnapshot::from_host(context.transport(), self.sample_rate, self.blocks_processed);
         self.blocks_processed = self.blocks_processed.wrapping_add(1);
         self.shared.transport.publish(&snapshot);
+        #[cfg(debug_assertions)]
+        if self.debug_alloc_in_process {
+            std::hint::black_box(vec![0u8; 64]);
+        }
 
         self.shared.main_in_peak.store(peak(buffer.as_slice_immutable()), Ordering::Relaxed);
         let sidechain_peak = aux.inputs.first().map_or(0.0, |b| peak(b.as_slice_immutable()));
