@@ -18,6 +18,10 @@ const BEAT_HZ: f32 = 1000.0;
 /// Exponential decay time constant and hard length of a click.
 const DECAY_S: f32 = 0.004;
 const LENGTH_S: f32 = 0.04;
+/// A beat line this close after a sample (in samples) clicks on that sample: host positions are
+/// rounded (CLAP's fixed-point beat time is exact to ~1e-5 samples at 48 kHz), and a line that
+/// falls on a sample must not slip to the next one.
+pub const SNAP_SAMPLES: f64 = 1e-3;
 
 #[derive(Debug, Clone, Copy)]
 struct Voice {
@@ -97,15 +101,15 @@ impl GuideClick {
         // A line between the previous block's last sample and this block's first one belongs to
         // sample 0 here (the previous block rounded it up past its end), so search from just
         // under one sample before the block start.
-        let one_sample = (1.0 - 1e-6) / block.samples_per_quarter;
+        let one_sample = (1.0 - SNAP_SAMPLES) / block.samples_per_quarter;
         let search_from = after.map_or(block.start_quarters - one_sample, |q| q + 1e-7);
         let mut line = grid.next_beat(search_from, block.bar_start_quarters);
         if after.is_none() && self.last_line_quarters.is_some_and(|q| (q - line.quarters).abs() < 1e-6) {
             line = grid.next_beat(line.quarters + 1e-7, block.bar_start_quarters);
         }
-        // First sample at or after the line; the tolerance absorbs float error in the positions.
+        // First sample at or after the line.
         let offset = (line.quarters - block.start_quarters) * block.samples_per_quarter;
-        let sample = (offset - 1e-6).ceil().max(0.0) as usize;
+        let sample = (offset - SNAP_SAMPLES).ceil().max(0.0) as usize;
         (sample < block.len).then_some(Onset {
             sample,
             accent: line.beat_in_bar == 0,
@@ -201,7 +205,7 @@ mod tests {
         }
         let spb = 48_000.0 * 60.0 / 140.0 / 2.0;
         for (k, (sample, accent)) in reference.iter().enumerate() {
-            assert_eq!(*sample, (k as f64 * spb - 1e-6).ceil() as usize);
+            assert_eq!(*sample, (k as f64 * spb - SNAP_SAMPLES).ceil() as usize);
             assert_eq!(*accent, k % 7 == 0);
         }
     }

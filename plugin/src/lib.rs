@@ -84,8 +84,10 @@ impl Plugin for Backline {
         aux_output_ports: &[],
         names: PortNames {
             layout: Some("Stereo + sidechain"),
-            main_input: Some("Input"),
-            main_output: Some("Output"),
+            // Left unset on purpose: nice-plug 0.4.2's `main_output_name()` returns the *input*
+            // name when one is set; unset, the ports are "Input" and "Output".
+            main_input: None,
+            main_output: None,
             aux_inputs: &["Sidechain"],
             aux_outputs: &[],
         },

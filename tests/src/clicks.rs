@@ -9,6 +9,8 @@ use backline_engine::audio::grid::{Grid, TimeSignature};
 /// Click peak values, as in `plugin/src/click.rs`.
 pub const ACCENT_AMPLITUDE: f32 = 0.5;
 pub const BEAT_AMPLITUDE: f32 = 0.25;
+/// A beat line this close after a sample clicks on it (`SNAP_SAMPLES` in `click.rs`).
+pub const SNAP_SAMPLES: f64 = 1e-3;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Onset {
@@ -51,7 +53,7 @@ pub fn expected_beats(
     (first..)
         .map(|k| {
             let offset = (k as f64 * beat - start_quarters) * spq;
-            ((offset - 1e-6).ceil().max(0.0) as usize, k.rem_euclid(meter.numerator as i64) == 0)
+            ((offset - SNAP_SAMPLES).ceil().max(0.0) as usize, k.rem_euclid(meter.numerator as i64) == 0)
         })
         .take_while(|(sample, _)| *sample < len)
         .collect()

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod clap;
 pub mod clicks;
 
 /// The workspace root (this crate lives in `<root>/tests`).
