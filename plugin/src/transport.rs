@@ -76,19 +76,20 @@ impl TransportSnapshot {
         let pos_samples = t.pos_samples().or_else(|| {
             pos_quarters.map(|q| (q * 60.0 / bpm * sample_rate as f64).round() as i64)
         });
-        let host_bar = match (t.bar_start_pos_beats, t.bar_number) {
-            (Some(start), Some(n)) if start.is_finite() => Some((start, n)),
-            _ => None,
-        };
-        let (bar_start_quarters, bar_number) = match (host_bar, pos_quarters) {
-            (Some((start, n)), _) => (Some(start), Some(n)),
-            (None, Some(q)) => {
-                let bar_len = meter_or_default.quarters_per_bar();
-                let bar = (q / bar_len + 1e-9).floor();
-                (Some(bar * bar_len), Some(bar as i32))
-            }
-            (None, None) => (None, None),
-        };
+        // The host's bar line wins: after a meter change only the host knows where bars fall.
+        // VST3 hosts send the bar start without a bar number (nice-plug leaves it unset), so the
+        // number is then estimated from the bar start at the current meter.
+        let bar_len = meter_or_default.quarters_per_bar();
+        let (bar_start_quarters, bar_number) =
+            match (t.bar_start_pos_beats.and_then(finite), t.bar_number, pos_quarters) {
+                (Some(start), Some(n), _) => (Some(start), Some(n)),
+                (Some(start), None, _) => (Some(start), Some((start / bar_len + 1e-9).floor() as i32)),
+                (None, _, Some(q)) => {
+                    let bar = (q / bar_len + 1e-9).floor();
+                    (Some(bar * bar_len), Some(bar as i32))
+                }
+                (None, _, None) => (None, None),
+            };
         let loop_quarters = t
             .loop_range_beats()
             .filter(|(a, b)| a.is_finite() && b.is_finite() && b > a);
@@ -266,6 +267,21 @@ mod tests {
             assert_eq!(s.pos_samples, Some(240_000));
             assert_eq!((s.bar_start_quarters, s.bar_number), (Some(6.0), Some(2)));
             assert_eq!(s.position().unwrap().to_string(), "3.4");
+        }
+
+        #[test]
+        fn host_bar_start_wins_even_without_a_bar_number() {
+            // One bar of 4/4, then 3/4: the host says the current bar started at quarter 7.
+            // Counting 3/4 bars from 0 would put the bar line at 6.
+            let mut t = host(Some(120.0), Some((3, 4)), Some(8.5));
+            t.bar_start_pos_beats = Some(7.0);
+            let s = TransportSnapshot::from_host(&t, 48_000.0, 0);
+            assert_eq!(s.bar_start_quarters, Some(7.0));
+            let p = s.position().unwrap();
+            assert_eq!((p.beat, p.beat_fraction), (1, 0.5));
+            t.bar_number = Some(2);
+            let s = TransportSnapshot::from_host(&t, 48_000.0, 0);
+            assert_eq!((s.bar_start_quarters, s.bar_number), (Some(7.0), Some(2)));
         }
 
         #[test]

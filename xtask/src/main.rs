@@ -1,1 +1,25 @@
-fn main() -> nice_plug_xtask::Result<()> { nice_plug_xtask::main() }
+//! `cargo xtask`: project tasks beyond plain cargo.
+//!
+//! - `cargo xtask bundle backline-plugin [--release]`: build the CLAP and VST3 bundles into
+//!   `target/bundled/` (nice-plug's bundler).
+//! - `cargo xtask test`: everything the test suite needs, then the tests: system packages (when
+//!   run as root on Debian), the release and debug bundles, the standalone app, a Python venv
+//!   with DawDreamer, and `cargo test --release`.
+
+mod test;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test::run_tests(&args[1..]),
+        Some("bundle" | "bundle-universal" | "known-packages") => {
+            nice_plug_xtask::main_with_args("cargo xtask", args)
+        }
+        _ => {
+            eprintln!(
+                "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]"
+            );
+            std::process::exit(2)
+        }
+    }
+}

@@ -15,7 +15,8 @@ fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
         ui.label(label);
         // -60 dB .. 0 dB mapped onto the bar.
         let fill = ((db + 60.0) / 60.0).clamp(0.0, 1.0);
-        ui.add(egui::ProgressBar::new(fill).desired_width(200.0).text(format!("{db:.1} dB")));
+        let text = if db <= -60.0 { "silent".to_owned() } else { format!("{db:.1} dB") };
+        ui.add(egui::ProgressBar::new(fill).desired_width(200.0).text(text));
     });
 }
 

@@ -28,7 +28,7 @@ pub fn show_load_notice(ui: &mut egui::Ui, params: &BacklineParams) {
     let Some(notice) = session.load_notice.clone() else { return };
     let warn = ui.visuals().warn_fg_color;
     ui.horizontal_wrapped(|ui| {
-        ui.colored_label(warn, format!("⚠ {notice}"));
+        ui.colored_label(warn, format!("Note: {notice}"));
         if ui.button("Dismiss").clicked() {
             session.load_notice = None;
         }

@@ -5,7 +5,12 @@ use crate::transport::TransportSnapshot;
 pub fn show(ui: &mut egui::Ui, t: &TransportSnapshot) {
     let warn = ui.visuals().warn_fg_color;
     ui.horizontal(|ui| {
-        ui.label(if t.playing { "▶ Playing" } else { "■ Stopped" });
+        // Plain words: egui's default fonts have no transport glyphs (▶ draws as a box).
+        if t.playing {
+            ui.colored_label(egui::Color32::from_rgb(90, 200, 120), "PLAYING");
+        } else {
+            ui.weak("STOPPED");
+        }
         ui.separator();
         if t.tempo_from_host {
             ui.monospace(format!("{:.2} BPM", t.bpm));
