@@ -313,6 +313,21 @@ mod tests {
         }
 
         #[test]
+        fn reads_the_loop_range_in_any_unit_the_host_gives() {
+            let mut t = host(Some(120.0), Some((4, 4)), Some(9.0));
+            t.loop_range_beats = Some((8.0, 24.0));
+            let s = TransportSnapshot::from_host(&t, 48_000.0, 0);
+            assert_eq!(s.loop_quarters, Some((8.0, 24.0)));
+            // Seconds only (4 s .. 12 s at 120 BPM = quarters 8 .. 24).
+            t.loop_range_beats = None;
+            t.loop_range_seconds = Some((4.0, 12.0));
+            assert_eq!(TransportSnapshot::from_host(&t, 48_000.0, 0).loop_quarters, Some((8.0, 24.0)));
+            // An empty or backwards range is no loop.
+            t.loop_range_seconds = Some((12.0, 12.0));
+            assert_eq!(TransportSnapshot::from_host(&t, 48_000.0, 0).loop_quarters, None);
+        }
+
+        #[test]
         fn seconds_only_host_gets_a_position_from_the_fallback_tempo() {
             let mut t = Transport::new(48_000.0);
             t.pos_seconds = Some(4.0); // 8 quarters at 120

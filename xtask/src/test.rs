@@ -1,7 +1,8 @@
 //! `cargo xtask test`: prepare everything the tests use, then run them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -114,10 +115,69 @@ pub fn run_tests(extra_args: &[String]) -> Result<()> {
         .args(["build", "--release", "-p", "backline-standalone"]))?;
 
     let extra: Vec<&String> = extra_args.iter().skip_while(|a| *a == "--").collect();
-    run_command(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "--release"])
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
+        .args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("BACKLINE_PYTHON", &python)
-        .env("BACKLINE_STANDALONE", target.join("release").join("backline-standalone")))
+        .env("BACKLINE_STANDALONE", target.join("release").join("backline-standalone"))
+        .stdout(Stdio::piped());
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd.spawn().context("could not start cargo test")?;
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary: cargo's own last line is often a doc-test run
+    // of zero tests, which says nothing about the suite.
+    println!("{} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !status.success() || totals.failed > 0 {
+        bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Sums cargo's per-binary `test result: ok. N passed; M failed; K ignored; ...` lines.
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut totals = TestTotals::default();
+        totals.add("test result: ok. 16 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        totals.add("test result: FAILED. 7 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out");
+        totals.add("test something ... ok");
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (23, 1, 2));
+    }
 }
