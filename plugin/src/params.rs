@@ -67,6 +67,7 @@ impl Default for BacklineParams {
             capture_source: EnumParam::new("Capture source", CaptureSource::Main),
             bypass: BoolParam::new("Bypass", false)
                 .with_value_to_string(formatters::v2s_bool_bypass())
+                .with_string_to_value(formatters::s2v_bool_bypass())
                 .make_bypass(),
             session: Arc::new(RwLock::new(SessionState::default())),
         }

@@ -135,6 +135,18 @@ impl ClapPlugin {
         ext.text_to_value(&mut handle, id, &text).unwrap_or_else(|| panic!("{name}: cannot parse {text:?}"))
     }
 
+    /// The text the plugin shows for `value` of parameter `name`.
+    pub fn value_to_text(&mut self, name: &str, value: f64) -> String {
+        let id = self.param(name);
+        let mut handle = self.instance.plugin_handle();
+        let ext: PluginParams = handle.get_extension().expect("params extension");
+        let mut buffer = [0u8; 256];
+        let text = ext
+            .value_to_text(&mut handle, id, value, &mut buffer)
+            .unwrap_or_else(|e| panic!("{name}: no text for {value}: {e:?}"));
+        String::from_utf8_lossy(text).into_owned()
+    }
+
     pub fn audio_ports(&mut self, input: bool) -> Vec<PortDesc> {
         let mut handle = self.instance.plugin_handle();
         let ext: PluginAudioPorts = handle.get_extension().expect("audio-ports extension");

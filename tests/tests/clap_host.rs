@@ -63,6 +63,23 @@ fn describes_itself_to_the_host() {
     assert_eq!((bypass.min, bypass.max, bypass.default), (0.0, 1.0, 0.0));
 }
 
+/// Hosts show parameter values as text and let users type them: every value's text must parse
+/// back to a value that shows the same text (clap-validator's `param-conversions`).
+#[test]
+fn parameter_text_round_trips() {
+    let mut plugin = load();
+    let params = plugin.params.clone();
+    for p in &params {
+        for step in 0..=20 {
+            let value = p.min + (p.max - p.min) * step as f64 / 20.0;
+            let text = plugin.value_to_text(&p.name, value);
+            let back = plugin.text_to_value(&p.name, &text);
+            let again = plugin.value_to_text(&p.name, back);
+            assert_eq!(again, text, "{}: {value} -> {text:?} -> {back} -> {again:?}", p.name);
+        }
+    }
+}
+
 /// The guide click must land on exactly the samples where the host's beats fall, with accents on
 /// the host's bar lines, at two tempi and in simple, compound and odd meters.
 #[test]
