@@ -6,3 +6,4 @@
 
 pub mod audio;
 pub mod task;
+pub mod model;

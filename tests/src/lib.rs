@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 pub mod clap;
 pub mod clicks;
+pub mod parity;
 
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {

@@ -1,0 +1,128 @@
+//! `config.json` of an ACE-Step 1.5 DiT checkpoint folder (`acestep-v15-turbo/`,
+//! `acestep-v15-base/`, ...), as upstream's `AceStepConfig` writes it
+//! (`acestep/models/common/configuration_acestep_v15.py`). Field names are the JSON keys; keys the
+//! engine does not read are ignored. Nothing here is hard-coded to the published 2B sizes, so
+//! tiny test checkpoints run the same code.
+
+use serde::Deserialize;
+
+/// Attention layout of one transformer layer (`layer_types` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerType {
+    /// Attends to every position.
+    FullAttention,
+    /// Attends to positions within `sliding_window` on either side (bidirectional).
+    SlidingAttention,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AceStepConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// Per-head width; upstream falls back to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Per layer; upstream's default alternates sliding (even) and full (odd) layers.
+    #[serde(default)]
+    pub layer_types: Option<Vec<LayerType>>,
+    pub max_position_embeddings: usize,
+    /// Width of the Qwen3 text encoder's hidden states fed to the condition encoder.
+    pub text_hidden_dim: usize,
+    pub timbre_hidden_dim: usize,
+    /// Latent channels of the VAE (64).
+    pub audio_acoustic_hidden_dim: usize,
+    /// Channels entering the DiT: noisy latents + context latents + chunk mask (192).
+    pub in_channels: usize,
+    pub patch_size: usize,
+    pub pool_window_size: usize,
+    pub fsq_dim: usize,
+    pub fsq_input_levels: Vec<u32>,
+    pub num_lyric_encoder_hidden_layers: usize,
+    pub num_timbre_encoder_hidden_layers: usize,
+    pub num_attention_pooler_hidden_layers: usize,
+    #[serde(default)]
+    pub is_turbo: bool,
+    #[serde(default)]
+    pub model_version: Option<String>,
+}
+
+impl AceStepConfig {
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The attention layout of layer `index` of any of the model's transformer stacks (upstream
+    /// indexes the same `layer_types` list from each stack).
+    pub fn layer_type(&self, index: usize) -> LayerType {
+        match &self.layer_types {
+            Some(types) => types.get(index).copied().unwrap_or(LayerType::FullAttention),
+            None if index % 2 == 0 => LayerType::SlidingAttention,
+            None => LayerType::FullAttention,
+        }
+    }
+
+    /// The sliding window of a sliding layer, `None` when sliding is switched off. Upstream
+    /// then gives sliding layers no mask at all, not even the padding mask.
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.sliding_window.filter(|_| self.use_sliding_window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiny config written by upstream's own `AceStepConfig.to_json_file`.
+    const UPSTREAM_TINY: &str = include_str!("../../../tests/parity/fixtures/config.json");
+
+    #[test]
+    fn reads_the_config_upstream_writes() {
+        let cfg = AceStepConfig::from_json(UPSTREAM_TINY).unwrap();
+        assert_eq!((cfg.hidden_size, cfg.head_dim(), cfg.num_key_value_heads), (64, 16, 2));
+        assert_eq!(cfg.layer_type(0), LayerType::SlidingAttention);
+        assert_eq!(cfg.layer_type(1), LayerType::FullAttention);
+        assert_eq!(cfg.sliding_window(), Some(4));
+        assert_eq!(cfg.fsq_input_levels, [8, 8, 8, 5, 5, 5]);
+        // AceStepConfig's defaults: the turbo model flag off, version string "turbo".
+        assert!(!cfg.is_turbo);
+        assert_eq!(cfg.model_version.as_deref(), Some("turbo"));
+    }
+
+    #[test]
+    fn derived_values_follow_upstream_defaults() {
+        let mut value: serde_json::Value = serde_json::from_str(UPSTREAM_TINY).unwrap();
+        let obj = value.as_object_mut().unwrap();
+        obj.remove("head_dim");
+        obj.remove("layer_types");
+        obj.insert("use_sliding_window".into(), false.into());
+        let cfg: AceStepConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(cfg.head_dim(), 64 / 4);
+        assert_eq!(cfg.layer_type(2), LayerType::SlidingAttention);
+        assert_eq!(cfg.layer_type(3), LayerType::FullAttention);
+        assert_eq!(cfg.sliding_window(), None);
+    }
+
+    #[test]
+    fn a_missing_size_is_an_error_naming_it() {
+        let mut value: serde_json::Value = serde_json::from_str(UPSTREAM_TINY).unwrap();
+        value.as_object_mut().unwrap().remove("hidden_size");
+        let err = serde_json::from_value::<AceStepConfig>(value).unwrap_err().to_string();
+        assert!(err.contains("hidden_size"), "{err}");
+    }
+}

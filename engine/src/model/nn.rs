@@ -1,0 +1,274 @@
+//! Shared transformer blocks of ACE-Step 1.5's networks: RMSNorm, rotary embedding, grouped-query
+//! attention with per-head q/k RMSNorm, the SwiGLU MLP, and the pre-norm encoder layer used by the
+//! lyric encoder, timbre encoder, attention pooler and detokenizer.
+//!
+//! Mirrors upstream `acestep/models/turbo/modeling_acestep_v15_turbo.py` (`AceStepAttention`,
+//! `AceStepEncoderLayer`, `create_4d_mask`) and the Qwen3 pieces it imports from transformers
+//! (`Qwen3RMSNorm`, `Qwen3MLP`, `Qwen3RotaryEmbedding`, half-split `rotate_half` RoPE).
+//!
+//! Masks are additive (0 keeps, `f32::MIN` drops), exactly as upstream builds them, so a row whose
+//! keys are all padding averages over them instead of producing NaN.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{linear_b, Linear, RmsNorm, VarBuilder};
+
+use super::config::{AceStepConfig, LayerType};
+
+/// The value upstream fills masked attention scores with (`torch.finfo(float32).min`).
+pub const MASKED: f32 = f32::MIN;
+
+pub fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+    candle_nn::rms_norm(size, eps, vb)
+}
+
+/// Cos/sin tables for rotary position embedding, shared by every layer of a stack.
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    /// (max_positions, head_dim / 2)
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryEmbedding {
+    pub fn new(head_dim: usize, theta: f64, max_positions: usize, device: &Device) -> Result<Self> {
+        // inv_freq[i] = theta^(-2i / head_dim), computed in f32 like upstream.
+        let inv_freq: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 1.0 / (theta as f32).powf(2.0 * i as f32 / head_dim as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let freqs = positions.broadcast_mul(&inv_freq)?; // (P, D/2)
+        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+    }
+
+    pub fn for_config(cfg: &AceStepConfig, device: &Device) -> Result<Self> {
+        Self::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings, device)
+    }
+
+    /// The tables for positions `0..len`: (len, head_dim / 2) each.
+    pub fn tables(&self, len: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, 0, len)?, self.sin.narrow(0, 0, len)?))
+    }
+
+    /// Rotate `x` of shape (B, H, L, D), positions 0..L.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, len, _) = x.dims4()?;
+        let (cos, sin) = self.tables(len)?;
+        let cos = cos.to_dtype(x.dtype())?;
+        let sin = sin.to_dtype(x.dtype())?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+/// Additive bidirectional attention mask, (B, 1, L, L): query i may see key j when
+/// `|i - j| <= window` (if a window is given) and key j is not padding (`key_padding[b, j] != 0`).
+pub fn bidirectional_mask(
+    batch: usize,
+    len: usize,
+    window: Option<usize>,
+    key_padding: Option<&Tensor>,
+    device: &Device,
+) -> Result<Tensor> {
+    let keep_key: Vec<Vec<f32>> = match key_padding {
+        Some(mask) => mask.to_dtype(DType::F32)?.to_vec2()?,
+        None => vec![vec![1.0; len]; batch],
+    };
+    let mut values = Vec::with_capacity(batch * len * len);
+    for keys in &keep_key {
+        for i in 0..len {
+            for (j, keep) in keys.iter().enumerate() {
+                let in_window = window.is_none_or(|w| i.abs_diff(j) <= w);
+                values.push(if in_window && *keep != 0.0 { 0.0 } else { MASKED });
+            }
+        }
+    }
+    Tensor::from_vec(values, (batch, 1, len, len), device)
+}
+
+/// Grouped-query attention with RMSNorm on each query and key head (`AceStepAttention`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    scaling: f64,
+}
+
+impl Attention {
+    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+        let (hidden, heads, kv_heads, head_dim) =
+            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        if heads % kv_heads != 0 {
+            candle_core::bail!(
+                "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
+            );
+        }
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q_proj: linear_b(hidden, heads * head_dim, bias, vb.pp("q_proj"))?,
+            k_proj: linear_b(hidden, kv_heads * head_dim, bias, vb.pp("k_proj"))?,
+            v_proj: linear_b(hidden, kv_heads * head_dim, bias, vb.pp("v_proj"))?,
+            o_proj: linear_b(heads * head_dim, hidden, bias, vb.pp("o_proj"))?,
+            q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+            scaling: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    /// Project to heads and RMS-normalise each head: (B, L, H) -> (B, heads, L, D).
+    fn heads(&self, x: &Tensor, proj: &Linear, norm: Option<&RmsNorm>, heads: usize) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let h = proj.forward(x)?.reshape((b, l, heads, self.head_dim))?;
+        let h = match norm {
+            Some(norm) => norm.forward(&h)?,
+            None => h,
+        };
+        h.transpose(1, 2)?.contiguous() // (B, L, heads, D) -> (B, heads, L, D)
+    }
+
+    /// Self-attention over `x` (B, L, hidden) with rotary positions and an optional additive
+    /// mask (B, 1, L, L).
+    pub fn forward_self(&self, x: &Tensor, rope: &RotaryEmbedding, mask: Option<&Tensor>) -> Result<Tensor> {
+        let q = rope.apply(&self.heads(x, &self.q_proj, Some(&self.q_norm), self.num_heads)?)?;
+        let k = rope.apply(&self.heads(x, &self.k_proj, Some(&self.k_norm), self.num_kv_heads)?)?;
+        let v = self.heads(x, &self.v_proj, None, self.num_kv_heads)?;
+        self.attend(x, &q, &k, &v, mask)
+    }
+
+    /// Keys and values of the encoder states for cross-attention (no RoPE). Computed once per
+    /// request and reused at every diffusion step.
+    pub fn cross_kv(&self, encoder_states: &Tensor) -> Result<(Tensor, Tensor)> {
+        let k = self.heads(encoder_states, &self.k_proj, Some(&self.k_norm), self.num_kv_heads)?;
+        let v = self.heads(encoder_states, &self.v_proj, None, self.num_kv_heads)?;
+        Ok((k, v))
+    }
+
+    /// Cross-attention from `x` to precomputed encoder keys and values.
+    pub fn forward_cross(&self, x: &Tensor, kv: &(Tensor, Tensor), mask: Option<&Tensor>) -> Result<Tensor> {
+        let q = self.heads(x, &self.q_proj, Some(&self.q_norm), self.num_heads)?;
+        self.attend(x, &q, &kv.0, &kv.1, mask)
+    }
+
+    fn attend(&self, x: &Tensor, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let k = repeat_kv(k, self.num_heads / self.num_kv_heads)?;
+        let v = repeat_kv(v, self.num_heads / self.num_kv_heads)?;
+        // (B, heads, L, D) x (B, heads, D, S) -> (B, heads, L, S)
+        let scores = (q.matmul(&k.t()?)? * self.scaling)?;
+        let scores = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?; // (B, heads, L, D)
+        let out = out.transpose(1, 2)?.reshape((b, l, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// Repeat each key/value head `groups` times: (B, kv, S, D) -> (B, kv * groups, S, D), head
+/// `h` of the result being kv head `h / groups` (as torch's `repeat_interleave`).
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, s, d) = x.dims4()?;
+    x.unsqueeze(2)?.expand((b, kv, groups, s, d))?.reshape((b, kv * groups, s, d))
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))` (`Qwen3MLP`, no biases).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear_b(h, i, false, vb.pp("gate_proj"))?,
+            up_proj: linear_b(h, i, false, vb.pp("up_proj"))?,
+            down_proj: linear_b(i, h, false, vb.pp("down_proj"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// Pre-norm bidirectional transformer layer (`AceStepEncoderLayer`):
+/// `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+    pub layer_type: LayerType,
+}
+
+impl EncoderLayer {
+    pub fn new(cfg: &AceStepConfig, index: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_attention_layernorm: rms_norm(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            layer_type: cfg.layer_type(index),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, mask: Option<&Tensor>) -> Result<Tensor> {
+        let attn = self.self_attn.forward_self(&self.input_layernorm.forward(x)?, rope, mask)?;
+        let x = (x + attn)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        x + mlp
+    }
+}
+
+/// The masks of one encoder stack: full layers and sliding layers each get their own.
+pub struct EncoderMasks {
+    pub full: Option<Tensor>,
+    pub sliding: Option<Tensor>,
+}
+
+impl EncoderMasks {
+    /// Masks for a (B, L) batch with an optional key padding mask (1 = real, 0 = padding). With
+    /// sliding switched off, upstream gives sliding layers no mask at all.
+    pub fn new(cfg: &AceStepConfig, batch: usize, len: usize, key_padding: Option<&Tensor>, device: &Device) -> Result<Self> {
+        let full = bidirectional_mask(batch, len, None, key_padding, device)?;
+        let sliding = match cfg.sliding_window() {
+            Some(window) => Some(bidirectional_mask(batch, len, Some(window), key_padding, device)?),
+            None => None,
+        };
+        Ok(Self { full: Some(full), sliding })
+    }
+
+    pub fn for_layer(&self, layer_type: LayerType) -> Option<&Tensor> {
+        match layer_type {
+            LayerType::FullAttention => self.full.as_ref(),
+            LayerType::SlidingAttention => self.sliding.as_ref(),
+        }
+    }
+}

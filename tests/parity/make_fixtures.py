@@ -1,0 +1,135 @@
+"""Make parity fixtures from the upstream ACE-Step 1.5 PyTorch code.
+
+Usage:
+    python tests/parity/make_fixtures.py --upstream DIR [--out tests/parity/fixtures]
+
+DIR holds upstream's `acestep/` package: at least `acestep/__init__.py` and `acestep/models/`
+from ACE-Step 1.5 commit 6d467e4 (e.g. `git archive 6d467e4 acestep/models acestep/__init__.py
+| tar x -C DIR`). Needs torch 2.15, transformers 4.57.6, safetensors, numpy (and loguru, which
+upstream imports). Runs in float32 on one CPU thread so the numbers do not depend on the machine's
+thread count. Nothing here reimplements the model: every output comes from upstream modules.
+
+Each stage writes `<stage>.safetensors` (weights under their checkpoint names, inputs under
+`input.*`, results under `out.*`) and the tiny `config.json` the Rust side parses.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+SEED = 20261124
+
+# The tiny configuration of reference/parity-oracle.md: every size small, sliding window 4 so a
+# 40-frame sequence exercises it.
+TINY_CONFIG = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    num_lyric_encoder_hidden_layers=2,
+    text_hidden_dim=32,
+    fsq_dim=64,
+    num_timbre_encoder_hidden_layers=1,
+    num_attention_pooler_hidden_layers=1,
+    num_audio_decoder_hidden_layers=2,
+    sliding_window=4,
+    timbre_fix_frame=30,
+)
+
+
+def tiny_config():
+    from acestep.models.common.configuration_acestep_v15 import AceStepConfig
+
+    config = AceStepConfig(**TINY_CONFIG)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def randomize(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Replace upstream's near-identity init (std 0.02 linears, unit norms) with weights large
+    enough that attention patterns, masks and norms all matter to the result."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=generator))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+            else:
+                fan_in = p.shape[-1] if p.dim() > 1 else p.shape[0]
+                p.copy_(torch.randn(p.shape, generator=generator) / fan_in**0.5)
+
+
+def lyric_encoder_stage(out: Path) -> None:
+    """The lyric encoder: projection, bidirectional encoder layers (sliding and full attention)
+    with a key padding mask, final norm. Also the masks and rotary tables it builds."""
+    from acestep.models.turbo import modeling_acestep_v15_turbo as turbo
+
+    config = tiny_config()
+    generator = torch.Generator().manual_seed(SEED)
+    encoder = turbo.AceStepLyricEncoder(config).eval()
+    randomize(encoder, generator)
+
+    batch, length = 2, 40
+    embeds = torch.randn(batch, length, config.text_hidden_dim, generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, 33:] = 0  # the second item is 7 frames shorter
+
+    layer_outputs = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, o: layer_outputs.append(o[0].detach().clone()))
+        for layer in encoder.layers
+    ]
+    with torch.no_grad():
+        result = encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        positions = torch.arange(length).unsqueeze(0)
+        cos, sin = encoder.rotary_emb(embeds, positions)
+    for h in hooks:
+        h.remove()
+
+    full_mask = turbo.create_4d_mask(length, torch.float32, "cpu", mask, None, False, False)
+    sliding_mask = turbo.create_4d_mask(length, torch.float32, "cpu", mask, config.sliding_window, True, False)
+
+    tensors = {f"encoder.lyric_encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()}
+    tensors.update({
+        "input.embeds": embeds,
+        "input.mask": mask.to(torch.float32),
+        "out.rope_cos": cos[0],
+        "out.rope_sin": sin[0],
+        "out.full_mask": full_mask,
+        "out.sliding_mask": sliding_mask,
+        "out.final": result,
+    })
+    for i, h in enumerate(layer_outputs):
+        tensors[f"out.layer{i}"] = h
+    save_file(tensors, str(out / "lyric_encoder.safetensors"), metadata={"seed": str(SEED)})
+    print(f"lyric_encoder: {len(tensors)} tensors, layer types {config.layer_types}")
+
+
+STAGES = {"lyric_encoder": lyric_encoder_stage}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="directory containing upstream's acestep/")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "fixtures"))
+    parser.add_argument("--stage", action="append", choices=sorted(STAGES), help="default: all")
+    args = parser.parse_args()
+
+    sys.path.insert(0, args.upstream)
+    torch.set_num_threads(1)
+    torch.manual_seed(SEED)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tiny_config().to_json_file(str(out / "config.json"))
+    for stage in args.stage or sorted(STAGES):
+        STAGES[stage](out)
+
+
+if __name__ == "__main__":
+    main()
