@@ -36,11 +36,12 @@ fn bundled_dir(build: Build) -> PathBuf {
     }
 }
 
-fn existing(path: PathBuf, env: &str) -> PathBuf {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(path);
+/// `$env` if set, else `default`; it must exist (the message says how to build it).
+pub fn existing(default: PathBuf, env: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
     assert!(
         path.exists(),
-        "{} does not exist. Build the bundles first with `cargo xtask test` (or set {env}).",
+        "{} does not exist. Build it first with `cargo xtask test` (or set {env}).",
         path.display()
     );
     path

@@ -7,14 +7,11 @@ use std::process::Command;
 
 use backline_engine::audio::grid::TimeSignature;
 use backline_tests::clicks::{assert_beats, expected_beats, find_onsets};
-use backline_tests::{artifacts_dir, vst3_bundle, workspace_root, Build};
+use backline_tests::{artifacts_dir, existing, vst3_bundle, workspace_root, Build};
 
+/// The venv's Python, which has DawDreamer.
 fn python() -> PathBuf {
-    let path = std::env::var_os("BACKLINE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/venv/bin/python"));
-    assert!(path.exists(), "{} missing: run `cargo xtask test` (it creates the venv)", path.display());
-    path
+    existing(workspace_root().join("target/venv/bin/python"), "BACKLINE_PYTHON")
 }
 
 /// Channels of a float WAV.

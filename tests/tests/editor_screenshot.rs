@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backline_tests::{artifacts_dir, workspace_root};
+use backline_tests::{artifacts_dir, existing, workspace_root};
 
 /// Kills the child process when dropped, so a failing test leaves nothing running.
 struct Killed(Child);
@@ -20,11 +20,7 @@ impl Drop for Killed {
 }
 
 fn standalone() -> PathBuf {
-    let path = std::env::var_os("BACKLINE_STANDALONE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/backline-standalone"));
-    assert!(path.exists(), "{} missing: run `cargo xtask test`", path.display());
-    path
+    existing(workspace_root().join("target/release/backline-standalone"), "BACKLINE_STANDALONE")
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
