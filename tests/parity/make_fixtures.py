@@ -111,7 +111,49 @@ def lyric_encoder_stage(out: Path) -> None:
     print(f"lyric_encoder: {len(tensors)} tensors, layer types {config.layer_types}")
 
 
-STAGES = {"lyric_encoder": lyric_encoder_stage}
+def condition_encoder_stage(out: Path) -> None:
+    """The whole condition encoder: text projection, lyric encoder, timbre encoder over packed
+    reference clips (one for the first item, two for the second), and the packing of lyric,
+    timbre and text states into one sequence with its mask."""
+    from acestep.models.turbo import modeling_acestep_v15_turbo as turbo
+
+    config = tiny_config()
+    generator = torch.Generator().manual_seed(SEED + 1)
+    encoder = turbo.AceStepConditionEncoder(config).eval()
+    randomize(encoder, generator)
+
+    batch = 2
+    text = torch.randn(batch, 12, config.text_hidden_dim, generator=generator)
+    text_mask = torch.ones(batch, 12, dtype=torch.long)
+    text_mask[1, 9:] = 0
+    lyric = torch.randn(batch, 24, config.text_hidden_dim, generator=generator)
+    lyric_mask = torch.ones(batch, 24, dtype=torch.long)
+    lyric_mask[0, 20:] = 0
+    refs = torch.randn(3, 30, config.timbre_hidden_dim, generator=generator)
+    order = torch.tensor([1, 0, 1])  # clip 0 and 2 belong to item 1, clip 1 to item 0
+
+    with torch.no_grad():
+        timbre, timbre_mask = encoder.timbre_encoder(refs, order)
+        states, mask = encoder(text, text_mask, lyric, lyric_mask, refs, order)
+
+    tensors = {f"encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()}
+    tensors.update({
+        "input.text": text,
+        "input.text_mask": text_mask.to(torch.float32),
+        "input.lyric": lyric,
+        "input.lyric_mask": lyric_mask.to(torch.float32),
+        "input.refs": refs,
+        "input.order": order.to(torch.float32),
+        "out.timbre": timbre,
+        "out.timbre_mask": timbre_mask.to(torch.float32),
+        "out.states": states,
+        "out.mask": mask.to(torch.float32),
+    })
+    save_file(tensors, str(out / "condition_encoder.safetensors"), metadata={"seed": str(SEED + 1)})
+    print(f"condition_encoder: {len(tensors)} tensors, packed {tuple(states.shape)}")
+
+
+STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage}
 
 
 def main() -> None:

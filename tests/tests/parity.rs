@@ -58,3 +58,29 @@ fn lyric_encoder_matches_upstream_layer_by_layer() {
     }
     assert_close("lyric encoder output", &out, &f["out.final"]);
 }
+
+#[test]
+fn condition_encoder_matches_upstream() {
+    use backline_engine::model::condition::{ConditionEncoder, ConditionInputs};
+    let cfg = tiny_config();
+    let f = load_fixture("condition_encoder.safetensors");
+    let vb = VarBuilder::from_tensors(f.clone(), DType::F32, &Device::Cpu);
+    let encoder = ConditionEncoder::new(&cfg, vb.pp("encoder")).expect("weights load");
+    let clip_item: Vec<usize> = f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect();
+
+    let (timbre, timbre_mask) = encoder.timbre_encoder().forward(&f["input.refs"], &clip_item).unwrap();
+    assert_close("timbre per item", &timbre, &f["out.timbre"]);
+    assert_eq!(timbre_mask.to_vec2::<f32>().unwrap(), f["out.timbre_mask"].to_vec2::<f32>().unwrap());
+
+    let inputs = ConditionInputs {
+        text: &f["input.text"],
+        text_mask: &f["input.text_mask"],
+        lyrics: &f["input.lyric"],
+        lyric_mask: &f["input.lyric_mask"],
+        reference_clips: &f["input.refs"],
+        clip_item: &clip_item,
+    };
+    let (states, mask) = encoder.forward(&inputs).unwrap();
+    assert_eq!(mask.to_vec2::<f32>().unwrap(), f["out.mask"].to_vec2::<f32>().unwrap(), "packed mask");
+    assert_close("packed condition states", &states, &f["out.states"]);
+}

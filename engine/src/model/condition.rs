@@ -1,12 +1,17 @@
 //! Condition encoder pieces (upstream `AceStepConditionEncoder` and its parts in
 //! `acestep/models/turbo/modeling_acestep_v15_turbo.py`).
 //!
-//! So far: the lyric encoder. Lyric token embeddings from the Qwen3 text model's embedding table,
-//! (B, L, text_hidden_dim), are projected to the model width and run through bidirectional
-//! encoder layers with a key padding mask: (B, L, text_hidden_dim) -> (B, L, hidden_size).
+//! Inputs, all (B, L, C) with (B, L) masks of 1 (real) and 0 (padding):
+//! - text: the Qwen3 text encoder's last hidden states, (B, Lt, text_hidden_dim), projected;
+//! - lyrics: token embeddings from the Qwen3 embedding table, (B, Ll, text_hidden_dim), through
+//!   the lyric encoder (bidirectional layers with a key padding mask);
+//! - reference audio: N packed clips of VAE latents, (N, T, timbre_hidden_dim), with the batch
+//!   item of each clip; the timbre encoder keeps one vector per clip (row 0).
+//! Output: one sequence per item, (B, Ll + max clips + Lt, hidden_size), valid tokens first
+//! (lyrics, timbre, text), with its mask: the DiT's cross-attention states.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{linear, linear_b, Linear, RmsNorm, VarBuilder};
 
 use super::config::AceStepConfig;
 use super::nn::{rms_norm, EncoderLayer, EncoderMasks, RotaryEmbedding};
@@ -52,5 +57,166 @@ impl LyricEncoder {
             trace.push(x.clone());
         }
         self.norm.forward(&x)
+    }
+}
+
+/// `AceStepTimbreEncoder` (checkpoint prefix `encoder.timbre_encoder`).
+#[derive(Debug, Clone)]
+pub struct TimbreEncoder {
+    embed_tokens: Linear,
+    layers: Vec<EncoderLayer>,
+    norm: RmsNorm,
+    rope: RotaryEmbedding,
+    cfg: AceStepConfig,
+}
+
+impl TimbreEncoder {
+    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+        // The checkpoint also stores `special_token` (1, 1, hidden), which upstream's forward never
+        // reads; checked for presence so a checkpoint missing it is reported, then dropped.
+        vb.get((1, 1, cfg.hidden_size), "special_token")?;
+        let layers = (0..cfg.num_timbre_encoder_hidden_layers)
+            .map(|i| EncoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: linear(cfg.timbre_hidden_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,
+            layers,
+            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            rope: RotaryEmbedding::for_config(cfg, vb.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// `clips` (N, T, timbre_hidden_dim); `clip_item[n]` is the batch item clip n belongs to.
+    /// Returns (B, max clips per item, hidden) with clips in their packed order, zeros where an
+    /// item has fewer clips, and the (B, max clips) mask. B is the largest item index + 1.
+    pub fn forward(&self, clips: &Tensor, clip_item: &[usize]) -> Result<(Tensor, Tensor)> {
+        let (n, t, _) = clips.dims3()?;
+        if clip_item.len() != n {
+            candle_core::bail!("{} reference clips but {} item indices", n, clip_item.len());
+        }
+        // Clips are not padded: the masks only limit the sliding layers' reach.
+        let masks = EncoderMasks::new(&self.cfg, n, t, None, clips.device())?;
+        let mut x = self.embed_tokens.forward(clips)?;
+        for layer in self.layers.iter().take(self.cfg.num_hidden_layers) {
+            x = layer.forward(&x, &self.rope, masks.for_layer(layer.layer_type))?;
+        }
+        let per_clip = self.norm.forward(&x)?.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?; // (N, hidden)
+        unpack_clips(&per_clip, clip_item)
+    }
+}
+
+/// Group per-clip vectors (N, D) by batch item: (B, max count, D) plus a (B, max count) mask.
+fn unpack_clips(per_clip: &Tensor, clip_item: &[usize]) -> Result<(Tensor, Tensor)> {
+    let (_, d) = per_clip.dims2()?;
+    let batch = clip_item.iter().max().map_or(0, |m| m + 1);
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    for (clip, &item) in clip_item.iter().enumerate() {
+        groups[item].push(clip as u32);
+    }
+    let max_count = groups.iter().map(Vec::len).max().unwrap_or(0);
+    let device = per_clip.device();
+    let mut rows = Vec::with_capacity(batch);
+    let mut mask = Vec::with_capacity(batch * max_count);
+    for group in &groups {
+        let mut row = per_clip.index_select(&Tensor::new(group.as_slice(), device)?, 0)?;
+        if group.len() < max_count {
+            let pad = Tensor::zeros((max_count - group.len(), d), per_clip.dtype(), device)?;
+            row = Tensor::cat(&[&row, &pad], 0)?;
+        }
+        rows.push(row);
+        mask.extend((0..max_count).map(|i| if i < group.len() { 1f32 } else { 0.0 }));
+    }
+    Ok((Tensor::stack(&rows, 0)?, Tensor::from_vec(mask, (batch, max_count), device)?))
+}
+
+/// Concatenate two masked sequences and move each item's valid tokens to the front, keeping
+/// their order (upstream `pack_sequences`): (B, L1, D) + (B, L2, D) -> (B, L1 + L2, D), and the
+/// new mask (1 for the first `valid` positions of each item).
+pub fn pack_sequences(a: &Tensor, b: &Tensor, mask_a: &Tensor, mask_b: &Tensor) -> Result<(Tensor, Tensor)> {
+    let states = Tensor::cat(&[a, b], 1)?;
+    let masks: Vec<Vec<f32>> = Tensor::cat(&[mask_a, mask_b], 1)?.to_dtype(DType::F32)?.to_vec2()?;
+    let (batch, len, _) = states.dims3()?;
+    let device = states.device();
+    let mut rows = Vec::with_capacity(batch);
+    let mut new_mask = Vec::with_capacity(batch * len);
+    for (item, mask) in masks.iter().enumerate() {
+        let valid = (0..len as u32).filter(|&i| mask[i as usize] != 0.0);
+        let padding = (0..len as u32).filter(|&i| mask[i as usize] == 0.0);
+        let order: Vec<u32> = valid.chain(padding).collect();
+        rows.push(states.get(item)?.index_select(&Tensor::new(order.as_slice(), device)?, 0)?);
+        let count = mask.iter().filter(|m| **m != 0.0).count();
+        new_mask.extend((0..len).map(|i| if i < count { 1f32 } else { 0.0 }));
+    }
+    Ok((Tensor::stack(&rows, 0)?, Tensor::from_vec(new_mask, (batch, len), device)?))
+}
+
+/// `AceStepConditionEncoder` (checkpoint prefix `encoder`).
+#[derive(Debug, Clone)]
+pub struct ConditionEncoder {
+    text_projector: Linear,
+    lyric_encoder: LyricEncoder,
+    timbre_encoder: TimbreEncoder,
+}
+
+/// What the condition encoder reads for one batch. Masks are (B, L) of 1 and 0.
+pub struct ConditionInputs<'a> {
+    pub text: &'a Tensor,
+    pub text_mask: &'a Tensor,
+    pub lyrics: &'a Tensor,
+    pub lyric_mask: &'a Tensor,
+    pub reference_clips: &'a Tensor,
+    pub clip_item: &'a [usize],
+}
+
+impl ConditionEncoder {
+    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            text_projector: linear_b(cfg.text_hidden_dim, cfg.hidden_size, false, vb.pp("text_projector"))?,
+            lyric_encoder: LyricEncoder::new(cfg, vb.pp("lyric_encoder"))?,
+            timbre_encoder: TimbreEncoder::new(cfg, vb.pp("timbre_encoder"))?,
+        })
+    }
+
+    pub fn timbre_encoder(&self) -> &TimbreEncoder {
+        &self.timbre_encoder
+    }
+
+    /// The packed cross-attention states (B, L, hidden) and their mask (B, L).
+    pub fn forward(&self, inputs: &ConditionInputs) -> Result<(Tensor, Tensor)> {
+        let text = self.text_projector.forward(inputs.text)?;
+        let lyrics = self.lyric_encoder.forward(inputs.lyrics, inputs.lyric_mask)?;
+        let (timbre, timbre_mask) = self.timbre_encoder.forward(inputs.reference_clips, inputs.clip_item)?;
+        let lyric_mask = inputs.lyric_mask.to_dtype(DType::F32)?;
+        let (states, mask) = pack_sequences(&lyrics, &timbre, &lyric_mask, &timbre_mask)?;
+        pack_sequences(&states, &text, &mask, &inputs.text_mask.to_dtype(DType::F32)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn packing_moves_valid_tokens_first_in_order() {
+        let dev = Device::Cpu;
+        // Item 0: a = [1, 2(pad)], b = [3]; item 1: a = [4(pad), 5(pad)], b = [6].
+        let a = Tensor::new(&[[[1f32], [2.]], [[4.], [5.]]], &dev).unwrap();
+        let b = Tensor::new(&[[[3f32]], [[6.]]], &dev).unwrap();
+        let ma = Tensor::new(&[[1f32, 0.], [0., 0.]], &dev).unwrap();
+        let mb = Tensor::new(&[[1f32], [1.]], &dev).unwrap();
+        let (s, m) = pack_sequences(&a, &b, &ma, &mb).unwrap();
+        assert_eq!(s.squeeze(2).unwrap().to_vec2::<f32>().unwrap(), [[1., 3., 2.], [6., 4., 5.]]);
+        assert_eq!(m.to_vec2::<f32>().unwrap(), [[1., 1., 0.], [1., 0., 0.]]);
+    }
+
+    #[test]
+    fn clips_are_grouped_by_item_in_order() {
+        let dev = Device::Cpu;
+        let per_clip = Tensor::new(&[[10f32], [20.], [30.]], &dev).unwrap();
+        let (g, m) = unpack_clips(&per_clip, &[1, 0, 1]).unwrap();
+        assert_eq!(g.squeeze(2).unwrap().to_vec2::<f32>().unwrap(), [[20., 0.], [10., 30.]]);
+        assert_eq!(m.to_vec2::<f32>().unwrap(), [[1., 0.], [1., 1.]]);
     }
 }
