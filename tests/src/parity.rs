@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::workspace_root;
 
@@ -21,6 +22,14 @@ pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
     let path = fixture_path(name);
     candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("{}: {e} (regenerate with tests/parity/make_fixtures.py)", path.display()))
+}
+
+/// A fixture file's tensors and a VarBuilder over them (its weights are stored under their
+/// checkpoint names).
+pub fn load_fixture_weights(name: &str) -> (HashMap<String, Tensor>, VarBuilder<'static>) {
+    let tensors = load_fixture(name);
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    (tensors, vb)
 }
 
 /// (max-abs error, max-abs of the reference).

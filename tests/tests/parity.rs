@@ -6,9 +6,8 @@
 use backline_engine::model::condition::LyricEncoder;
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::model::nn::{bidirectional_mask, RotaryEmbedding};
-use backline_tests::parity::{assert_close, fixture_path, load_fixture};
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use backline_tests::parity::{assert_close, fixture_path, load_fixture, load_fixture_weights};
+use candle_core::Device;
 
 fn tiny_config() -> AceStepConfig {
     let json = std::fs::read_to_string(fixture_path("config.json")).expect("fixture config.json");
@@ -47,8 +46,7 @@ fn attention_masks_match_upstream_exactly() {
 #[test]
 fn lyric_encoder_matches_upstream_layer_by_layer() {
     let cfg = tiny_config();
-    let f = load_fixture("lyric_encoder.safetensors");
-    let vb = VarBuilder::from_tensors(f.clone(), DType::F32, &Device::Cpu);
+    let (f, vb) = load_fixture_weights("lyric_encoder.safetensors");
     let encoder = LyricEncoder::new(&cfg, vb.pp("encoder.lyric_encoder")).expect("weights load");
     let mut trace = Vec::new();
     let out = encoder.forward_traced(&f["input.embeds"], &f["input.mask"], &mut trace).unwrap();
@@ -63,8 +61,7 @@ fn lyric_encoder_matches_upstream_layer_by_layer() {
 fn condition_encoder_matches_upstream() {
     use backline_engine::model::condition::{ConditionEncoder, ConditionInputs};
     let cfg = tiny_config();
-    let f = load_fixture("condition_encoder.safetensors");
-    let vb = VarBuilder::from_tensors(f.clone(), DType::F32, &Device::Cpu);
+    let (f, vb) = load_fixture_weights("condition_encoder.safetensors");
     let encoder = ConditionEncoder::new(&cfg, vb.pp("encoder")).expect("weights load");
     let clip_item: Vec<usize> = f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect();
 

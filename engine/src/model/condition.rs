@@ -11,35 +11,21 @@
 //! (lyrics, timbre, text), with its mask: the DiT's cross-attention states.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{linear, linear_b, Linear, RmsNorm, VarBuilder};
+use candle_nn::{linear_b, Linear, VarBuilder};
 
 use super::config::AceStepConfig;
-use super::nn::{rms_norm, EncoderLayer, EncoderMasks, RotaryEmbedding};
+use super::nn::EncoderStack;
 
 /// `AceStepLyricEncoder` (checkpoint prefix `encoder.lyric_encoder`).
 #[derive(Debug, Clone)]
 pub struct LyricEncoder {
-    embed_tokens: Linear,
-    layers: Vec<EncoderLayer>,
-    norm: RmsNorm,
-    rope: RotaryEmbedding,
-    cfg: AceStepConfig,
+    stack: EncoderStack,
 }
 
 impl LyricEncoder {
     pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
-        // Upstream builds `num_lyric_encoder_hidden_layers` layers but runs only the first
-        // `num_hidden_layers` of them; the extra ones are loaded and never used.
-        let layers = (0..cfg.num_lyric_encoder_hidden_layers)
-            .map(|i| EncoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            embed_tokens: linear(cfg.text_hidden_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,
-            layers,
-            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
-            rope: RotaryEmbedding::for_config(cfg, vb.device())?,
-            cfg: cfg.clone(),
-        })
+        let stack = EncoderStack::new(cfg, cfg.text_hidden_dim, cfg.num_lyric_encoder_hidden_layers, vb)?;
+        Ok(Self { stack })
     }
 
     /// `embeds` (B, L, text_hidden_dim), `mask` (B, L) with 1 for real tokens, 0 for padding.
@@ -49,25 +35,14 @@ impl LyricEncoder {
 
     /// As `forward`, also pushing each layer's output onto `trace` (for stage-by-stage checks).
     pub fn forward_traced(&self, embeds: &Tensor, mask: &Tensor, trace: &mut Vec<Tensor>) -> Result<Tensor> {
-        let (b, l, _) = embeds.dims3()?;
-        let masks = EncoderMasks::new(&self.cfg, b, l, Some(mask), embeds.device())?;
-        let mut x = self.embed_tokens.forward(embeds)?;
-        for layer in self.layers.iter().take(self.cfg.num_hidden_layers) {
-            x = layer.forward(&x, &self.rope, masks.for_layer(layer.layer_type))?;
-            trace.push(x.clone());
-        }
-        self.norm.forward(&x)
+        self.stack.forward_traced(embeds, Some(mask), trace)
     }
 }
 
 /// `AceStepTimbreEncoder` (checkpoint prefix `encoder.timbre_encoder`).
 #[derive(Debug, Clone)]
 pub struct TimbreEncoder {
-    embed_tokens: Linear,
-    layers: Vec<EncoderLayer>,
-    norm: RmsNorm,
-    rope: RotaryEmbedding,
-    cfg: AceStepConfig,
+    stack: EncoderStack,
 }
 
 impl TimbreEncoder {
@@ -75,33 +50,21 @@ impl TimbreEncoder {
         // The checkpoint also stores `special_token` (1, 1, hidden), which upstream's forward never
         // reads; checked for presence so a checkpoint missing it is reported, then dropped.
         vb.get((1, 1, cfg.hidden_size), "special_token")?;
-        let layers = (0..cfg.num_timbre_encoder_hidden_layers)
-            .map(|i| EncoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            embed_tokens: linear(cfg.timbre_hidden_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,
-            layers,
-            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
-            rope: RotaryEmbedding::for_config(cfg, vb.device())?,
-            cfg: cfg.clone(),
-        })
+        let stack = EncoderStack::new(cfg, cfg.timbre_hidden_dim, cfg.num_timbre_encoder_hidden_layers, vb)?;
+        Ok(Self { stack })
     }
 
     /// `clips` (N, T, timbre_hidden_dim); `clip_item[n]` is the batch item clip n belongs to.
     /// Returns (B, max clips per item, hidden) with clips in their packed order, zeros where an
     /// item has fewer clips, and the (B, max clips) mask. B is the largest item index + 1.
     pub fn forward(&self, clips: &Tensor, clip_item: &[usize]) -> Result<(Tensor, Tensor)> {
-        let (n, t, _) = clips.dims3()?;
+        let n = clips.dim(0)?;
         if clip_item.len() != n {
             candle_core::bail!("{} reference clips but {} item indices", n, clip_item.len());
         }
         // Clips are not padded: the masks only limit the sliding layers' reach.
-        let masks = EncoderMasks::new(&self.cfg, n, t, None, clips.device())?;
-        let mut x = self.embed_tokens.forward(clips)?;
-        for layer in self.layers.iter().take(self.cfg.num_hidden_layers) {
-            x = layer.forward(&x, &self.rope, masks.for_layer(layer.layer_type))?;
-        }
-        let per_clip = self.norm.forward(&x)?.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?; // (N, hidden)
+        let encoded = self.stack.forward_traced(clips, None, &mut Vec::new())?;
+        let per_clip = encoded.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?; // row 0: (N, hidden)
         unpack_clips(&per_clip, clip_item)
     }
 }

@@ -10,7 +10,7 @@
 //! keys are all padding averages over them instead of producing NaN.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{linear_b, Linear, RmsNorm, VarBuilder};
+use candle_nn::{linear, linear_b, Linear, RmsNorm, VarBuilder};
 
 use super::config::{AceStepConfig, LayerType};
 
@@ -270,5 +270,47 @@ impl EncoderMasks {
             LayerType::FullAttention => self.full.as_ref(),
             LayerType::SlidingAttention => self.sliding.as_ref(),
         }
+    }
+}
+
+/// Input projection, encoder layers, final norm: the shape shared by the lyric encoder, the
+/// timbre encoder, the attention pooler and the detokenizer (checkpoint names `embed_tokens`,
+/// `layers.N`, `norm`).
+#[derive(Debug, Clone)]
+pub struct EncoderStack {
+    embed_tokens: Linear,
+    layers: Vec<EncoderLayer>,
+    norm: RmsNorm,
+    rope: RotaryEmbedding,
+    cfg: AceStepConfig,
+}
+
+impl EncoderStack {
+    /// `input_dim` is the width of what enters `embed_tokens`; `num_layers` the layers stored.
+    pub fn new(cfg: &AceStepConfig, input_dim: usize, num_layers: usize, vb: VarBuilder) -> Result<Self> {
+        let layers = (0..num_layers)
+            .map(|i| EncoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: linear(input_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,
+            layers,
+            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            rope: RotaryEmbedding::for_config(cfg, vb.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// (B, L, input_dim) -> (B, L, hidden), with an optional (B, L) key padding mask; pushes each
+    /// layer's output onto `trace`. Upstream runs only the first `num_hidden_layers` of the
+    /// stored layers (more are loaded but never used).
+    pub fn forward_traced(&self, x: &Tensor, key_padding: Option<&Tensor>, trace: &mut Vec<Tensor>) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let masks = EncoderMasks::new(&self.cfg, b, l, key_padding, x.device())?;
+        let mut x = self.embed_tokens.forward(x)?;
+        for layer in self.layers.iter().take(self.cfg.num_hidden_layers) {
+            x = layer.forward(&x, &self.rope, masks.for_layer(layer.layer_type))?;
+            trace.push(x.clone());
+        }
+        self.norm.forward(&x)
     }
 }
