@@ -8,6 +8,8 @@
 
 use std::f32::consts::TAU;
 
+use backline_engine::audio::grid::Grid;
+
 use crate::transport::TransportSnapshot;
 
 /// Peak of the downbeat click (-6 dBFS) and of the other beats (-12 dBFS).
@@ -51,7 +53,7 @@ pub struct GuideClick {
 
 #[derive(Debug, Clone, Copy)]
 struct BlockTiming {
-    snapshot: TransportSnapshot,
+    grid: Grid,
     start_quarters: f64,
     bar_start_quarters: f64,
     samples_per_quarter: f64,
@@ -82,13 +84,16 @@ impl GuideClick {
     /// reports a position; a ringing click always finishes.
     pub fn start_block(&mut self, snapshot: &TransportSnapshot, enabled: bool, len: usize) {
         self.block = match (enabled && snapshot.playing, snapshot.pos_quarters) {
-            (true, Some(start_quarters)) => Some(BlockTiming {
-                snapshot: *snapshot,
-                start_quarters,
-                bar_start_quarters: snapshot.bar_start_quarters.unwrap_or(0.0),
-                samples_per_quarter: snapshot.grid().samples_per_quarter(),
-                len,
-            }),
+            (true, Some(start_quarters)) => {
+                let grid = snapshot.grid();
+                Some(BlockTiming {
+                    grid,
+                    start_quarters,
+                    bar_start_quarters: snapshot.bar_start_quarters.unwrap_or(0.0),
+                    samples_per_quarter: grid.samples_per_quarter(),
+                    len,
+                })
+            }
             _ => None,
         };
         self.next_onset = self.find_onset(None);
@@ -97,7 +102,7 @@ impl GuideClick {
     /// The first beat line after `after` (or at/after the block start) that falls in the block.
     fn find_onset(&self, after: Option<f64>) -> Option<Onset> {
         let block = self.block.as_ref()?;
-        let grid = block.snapshot.grid();
+        let grid = &block.grid;
         // A line between the previous block's last sample and this block's first one belongs to
         // sample 0 here (the previous block rounded it up past its end), so search from just
         // under one sample before the block start.

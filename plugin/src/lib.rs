@@ -151,11 +151,11 @@ impl Plugin for Backline {
             std::hint::black_box(vec![0u8; 64]);
         }
 
-        self.shared.main_in_peak.store(peak(buffer.as_slice_immutable()), Ordering::Relaxed);
-        let sidechain_peak = aux.inputs.first().map_or(0.0, |b| peak(b.as_slice_immutable()));
-        self.shared.sidechain_in_peak.store(sidechain_peak, Ordering::Relaxed);
-
+        // The meters are for the editor only: skip the scan while it is closed.
         if self.editor_state.is_open() {
+            self.shared.main_in_peak.store(peak(buffer.as_slice_immutable()), Ordering::Relaxed);
+            let sidechain_peak = aux.inputs.first().map_or(0.0, |b| peak(b.as_slice_immutable()));
+            self.shared.sidechain_in_peak.store(sidechain_peak, Ordering::Relaxed);
             self.repaint.request_repaint();
         }
 
