@@ -7,3 +7,4 @@
 pub mod audio;
 pub mod task;
 pub mod model;
+pub mod sampling;

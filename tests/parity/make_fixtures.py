@@ -153,7 +153,95 @@ def condition_encoder_stage(out: Path) -> None:
     print(f"condition_encoder: {len(tensors)} tensors, packed {tuple(states.shape)}")
 
 
-STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage}
+def dit_stage(out: Path) -> None:
+    """The whole turbo model on a two-item batch: condition encoder, context latents, one DiT
+    forward at a mid timestep (with the real condition and with the CFG null condition), and the
+    8-step shift-3 turbo trajectory of `generate_audio` from saved noise, every step's input and
+    velocity recorded."""
+    from acestep.models.turbo import modeling_acestep_v15_turbo as turbo
+
+    config = tiny_config()
+    generator = torch.Generator().manual_seed(SEED + 2)
+    model = turbo.AceStepConditionGenerationModel(config).eval()
+    randomize(model, generator)
+
+    batch, frames, latent = 2, 40, config.audio_acoustic_hidden_dim
+    text = torch.randn(batch, 7, config.text_hidden_dim, generator=generator)
+    text_mask = torch.ones(batch, 7)
+    text_mask[1, 5:] = 0
+    lyric = torch.randn(batch, 9, config.text_hidden_dim, generator=generator)
+    lyric_mask = torch.ones(batch, 9)
+    lyric_mask[0, 6:] = 0
+    refs = torch.randn(3, 30, latent, generator=generator)
+    order = torch.tensor([0, 0, 1])
+    silence = torch.randn(1, 200, latent, generator=generator)
+    src = torch.randn(batch, frames, latent, generator=generator)
+    chunk_masks = torch.ones(batch, frames, latent)
+    chunk_masks[1, 10:25] = 0  # the second item keeps a window of its source
+    is_covers = torch.zeros(batch, dtype=torch.long)
+    seed = 42
+
+    with torch.no_grad():
+        states, states_mask, context = model.prepare_condition(
+            text, text_mask, lyric, lyric_mask, refs, order,
+            src, torch.ones(batch, frames), silence, src, chunk_masks, is_covers)
+        xt = torch.randn(batch, frames, latent, generator=generator)
+        t = torch.full((batch,), 0.7)
+        decoder_kwargs = dict(hidden_states=xt, timestep=t, timestep_r=t, attention_mask=None,
+                              encoder_attention_mask=states_mask, context_latents=context, use_cache=False)
+        vt = model.decoder(encoder_hidden_states=states, **decoder_kwargs)[0]
+        null_states = model.null_condition_emb.expand_as(states)
+        vt_null = model.decoder(encoder_hidden_states=null_states, **decoder_kwargs)[0]
+
+        steps = []
+        hook = model.decoder.register_forward_hook(
+            lambda _m, _a, kwargs, o: steps.append(
+                (kwargs["hidden_states"].clone(), kwargs["timestep"].clone(), o[0].clone())),
+            with_kwargs=True)
+        noise = model.prepare_noise(context, seed)
+        result = model.generate_audio(
+            text_hidden_states=text, text_attention_mask=text_mask,
+            lyric_hidden_states=lyric, lyric_attention_mask=lyric_mask,
+            refer_audio_acoustic_hidden_states_packed=refs, refer_audio_order_mask=order,
+            src_latents=src, chunk_masks=chunk_masks, is_covers=is_covers, silence_latent=silence,
+            seed=seed, shift=3.0, dcw_enabled=False)
+        hook.remove()
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors.update({
+        "input.text": text, "input.text_mask": text_mask,
+        "input.lyric": lyric, "input.lyric_mask": lyric_mask,
+        "input.refs": refs, "input.order": order.to(torch.float32),
+        "input.src": src, "input.chunk_masks": chunk_masks,
+        "input.xt": xt, "input.t": t, "input.noise": noise,
+        "out.states": states, "out.context": context,
+        "out.vt": vt, "out.vt_null": vt_null,
+        "out.timesteps": torch.stack([s[1][0] for s in steps]),
+        "out.target": result["target_latents"],
+    })
+    for i, (x, _t, v) in enumerate(steps):
+        tensors[f"out.step{i}.xt"] = x
+        tensors[f"out.step{i}.vt"] = v
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "dit.safetensors"), metadata={"seed": str(SEED + 2)})
+    print(f"dit: {len(tensors)} tensors, {len(steps)} steps, target {tuple(result['target_latents'].shape)}")
+
+
+# The tiny VAE: the real model's strides (hop 1920) with small widths so the fixture stays
+# under 2 MB; multiples [1, 2, 1, 2, 1] make an in/out channel swap a shape error.
+TINY_VAE_CONFIG = dict(
+    encoder_hidden_size=24,
+    downsampling_ratios=[2, 4, 4, 6, 10],
+    channel_multiples=[1, 2, 1, 2, 1],
+    decoder_channels=8,
+    decoder_input_channels=12,
+    audio_channels=2,
+    sampling_rate=48000,
+)
+
+
+STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
+          "dit": dit_stage}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@
 //!   the lyric encoder (bidirectional layers with a key padding mask);
 //! - reference audio: N packed clips of VAE latents, (N, T, timbre_hidden_dim), with the batch
 //!   item of each clip; the timbre encoder keeps one vector per clip (row 0).
+//!
 //! Output: one sequence per item, (B, Ll + max clips + Lt, hidden_size), valid tokens first
 //! (lyrics, timbre, text), with its mask: the DiT's cross-attention states.
 

@@ -72,7 +72,7 @@ impl AceStepConfig {
     pub fn layer_type(&self, index: usize) -> LayerType {
         match &self.layer_types {
             Some(types) => types.get(index).copied().unwrap_or(LayerType::FullAttention),
-            None if index % 2 == 0 => LayerType::SlidingAttention,
+            None if index.is_multiple_of(2) => LayerType::SlidingAttention,
             None => LayerType::FullAttention,
         }
     }

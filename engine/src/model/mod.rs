@@ -2,8 +2,12 @@
 //!
 //! - `config`: the DiT checkpoint's `config.json`.
 //! - `nn`: shared blocks (RMSNorm, RoPE, GQA attention with q/k norms, SwiGLU MLP, encoder layer).
-//! - `condition`: the condition encoder (lyric encoder so far).
+//! - `condition`: the condition encoder (text projection, lyric and timbre encoders, packing).
+//! - `dit`: the diffusion transformer.
+//! - `acestep`: the whole DiT checkpoint (encoder, decoder, null condition).
 
+pub mod acestep;
 pub mod condition;
 pub mod config;
+pub mod dit;
 pub mod nn;
