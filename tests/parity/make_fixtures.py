@@ -212,7 +212,7 @@ def dit_stage(out: Path) -> None:
         "input.text": text, "input.text_mask": text_mask,
         "input.lyric": lyric, "input.lyric_mask": lyric_mask,
         "input.refs": refs, "input.order": order.to(torch.float32),
-        "input.src": src, "input.chunk_masks": chunk_masks,
+        "input.src": src, "input.chunk_masks": chunk_masks, "input.silence": silence,
         "input.xt": xt, "input.t": t, "input.noise": noise,
         "out.states": states, "out.context": context,
         "out.vt": vt, "out.vt_null": vt_null,
@@ -240,8 +240,52 @@ TINY_VAE_CONFIG = dict(
 )
 
 
+def tokenizer_stage(out: Path) -> None:
+    """The audio tokenizer (attention pooler over 5-frame windows, FSQ) and detokenizer: latents
+    whose length is not a multiple of the window (padded with the silence latent), their codes
+    and quantized states, the codes decoded back (`get_output_from_indices`), the 25 Hz hints,
+    and the cover item's context latents from `prepare_condition`."""
+    from acestep.models.turbo import modeling_acestep_v15_turbo as turbo
+
+    config = tiny_config()
+    generator = torch.Generator().manual_seed(SEED + 3)
+    model = turbo.AceStepConditionGenerationModel(config).eval()
+    randomize(model, generator)
+
+    batch, frames, latent = 2, 43, config.audio_acoustic_hidden_dim
+    latents = torch.randn(batch, frames, latent, generator=generator)
+    silence = torch.randn(1, 60, latent, generator=generator)
+    chunk_masks = torch.ones(batch, frames, latent)
+    is_covers = torch.tensor([0, 1])
+    # Condition inputs only so prepare_condition runs; its encoder output is not compared here.
+    text = torch.randn(batch, 3, config.text_hidden_dim, generator=generator)
+    lyric = torch.randn(batch, 3, config.text_hidden_dim, generator=generator)
+    refs = torch.randn(2, 30, latent, generator=generator)
+    ones = torch.ones(batch, 3)
+
+    with torch.no_grad():
+        quantized, indices, _ = model.tokenize(latents, silence, torch.ones(batch, frames))
+        hints = model.detokenize(quantized)
+        from_indices = model.tokenizer.quantizer.get_output_from_indices(indices)
+        _, _, context = model.prepare_condition(
+            text, ones, lyric, ones, refs, torch.tensor([0, 1]),
+            latents, torch.ones(batch, frames), silence, latents, chunk_masks, is_covers)
+
+    weights = {k: v for k, v in model.state_dict().items() if k.startswith(("tokenizer.", "detokenizer."))}
+    tensors = {k: v.contiguous() for k, v in weights.items()}
+    tensors.update({
+        "input.latents": latents, "input.silence": silence, "input.chunk_masks": chunk_masks,
+        "out.quantized": quantized, "out.indices": indices[..., 0].to(torch.int64),
+        "out.from_indices": from_indices, "out.hints": hints, "out.context": context,
+    })
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "tokenizer.safetensors"), metadata={"seed": str(SEED + 3)})
+    distinct = len(set(indices.flatten().tolist()))
+    print(f"tokenizer: {len(tensors)} tensors, codes {tuple(indices.shape)} ({distinct} distinct), hints {tuple(hints.shape)}")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
-          "dit": dit_stage}
+          "dit": dit_stage, "tokenizer": tokenizer_stage}
 
 
 def main() -> None:

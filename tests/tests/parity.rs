@@ -3,7 +3,7 @@
 //! `tests/parity/fixtures/README.md`); our candle code loads the same weights and must reproduce
 //! every saved intermediate within 1e-4 of its scale.
 
-use backline_engine::model::acestep::{AceStepModel, Condition};
+use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
 use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
 use backline_engine::sampling::{euler_ode, shifted_schedule, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
@@ -98,7 +98,13 @@ fn dit_fixture() -> (AceStepConfig, std::collections::HashMap<String, candle_cor
         reference_clips: &f["input.refs"],
         clip_item: &clip_item,
     };
-    let condition = model.prepare_condition(&inputs, &f["input.src"], &f["input.chunk_masks"]).unwrap();
+    let source = SourceInputs {
+        latents: &f["input.src"],
+        chunk_mask: &f["input.chunk_masks"],
+        is_cover: &[false, false],
+        silence: &f["input.silence"],
+    };
+    let condition = model.prepare_condition(&inputs, &source).unwrap();
     (cfg, f, model, condition)
 }
 
@@ -141,4 +147,56 @@ fn turbo_trajectory_matches_upstream_step_by_step() {
     )
     .unwrap();
     assert_close("turbo target latents", &target, &f["out.target"]);
+}
+
+#[test]
+fn audio_tokenizer_codes_equal_upstream_exactly_and_hints_match() {
+    use backline_engine::model::tokenizer::{AudioDetokenizer, AudioTokenizer};
+    let cfg = tiny_config();
+    let (f, vb) = load_fixture_weights("tokenizer.safetensors");
+    let tokenizer = AudioTokenizer::new(&cfg, vb.pp("tokenizer")).expect("tokenizer weights");
+    let detokenizer = AudioDetokenizer::new(&cfg, vb.pp("detokenizer")).expect("detokenizer weights");
+
+    let (quantized, indices) = tokenizer.tokenize(&f["input.latents"], &f["input.silence"]).unwrap();
+    let want: Vec<Vec<u32>> = f["out.indices"].to_vec2::<i64>().unwrap().iter().map(|r| r.iter().map(|&i| i as u32).collect()).collect();
+    assert_eq!(indices.to_vec2::<u32>().unwrap(), want, "FSQ code indices");
+    assert_close("quantized states", &quantized, &f["out.quantized"]);
+
+    let from_indices = tokenizer.quantizer().output_from_indices(&indices).unwrap();
+    assert_close("states from code indices", &from_indices, &f["out.from_indices"]);
+    assert_close("detokenized 25 Hz hints", &detokenizer.forward(&quantized).unwrap(), &f["out.hints"]);
+}
+
+/// The DiT fixture's model with the tokenizer fixture's tokenizer and detokenizer weights, and
+/// the tokenizer fixture.
+fn model_with_fixture_tokenizer() -> (AceStepModel, std::collections::HashMap<String, candle_core::Tensor>) {
+    let cfg = tiny_config();
+    let mut weights = load_fixture("dit.safetensors");
+    let f = load_fixture("tokenizer.safetensors");
+    weights.extend(f.iter().filter(|(k, _)| k.contains("tokenizer.")).map(|(k, v)| (k.clone(), v.clone())));
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+    (AceStepModel::new(&cfg, vb).unwrap(), f)
+}
+
+#[test]
+fn cover_context_uses_the_fsq_round_trip_of_the_source() {
+    let (model, f) = model_with_fixture_tokenizer();
+    let source = SourceInputs {
+        latents: &f["input.latents"],
+        chunk_mask: &f["input.chunk_masks"],
+        is_cover: &[false, true],
+        silence: &f["input.silence"],
+    };
+    assert_close("cover context latents", &model.context_latents(&source).unwrap(), &f["out.context"]);
+}
+
+#[test]
+fn audio_code_text_decodes_to_upstreams_hints() {
+    use backline_engine::model::fsq::{format_audio_codes, parse_audio_codes};
+    let (model, f) = model_with_fixture_tokenizer();
+    let codes: Vec<u32> = f["out.indices"].get(1).unwrap().to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
+    let text = format_audio_codes(&codes);
+    let hints = model.hints_from_codes(&parse_audio_codes(&text)).unwrap();
+    assert_close("hints from <|audio_code_N|> text", &hints, &f["out.hints"].narrow(0, 1, 1).unwrap());
+    assert!(model.hints_from_codes(&[64_000]).is_err(), "a code outside the codebook is an error");
 }

@@ -25,7 +25,8 @@ pub struct LyricEncoder {
 
 impl LyricEncoder {
     pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
-        let stack = EncoderStack::new(cfg, cfg.text_hidden_dim, cfg.num_lyric_encoder_hidden_layers, vb)?;
+        let stack = EncoderStack::new(cfg, cfg.text_hidden_dim, cfg.num_lyric_encoder_hidden_layers, vb)?
+            .limit_layers(cfg.num_hidden_layers);
         Ok(Self { stack })
     }
 
@@ -51,7 +52,8 @@ impl TimbreEncoder {
         // The checkpoint also stores `special_token` (1, 1, hidden), which upstream's forward never
         // reads; checked for presence so a checkpoint missing it is reported, then dropped.
         vb.get((1, 1, cfg.hidden_size), "special_token")?;
-        let stack = EncoderStack::new(cfg, cfg.timbre_hidden_dim, cfg.num_timbre_encoder_hidden_layers, vb)?;
+        let stack = EncoderStack::new(cfg, cfg.timbre_hidden_dim, cfg.num_timbre_encoder_hidden_layers, vb)?
+            .limit_layers(cfg.num_hidden_layers);
         Ok(Self { stack })
     }
 

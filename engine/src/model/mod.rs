@@ -4,10 +4,14 @@
 //! - `nn`: shared blocks (RMSNorm, RoPE, GQA attention with q/k norms, SwiGLU MLP, encoder layer).
 //! - `condition`: the condition encoder (text projection, lyric and timbre encoders, packing).
 //! - `dit`: the diffusion transformer.
-//! - `acestep`: the whole DiT checkpoint (encoder, decoder, null condition).
+//! - `fsq`: the finite scalar quantizer of the 5 Hz audio codes, and their `<|audio_code_N|>` text.
+//! - `tokenizer`: the audio tokenizer (attention pooler + FSQ) and detokenizer.
+//! - `acestep`: the whole DiT checkpoint (encoder, decoder, tokenizers, null condition).
 
 pub mod acestep;
 pub mod condition;
 pub mod config;
 pub mod dit;
+pub mod fsq;
 pub mod nn;
+pub mod tokenizer;

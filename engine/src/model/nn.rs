@@ -280,6 +280,9 @@ impl EncoderMasks {
 pub struct EncoderStack {
     embed_tokens: Linear,
     layers: Vec<EncoderLayer>,
+    /// How many of the stored layers run (upstream's lyric and timbre encoders run only the first
+    /// `num_hidden_layers`; the pooler and detokenizer run all of theirs).
+    layers_run: usize,
     norm: RmsNorm,
     rope: RotaryEmbedding,
     cfg: AceStepConfig,
@@ -294,23 +297,40 @@ impl EncoderStack {
         Ok(Self {
             embed_tokens: linear(input_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,
             layers,
+            layers_run: num_layers,
             norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
             rope: RotaryEmbedding::for_config(cfg, vb.device())?,
             cfg: cfg.clone(),
         })
     }
 
-    /// (B, L, input_dim) -> (B, L, hidden), with an optional (B, L) key padding mask; pushes each
-    /// layer's output onto `trace`. Upstream runs only the first `num_hidden_layers` of the
-    /// stored layers (more are loaded but never used).
-    pub fn forward_traced(&self, x: &Tensor, key_padding: Option<&Tensor>, trace: &mut Vec<Tensor>) -> Result<Tensor> {
+    /// Run at most `count` of the stored layers (any beyond are loaded but never used).
+    pub fn limit_layers(mut self, count: usize) -> Self {
+        self.layers_run = self.layers_run.min(count);
+        self
+    }
+
+    /// The input projection alone: (B, L, input_dim) -> (B, L, hidden).
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.forward(x)
+    }
+
+    /// The layers and the final norm over already embedded tokens (B, L, hidden), with an optional
+    /// (B, L) key padding mask; pushes each layer's output onto `trace`.
+    pub fn encode_traced(&self, x: &Tensor, key_padding: Option<&Tensor>, trace: &mut Vec<Tensor>) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let masks = EncoderMasks::new(&self.cfg, b, l, key_padding, x.device())?;
-        let mut x = self.embed_tokens.forward(x)?;
-        for layer in self.layers.iter().take(self.cfg.num_hidden_layers) {
-            x = layer.forward(&x, &self.rope, masks.for_layer(layer.layer_type))?;
+        let mut x = x.clone();
+        for layer in &self.layers[..self.layers_run] {
+            let mask = masks.for_layer(layer.layer_type).map(|m| m.to_dtype(x.dtype())).transpose()?;
+            x = layer.forward(&x, &self.rope, mask.as_ref())?;
             trace.push(x.clone());
         }
         self.norm.forward(&x)
+    }
+
+    /// `embed` then `encode_traced`.
+    pub fn forward_traced(&self, x: &Tensor, key_padding: Option<&Tensor>, trace: &mut Vec<Tensor>) -> Result<Tensor> {
+        self.encode_traced(&self.embed(x)?, key_padding, trace)
     }
 }
