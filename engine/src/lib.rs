@@ -5,6 +5,7 @@
 //! The ACE-Step networks, the job engine and the REST server grow here.
 
 pub mod audio;
+pub mod checkpoint;
 pub mod task;
 pub mod model;
 pub mod sampling;

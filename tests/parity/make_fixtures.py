@@ -5,8 +5,8 @@ Usage:
 
 DIR holds upstream's `acestep/` package: at least `acestep/__init__.py` and `acestep/models/`
 from ACE-Step 1.5 commit 6d467e4 (e.g. `git archive 6d467e4 acestep/models acestep/__init__.py
-| tar x -C DIR`). Needs torch 2.15, transformers 4.57.6, safetensors, numpy (and loguru, which
-upstream imports). Runs in float32 on one CPU thread so the numbers do not depend on the machine's
+| tar x -C DIR`). Needs torch 2.15, transformers 4.57.6, diffusers 0.39.0 (the VAE), safetensors, numpy (and
+loguru, which upstream imports). Runs in float32 on one CPU thread so the numbers do not depend on the machine's
 thread count. Nothing here reimplements the model: every output comes from upstream modules.
 
 Each stage writes `<stage>.safetensors` (weights under their checkpoint names, inputs under
@@ -240,6 +240,72 @@ TINY_VAE_CONFIG = dict(
 )
 
 
+def vae_stage(out: Path) -> None:
+    """diffusers' `AutoencoderOobleck` (the ACE-Step 1.5 VAE) at tiny widths: encode a two-item
+    stereo batch to the posterior's mean and std, one posterior sample from saved noise, and the
+    decode of a 40-frame latent. Also writes the VAE's own `vae_config.json`."""
+    import math
+
+    from diffusers import AutoencoderOobleck
+
+    generator = torch.Generator().manual_seed(SEED + 4)
+    vae = AutoencoderOobleck(**TINY_VAE_CONFIG).eval()
+    # Weight norm is kept as diffusers stores it (`weight_g`, `weight_v`). Gains below 1 on the
+    # residual convs keep activations O(1) through the stack (with unit gains they grow ~3x per
+    # block); snake alpha/beta are log-scale, so exp() of them lands in about [0.5, 2].
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if name.endswith(("alpha", "beta")):
+                p.copy_(0.3 * torch.randn(p.shape, generator=generator))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+            elif name.endswith("weight_v"):
+                p.copy_(torch.randn(p.shape, generator=generator))
+            elif name.endswith("weight_g"):
+                low, span = (0.15, 0.3) if "res_unit" in name else (0.6, 0.8)
+                p.copy_(low + span * torch.rand(p.shape, generator=generator))
+            else:
+                raise ValueError(f"unexpected VAE parameter {name}")
+
+    samples = 10 * vae.hop_length
+    t = torch.arange(samples) / TINY_VAE_CONFIG["sampling_rate"]
+    tone = lambda hz, phase=0.0: torch.sin(2 * math.pi * hz * t + phase)
+    audio = torch.stack([
+        torch.stack([tone(220) + 0.5 * tone(1375), tone(330, 1.0)]),
+        torch.stack([tone(97, 0.3) * tone(2, 0.0), tone(4410) + tone(55, 2.0)]),
+    ])
+    audio = audio + 0.1 * torch.randn(audio.shape, generator=generator)
+    audio = 0.5 * audio / audio.abs().amax(dim=(1, 2), keepdim=True)
+    latents = torch.randn(1, TINY_VAE_CONFIG["decoder_input_channels"], 40, generator=generator)
+
+    with torch.no_grad():
+        posterior = vae.encode(audio).latent_dist
+        state = generator.get_state()
+        noise = torch.randn(posterior.mean.shape, generator=generator)
+        generator.set_state(state)
+        sample = posterior.sample(generator=generator)  # draws the same noise
+        assert torch.equal(sample, posterior.mean + posterior.std * noise)
+        decoded = vae.decode(latents).sample
+
+    tensors = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    tensors.update({
+        "input.audio": audio,
+        "input.noise": noise,
+        "input.latents": latents,
+        "out.mean": posterior.mean,
+        "out.std": posterior.std,
+        "out.sample": sample,
+        "out.decoded": decoded,
+    })
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "vae.safetensors"), metadata={"seed": str(SEED + 4)})
+    # What `save_config` writes as `config.json` (which would clobber the DiT's here).
+    (out / "vae_config.json").write_text(vae.to_json_string())
+    params = sum(p.numel() for p in vae.parameters())
+    print(f"vae: {len(tensors)} tensors, {params} parameters, latent {tuple(posterior.mean.shape)}, "
+          f"decoded {tuple(decoded.shape)}")
+
+
 def tokenizer_stage(out: Path) -> None:
     """The audio tokenizer (attention pooler over 5-frame windows, FSQ) and detokenizer: latents
     whose length is not a multiple of the window (padded with the silence latent), their codes
@@ -284,8 +350,142 @@ def tokenizer_stage(out: Path) -> None:
     print(f"tokenizer: {len(tensors)} tensors, codes {tuple(indices.shape)} ({distinct} distinct), hints {tuple(hints.shape)}")
 
 
+def silence_latent_stage(out: Path) -> None:
+    """A small `silence_latent.pt` written by `torch.save` itself (the DiT folders' format: a
+    [1, 64, frames] f32 tensor in torch's zip pickle), with the same values in safetensors."""
+    generator = torch.Generator().manual_seed(SEED + 5)
+    latent = torch.randn(1, 64, 12, generator=generator)
+    torch.save(latent, str(out / "silence_latent.pt"))
+    save_file({"out.silence_latent": latent}, str(out / "silence_latent.safetensors"), metadata={"seed": str(SEED + 5)})
+    print(f"silence_latent: {tuple(latent.shape)}")
+
+
+# Qwen3-Embedding-0.6B's shape family, shrunk (hidden 32 = TINY_CONFIG's text_hidden_dim).
+TINY_QWEN3_CONFIG = dict(
+    vocab_size=1024,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    hidden_act="silu",
+    max_position_embeddings=512,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    tie_word_embeddings=True,
+    attention_bias=False,
+)
+
+# Training text for the tiny prompt tokenizer: caption and lyric prompts as upstream builds them.
+TOKENIZER_CORPUS = [
+    "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n",
+    "# Caption\nupbeat synth pop with bright pads, punchy drums and a catchy vocal hook\n\n",
+    "# Caption\nlo-fi hip hop, dusty drums, warm vinyl crackle, mellow piano chords\n\n",
+    "# Caption\ndreamy indie rock ballad, reverb guitars, soft female vocals, slow tempo\n\n",
+    "# Metas\n- bpm: 120\n- timesignature: 4\n- keyscale: C major\n- duration: 30 seconds\n",
+    "# Metas\n- bpm: 92\n- timesignature: 3\n- keyscale: A minor\n- duration: 184 seconds\n",
+    "# Languages\nen\n\n# Lyric\n",
+    "[Verse]\nWalking down the empty street, the city lights are fading\n",
+    "I can hear the rhythm of the rain upon the window pane\n",
+    "[Chorus]\nWe'll sing it loud, we'll sing it proud, tonight we're never sleeping\n",
+    "Hold me closer, hold me now, don't let the music end\n",
+    "[Bridge]\nAnd if the morning never comes, I'll be dancing in the dark\n",
+    "[Outro]\nOh oh oh, the night is young, and we're still singing\n",
+    "[Instrumental]\n",
+    "Je t'aime, café au lait, naïve mélodie sous la pluie de Paris\n",
+    "東京の夜、星が光る。歌を歌おう\n",
+]
+TOKENIZER_VOCAB = 640  # 256 byte symbols + merges; the 3 special tokens go after it, like Qwen's
+
+
+def make_prompt_tokenizer():
+    """A byte-level BPE tokenizer built like Qwen3-Embedding's `tokenizer.json`: NFC, the Qwen2/3
+    split regex then ByteLevel without its own regex, special tokens after the BPE vocabulary,
+    and a `TemplateProcessing` post-processor that appends `<|endoftext|>` to single sequences."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(
+            r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+        ), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TOKENIZER_CORPUS, trainer)
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                  for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")])
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A:0 <|endoftext|>:0", pair="$A:0 <|endoftext|>:0 $B:1 <|endoftext|>:1",
+        special_tokens=[("<|endoftext|>", eos)])
+    return tokenizer
+
+
+def text_encoder_stage(out: Path) -> None:
+    """The Qwen3 text encoder (transformers `Qwen3Model`, as upstream loads Qwen3-Embedding-0.6B):
+    the last hidden state of a right-padded two-item batch run without an attention mask (as
+    upstream does; the model is causal) and the embedding lookup of the lyric path. Also a
+    Qwen-shaped prompt tokenizer (`tokenizer.json`) and the ids transformers gives for a few
+    prompts with special tokens and truncation (`text_encoder_cases.json` names them)."""
+    from transformers import Qwen2TokenizerFast, Qwen3Config, Qwen3Model
+
+    generator = torch.Generator().manual_seed(SEED + 5)
+    config = Qwen3Config(**TINY_QWEN3_CONFIG)
+    config._attn_implementation = "sdpa"
+    model = Qwen3Model(config).eval()
+    randomize(model, generator)
+
+    tokenizer = make_prompt_tokenizer()
+    tokenizer.save(str(out / "tokenizer.json"))
+    fast = Qwen2TokenizerFast(tokenizer_file=str(out / "tokenizer.json"))  # what AutoTokenizer gives
+    pad = fast.pad_token_id
+    assert pad == tokenizer.token_to_id("<|endoftext|>") and tokenizer.get_vocab_size() <= config.vocab_size
+
+    lengths = [11, 7]
+    ids = torch.randint(0, pad, (len(lengths), max(lengths)), generator=generator)
+    for row, n in enumerate(lengths):
+        ids[row, n - 1] = pad  # each prompt ends with <|endoftext|>
+        ids[row, n:] = pad
+    with torch.no_grad():
+        hidden = model(input_ids=ids, use_cache=False).last_hidden_state
+        embeddings = model.embed_tokens(ids)
+
+    cases = [
+        ("caption", 256, "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n"
+         "# Caption\nlo-fi hip hop, dusty drums\n\n# Metas\n- bpm: 120\n- timesignature: 4/4\n"
+         "- keyscale: C major\n- duration: 30 seconds\n<|endoftext|>\n"),
+        ("lyrics", 2048, "# Languages\nfr\n\n# Lyric\n[Verse]\nJe t'aime, café — naïve 東京\n"
+         "[Chorus]\r\nWE'LL sing   it LOUD!!  \n\tcafe\u0301 123<|endoftext|>"),
+        ("empty", 256, ""),
+        ("truncated", 16, "Walking down the empty street, the city lights are fading into the rain"),
+    ]
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors.update({"input.ids": ids.to(torch.int64), "input.lengths": torch.tensor(lengths),
+                    "out.last_hidden_state": hidden, "out.embeddings": embeddings})
+    for n, (_, max_len, text) in enumerate(cases):
+        got = fast(text, max_length=max_len, truncation=True)["input_ids"]
+        tokenizer.enable_truncation(max_len)
+        assert got == tokenizer.encode(text).ids, text
+        tensors[f"out.ids.{n}"] = torch.tensor(got, dtype=torch.int64)
+    save_file(tensors, str(out / "text_encoder.safetensors"), metadata={"seed": str(SEED + 5)})
+    config.to_json_file(str(out / "text_encoder_config.json"))
+    (out / "text_encoder_cases.json").write_text(json.dumps(
+        [{"name": name, "max_len": max_len, "text": text} for name, max_len, text in cases],
+        ensure_ascii=False, indent=1) + "\n")
+    case_lengths = [len(tensors[f"out.ids.{n}"]) for n in range(len(cases))]
+    print(f"text_encoder: {len(tensors)} tensors, hidden {tuple(hidden.shape)}, tokenizer vocab "
+          f"{tokenizer.get_vocab_size()} (pad {pad}), case lengths {case_lengths}")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
-          "dit": dit_stage, "tokenizer": tokenizer_stage}
+          "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
+          "text_encoder": text_encoder_stage}
 
 
 def main() -> None:

@@ -200,3 +200,12 @@ fn audio_code_text_decodes_to_upstreams_hints() {
     assert_close("hints from <|audio_code_N|> text", &hints, &f["out.hints"].narrow(0, 1, 1).unwrap());
     assert!(model.hints_from_codes(&[64_000]).is_err(), "a code outside the codebook is an error");
 }
+
+#[test]
+fn silence_latent_written_by_torch_save_reads_exactly() {
+    use backline_engine::checkpoint::torch_pt;
+    let got = torch_pt::read_tensor(&fixture_path("silence_latent.pt"), &Device::Cpu).expect("torch.save file reads");
+    let want = &load_fixture("silence_latent.safetensors")["out.silence_latent"];
+    assert_eq!(got.dims(), want.dims());
+    assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}

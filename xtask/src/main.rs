@@ -5,19 +5,26 @@
 //! - `cargo xtask test`: everything the test suite needs, then the tests: system packages (when
 //!   run as root on Debian), the release and debug bundles, the standalone app, a Python venv
 //!   with DawDreamer, and `cargo test --release`.
+//! - `cargo xtask tiny-checkpoint DIR [--seed N]`: a tiny random checkpoint set (a few MB) in the
+//!   published folder layout.
+//! - `cargo xtask synth-checkpoint DIR --full [--seed N]`: random weights with the published
+//!   shapes (several GB), for load, memory and speed work.
 
+mod checkpoints;
 mod test;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test::run_tests(&args[1..]),
+        Some(command @ ("tiny-checkpoint" | "synth-checkpoint")) => checkpoints::run(command, &args[1..]),
         Some("bundle" | "bundle-universal" | "known-packages") => {
             nice_plug_xtask::main_with_args("cargo xtask", args)
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]"
+                "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
+                 cargo xtask tiny-checkpoint DIR [--seed N]\n  cargo xtask synth-checkpoint DIR --full [--seed N]"
             );
             std::process::exit(2)
         }

@@ -7,6 +7,9 @@
 //! - `fsq`: the finite scalar quantizer of the 5 Hz audio codes, and their `<|audio_code_N|>` text.
 //! - `tokenizer`: the audio tokenizer (attention pooler + FSQ) and detokenizer.
 //! - `acestep`: the whole DiT checkpoint (encoder, decoder, tokenizers, null condition).
+//! - `vae`: the VAE (diffusers' `AutoencoderOobleck`): stereo audio to latents and back.
+//! - `text_encoder`: Qwen3-Embedding-0.6B (caption hidden states, lyric embeddings) and the prompt
+//!   tokenizer.
 
 pub mod acestep;
 pub mod condition;
@@ -14,4 +17,6 @@ pub mod config;
 pub mod dit;
 pub mod fsq;
 pub mod nn;
+pub mod text_encoder;
 pub mod tokenizer;
+pub mod vae;

@@ -1,0 +1,264 @@
+//! Checkpoint folders in the published layout, loaded unchanged:
+//!
+//! ```text
+//! checkpoints/
+//!   acestep-v15-turbo/      config.json, model.safetensors, silence_latent.pt
+//!   acestep-v15-base/       (same)
+//!   vae/                    config.json, diffusion_pytorch_model.safetensors
+//!   Qwen3-Embedding-0.6B/   config.json, model.safetensors, tokenizer.json
+//! ```
+//!
+//! Every load is validated first: each tensor the model's constructor asks for must be present,
+//! shaped as the folder's `config.json` implies and stored as a float; the first problem is
+//! reported by tensor name and file. Truncated or malformed files and a folder of the wrong model
+//! are errors, never panics. Weights are memory-mapped and converted to the requested dtype.
+
+pub mod synth;
+pub mod tensor_index;
+pub mod torch_pt;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::model::acestep::AceStepModel;
+use crate::model::config::AceStepConfig;
+use crate::model::text_encoder::{self, PromptTokenizer, TextEncoder};
+use crate::model::vae::{Vae, VaeConfig};
+use tensor_index::TensorIndex;
+use validate::ValidatingBackend;
+
+pub const TURBO_FOLDER: &str = "acestep-v15-turbo";
+pub const BASE_FOLDER: &str = "acestep-v15-base";
+pub const VAE_FOLDER: &str = "vae";
+pub const TEXT_ENCODER_FOLDER: &str = "Qwen3-Embedding-0.6B";
+
+const DIT_WEIGHTS: &str = "model.safetensors";
+const VAE_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+const TEXT_WEIGHTS: &str = "model.safetensors";
+const TOKENIZER: &str = "tokenizer.json";
+const SILENCE_LATENT: &str = "silence_latent.pt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is missing ({what})")]
+    MissingFile { path: PathBuf, what: &'static str },
+    #[error("{file}: {why}")]
+    Malformed { file: PathBuf, why: String },
+    #[error("{file} is not {expected}: {why}")]
+    WrongModel { file: PathBuf, expected: &'static str, why: String },
+    #[error("tensor `{name}` is missing from {files}")]
+    MissingTensor { name: String, files: String },
+    #[error("tensor `{name}` in {file} has shape {found:?}; the folder's config.json implies {expected:?}")]
+    WrongShape { name: String, file: PathBuf, found: Vec<usize>, expected: Vec<usize> },
+    #[error("tensor `{name}` in {file} is stored as {found}; expected a float type (F32, BF16 or F16)")]
+    WrongType { name: String, file: PathBuf, found: String },
+    #[error("{folder}: {message}")]
+    Model { folder: PathBuf, message: String },
+}
+
+impl CheckpointError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+fn require_file(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, CheckpointError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(CheckpointError::MissingFile { path, what })
+    }
+}
+
+/// Parse a folder's `config.json` as `T`, calling a parse failure "not {expected}".
+pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path, expected: &'static str) -> Result<T, CheckpointError> {
+    let path = require_file(dir, "config.json", "the model's config.json")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::WrongModel { file: path, expected, why: e.to_string() })
+}
+
+/// Refuse a config that names another model (`model_type` / diffusers' `_class_name`), when it
+/// names one at all.
+fn check_model_kind(dir: &Path, key: &str, want: &str, expected: &'static str) -> Result<(), CheckpointError> {
+    let raw: serde_json::Value = read_config(dir, expected)?;
+    match raw.get(key).and_then(|v| v.as_str()) {
+        Some(kind) if kind != want => Err(CheckpointError::WrongModel {
+            file: dir.join("config.json"),
+            expected,
+            why: format!("its {key} is \"{kind}\", not \"{want}\""),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Run a model constructor against a folder's tensors: shape-checked, and loaded when `load`.
+pub fn build_validated<T>(
+    folder: &Path,
+    index: &TensorIndex,
+    load: bool,
+    dtype: DType,
+    device: &Device,
+    construct: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<T, CheckpointError> {
+    let (vb, report) = ValidatingBackend::var_builder(index.clone(), load, dtype, device)?;
+    construct(vb).map_err(|e| {
+        let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+        report
+            .first_error
+            .take()
+            .unwrap_or_else(|| CheckpointError::Model { folder: folder.to_path_buf(), message: e.to_string() })
+    })
+}
+
+/// A DiT folder (`acestep-v15-turbo/`, `acestep-v15-base/`, ...), opened but not loaded.
+#[derive(Debug, Clone)]
+pub struct DitFolder {
+    pub dir: PathBuf,
+    pub config: AceStepConfig,
+    pub weights: TensorIndex,
+    pub silence_latent: PathBuf,
+}
+
+/// A loaded DiT checkpoint.
+#[derive(Debug, Clone)]
+pub struct LoadedDit {
+    pub model: AceStepModel,
+    /// (1, S, A): upstream transposes the stored (1, A, S) at load.
+    pub silence_latent: Tensor,
+}
+
+impl DitFolder {
+    /// Read `config.json`, the weight file's header and check `silence_latent.pt` is there.
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        check_model_kind(dir, "model_type", "acestep", "an ACE-Step 1.5 DiT config")?;
+        let config: AceStepConfig = read_config(dir, "an ACE-Step 1.5 DiT config")?;
+        let weights_path = require_file(dir, DIT_WEIGHTS, "the DiT weights")?;
+        let silence_latent = require_file(dir, SILENCE_LATENT, "the silence latent")?;
+        let weights = TensorIndex::from_files(&[weights_path])?;
+        Ok(Self { dir: dir.to_path_buf(), config, weights, silence_latent })
+    }
+
+    /// Whether this is a turbo (CFG-distilled, 8-step) model.
+    pub fn is_turbo(&self) -> bool {
+        self.config.is_turbo
+    }
+
+    /// Check every tensor without loading any weights.
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| AceStepModel::new(&self.config, vb))?;
+        self.read_silence_latent(&Device::Cpu).map(|_| ())
+    }
+
+    pub fn load(&self, dtype: DType, device: &Device) -> Result<LoadedDit, CheckpointError> {
+        let model = build_validated(&self.dir, &self.weights, true, dtype, device, |vb| AceStepModel::new(&self.config, vb))?;
+        let silence_latent = self.read_silence_latent(device)?.to_dtype(dtype).map_err(|e| self.model_error(e))?;
+        Ok(LoadedDit { model, silence_latent })
+    }
+
+    /// The silence latent as (1, S, A).
+    pub fn read_silence_latent(&self, device: &Device) -> Result<Tensor, CheckpointError> {
+        let stored = torch_pt::read_tensor(&self.silence_latent, device)?;
+        let channels = self.config.audio_acoustic_hidden_dim;
+        match stored.dims() {
+            [1, c, frames] if *c == channels && *frames > 0 => {
+                stored.transpose(1, 2).and_then(|t| t.contiguous()).map_err(|e| self.model_error(e))
+            }
+            dims => Err(CheckpointError::Malformed {
+                file: self.silence_latent.clone(),
+                why: format!("holds a tensor of shape {dims:?}; expected [1, {channels}, frames]"),
+            }),
+        }
+    }
+
+    fn model_error(&self, e: candle_core::Error) -> CheckpointError {
+        CheckpointError::Model { folder: self.dir.clone(), message: e.to_string() }
+    }
+}
+
+/// The `vae/` folder (diffusers' `AutoencoderOobleck`).
+#[derive(Debug, Clone)]
+pub struct VaeFolder {
+    pub dir: PathBuf,
+    pub config: VaeConfig,
+    pub weights: TensorIndex,
+}
+
+impl VaeFolder {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        check_model_kind(dir, "_class_name", "AutoencoderOobleck", "an AutoencoderOobleck (VAE) config")?;
+        let config: VaeConfig = read_config(dir, "an AutoencoderOobleck (VAE) config")?;
+        let weights_path = require_file(dir, VAE_WEIGHTS, "the VAE weights")?;
+        let weights = TensorIndex::from_files(&[weights_path])?;
+        Ok(Self { dir: dir.to_path_buf(), config, weights })
+    }
+
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| Vae::new(&self.config, vb)).map(|_| ())
+    }
+
+    pub fn load(&self, dtype: DType, device: &Device) -> Result<Vae, CheckpointError> {
+        build_validated(&self.dir, &self.weights, true, dtype, device, |vb| Vae::new(&self.config, vb))
+    }
+}
+
+/// The text encoder folder (`Qwen3-Embedding-0.6B/`): the transformer and its tokenizer.
+#[derive(Debug, Clone)]
+pub struct TextEncoderFolder {
+    pub dir: PathBuf,
+    pub config: candle_transformers::models::qwen3::Config,
+    pub weights: TensorIndex,
+    pub tokenizer: PathBuf,
+}
+
+impl TextEncoderFolder {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        const EXPECTED: &str = "a Qwen3 text encoder config";
+        let raw: serde_json::Value = read_config(dir, EXPECTED)?;
+        if raw.get("model_type").and_then(|v| v.as_str()) != Some("qwen3") {
+            return Err(CheckpointError::WrongModel {
+                file: dir.join("config.json"),
+                expected: EXPECTED,
+                why: format!("its model_type is {}, not \"qwen3\"", raw.get("model_type").unwrap_or(&serde_json::Value::Null)),
+            });
+        }
+        let config = text_encoder::config_from_json(&raw.to_string())
+            .map_err(|e| CheckpointError::WrongModel { file: dir.join("config.json"), expected: EXPECTED, why: e.to_string() })?;
+        let weights_path = require_file(dir, TEXT_WEIGHTS, "the text encoder weights")?;
+        let tokenizer = require_file(dir, TOKENIZER, "the text encoder's tokenizer.json")?;
+        let weights = TensorIndex::from_files(&[weights_path])?;
+        Ok(Self { dir: dir.to_path_buf(), config, weights, tokenizer })
+    }
+
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| TextEncoder::new(&self.config, vb))?;
+        self.load_tokenizer().map(|_| ())
+    }
+
+    pub fn load(&self, dtype: DType, device: &Device) -> Result<(TextEncoder, PromptTokenizer), CheckpointError> {
+        let encoder = build_validated(&self.dir, &self.weights, true, dtype, device, |vb| TextEncoder::new(&self.config, vb))?;
+        Ok((encoder, self.load_tokenizer()?))
+    }
+
+    pub fn load_tokenizer(&self) -> Result<PromptTokenizer, CheckpointError> {
+        let tokenizer = PromptTokenizer::from_file(&self.tokenizer)
+            .map_err(|e| CheckpointError::Malformed { file: self.tokenizer.clone(), why: e.to_string() })?;
+        // A tokenizer from another model would index past the embedding table.
+        if tokenizer.vocab_size() > self.config.vocab_size {
+            return Err(CheckpointError::Malformed {
+                file: self.tokenizer.clone(),
+                why: format!(
+                    "has {} tokens but the model's vocabulary has {} (a tokenizer of another model?)",
+                    tokenizer.vocab_size(),
+                    self.config.vocab_size
+                ),
+            });
+        }
+        Ok(tokenizer)
+    }
+}

@@ -1,0 +1,344 @@
+//! Synthetic checkpoint folders in the published layout, with random weights deterministic from a
+//! seed: a tiny set (small widths, few layers, the VAE's real strides) for tests and the demo, and
+//! a full-size set (the published shapes) for load, memory and speed work.
+//!
+//! Tensor names and shapes are not listed here: each model's own constructor is run against a
+//! recording VarBuilder backend, so the files hold exactly what the loaders ask for. Values come
+//! from a per-tensor generator seeded by the tensor's name, so they do not depend on the order in
+//! which the constructors ask.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Result as CandleResult, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use serde_json::{json, Value};
+
+use super::{torch_pt, CheckpointError, BASE_FOLDER, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use crate::model::acestep::AceStepModel;
+use crate::model::config::AceStepConfig;
+use crate::model::text_encoder::{self, TextEncoder};
+use crate::model::vae::{Vae, VaeConfig};
+
+/// One tensor a constructor asked for.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The constructor's init hint; `Const(1)` marks norm weights.
+    pub init: Init,
+}
+
+/// Records every `get` and hands out zero-stride zeros, so even full-size models cost nothing.
+struct RecordingBackend {
+    seen: Arc<Mutex<BTreeMap<String, TensorSpec>>>,
+}
+
+impl SimpleBackend for RecordingBackend {
+    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> CandleResult<Tensor> {
+        let spec = TensorSpec { name: name.to_string(), shape: shape.dims().to_vec(), init };
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_insert(spec);
+        Tensor::zeros((), dtype, device)?.broadcast_as(shape)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> CandleResult<Tensor> {
+        candle_core::bail!("the recording backend needs a shape for `{name}`")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// The tensors `construct` asks for, sorted by name.
+pub fn record_tensors<T>(construct: impl FnOnce(VarBuilder<'static>) -> CandleResult<T>) -> CandleResult<Vec<TensorSpec>> {
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let vb = VarBuilder::from_backend(Box::new(RecordingBackend { seen: seen.clone() }), DType::F32, Device::Cpu);
+    construct(vb)?;
+    let specs = seen.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    Ok(specs)
+}
+
+/// SplitMix64: small, fast and good enough for synthetic weights.
+struct Rng(u64);
+
+impl Rng {
+    fn for_tensor(seed: u64, name: &str) -> Self {
+        // FNV-1a of the name, mixed with the seed.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        Self(hash ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Two standard normal samples (Box-Muller).
+    fn normal_pair(&mut self) -> (f32, f32) {
+        let (u, v) = (self.uniform(), self.uniform());
+        let r = (-2.0 * u.ln()).sqrt();
+        let a = std::f64::consts::TAU * v;
+        ((r * a.cos()) as f32, (r * a.sin()) as f32)
+    }
+}
+
+/// How a synthetic tensor's values are drawn: `mean + std · N(0, 1)`.
+pub type ValueRule = fn(&TensorSpec) -> (f32, f32);
+
+/// Default values: norm weights near 1, matrices scaled by 1/sqrt(fan-in), small vectors.
+pub fn default_values(spec: &TensorSpec) -> (f32, f32) {
+    match spec.init {
+        Init::Const(c) if c != 0.0 => (c as f32, 0.05),
+        _ if spec.shape.len() >= 2 => {
+            let fan_in: usize = spec.shape[1..].iter().product();
+            (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
+        }
+        _ => (0.0, 0.02),
+    }
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "BF16",
+        DType::F16 => "F16",
+        _ => "F32",
+    }
+}
+
+/// Write a safetensors file tensor by tensor (never holding more than one in memory).
+pub fn write_safetensors(path: &Path, specs: &[TensorSpec], dtype: DType, seed: u64, values: ValueRule) -> Result<u64, CheckpointError> {
+    let io = |e: std::io::Error| CheckpointError::io(path, e);
+    let element = dtype.size_in_bytes() as u64;
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt", "backline_synthetic_seed": seed.to_string() }));
+    let mut offset = 0u64;
+    for spec in specs {
+        let bytes = spec.shape.iter().product::<usize>() as u64 * element;
+        header.insert(
+            spec.name.clone(),
+            json!({ "dtype": dtype_name(dtype), "shape": spec.shape, "data_offsets": [offset, offset + bytes] }),
+        );
+        offset += bytes;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(header)).expect("a JSON map serialises");
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut buffer = Vec::new();
+    for spec in specs {
+        let count: usize = spec.shape.iter().product();
+        let (mean, std) = values(spec);
+        let mut rng = Rng::for_tensor(seed, &spec.name);
+        buffer.clear();
+        for _ in 0..count.div_ceil(2) {
+            let (a, b) = rng.normal_pair();
+            buffer.push(mean + std * a);
+            buffer.push(mean + std * b);
+        }
+        buffer.truncate(count);
+        match dtype {
+            DType::BF16 => buffer.iter().try_for_each(|v| out.write_all(&half::bf16::from_f32(*v).to_le_bytes())),
+            DType::F16 => buffer.iter().try_for_each(|v| out.write_all(&half::f16::from_f32(*v).to_le_bytes())),
+            _ => buffer.iter().try_for_each(|v| out.write_all(&v.to_le_bytes())),
+        }
+        .map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(8 + header.len() as u64 + offset)
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), CheckpointError> {
+    let text = serde_json::to_string_pretty(value).expect("JSON serialises");
+    std::fs::write(path, text + "\n").map_err(|e| CheckpointError::io(path, e))
+}
+
+fn create_dir(dir: &Path) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|e| CheckpointError::io(dir, e))
+}
+
+/// Size of the synthetic set a caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynthSize {
+    /// Small widths and few layers: a few MB, for tests and the demo.
+    Tiny,
+    /// The published shapes (2B DiT, full VAE and text encoder).
+    Full,
+}
+
+/// A DiT `config.json` with every field upstream's `AceStepConfig` writes.
+pub fn dit_config_json(size: SynthSize, turbo: bool) -> Value {
+    let (hidden, intermediate, layers, heads, kv_heads, head_dim, window, text_dim, lyric, timbre, pooler) = match size {
+        SynthSize::Tiny => (64, 128, 2, 4, 2, 16, 16, 32, 2, 1, 1),
+        SynthSize::Full => (2048, 6144, 24, 16, 8, 128, 128, 1024, 8, 4, 2),
+    };
+    let layer_types: Vec<&str> =
+        (0..layers).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect();
+    let mut config = json!({
+        "architectures": ["AceStepConditionGenerationModel"],
+        "model_type": "acestep",
+        "model_version": if turbo { "turbo" } else { "base" },
+        "is_turbo": turbo,
+        "torch_dtype": if size == SynthSize::Full { "bfloat16" } else { "float32" },
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "hidden_act": "silu", "max_position_embeddings": 32768, "initializer_range": 0.02,
+        "rms_norm_eps": 1e-6, "use_cache": true, "tie_word_embeddings": true, "rope_theta": 1000000,
+        "rope_scaling": null, "attention_bias": false, "use_sliding_window": true,
+        "sliding_window": window, "layer_types": layer_types, "attention_dropout": 0.0,
+    });
+    let rest = json!({
+        "vocab_size": 64003, "fsq_dim": hidden, "fsq_input_levels": [8, 8, 8, 5, 5, 5],
+        "fsq_input_num_quantizers": 1, "num_lyric_encoder_hidden_layers": lyric,
+        "audio_acoustic_hidden_dim": 64, "pool_window_size": 5, "text_hidden_dim": text_dim,
+        "in_channels": 192, "data_proportion": 0.5, "timestep_mu": -0.4, "timestep_sigma": 1.0,
+        "timbre_hidden_dim": 64, "num_timbre_encoder_hidden_layers": timbre, "timbre_fix_frame": 750,
+        "patch_size": 2, "num_attention_pooler_hidden_layers": pooler,
+        "num_audio_decoder_hidden_layers": layers, "lyric_alignment_layers_config": null,
+    });
+    if let (Some(config), Value::Object(rest)) = (config.as_object_mut(), rest) {
+        config.extend(rest);
+    }
+    config
+}
+
+/// Write one DiT folder: config.json, model.safetensors and silence_latent.pt.
+pub fn write_dit_folder(dir: &Path, config: &Value, dtype: DType, seed: u64, silence_frames: usize) -> Result<u64, CheckpointError> {
+    create_dir(dir)?;
+    let cfg: AceStepConfig = serde_json::from_value(config.clone())
+        .map_err(|e| CheckpointError::Model { folder: dir.into(), message: format!("synthetic config: {e}") })?;
+    let specs = record_tensors(|vb| AceStepModel::new(&cfg, vb))
+        .map_err(|e| CheckpointError::Model { folder: dir.into(), message: e.to_string() })?;
+    write_json(&dir.join("config.json"), config)?;
+    let bytes = write_safetensors(&dir.join("model.safetensors"), &specs, dtype, seed, default_values)?;
+
+    // Published statistics of the real silence latent: mean about -0.21, std about 0.96.
+    let mut rng = Rng::for_tensor(seed, "silence_latent");
+    let channels = cfg.audio_acoustic_hidden_dim;
+    let values: Vec<f32> = (0..channels * silence_frames).map(|_| -0.21 + 0.96 * rng.normal_pair().0).collect();
+    let silence = Tensor::from_vec(values, (1, channels, silence_frames), &Device::Cpu)
+        .map_err(|e| CheckpointError::Model { folder: dir.into(), message: e.to_string() })?;
+    torch_pt::write_tensor(&dir.join("silence_latent.pt"), &silence)?;
+    Ok(bytes)
+}
+
+/// Values for the VAE: weight-norm gains below 1 and Snake's log-scale α, β near 0 keep the
+/// activations of a random Oobleck stack from growing block after block.
+pub fn vae_values(spec: &TensorSpec) -> (f32, f32) {
+    if spec.name.ends_with("weight_g") {
+        (0.5, 0.05)
+    } else if spec.name.ends_with("alpha") || spec.name.ends_with("beta") {
+        (0.0, 0.05)
+    } else {
+        default_values(spec)
+    }
+}
+
+/// The VAE's `config.json` as diffusers writes it: the published one, or the tiny variant with
+/// the real strides, the 64 latent channels the DiT needs and narrow decoder.
+pub fn vae_config_json(size: SynthSize) -> Value {
+    let (multiples, decoder_channels) = match size {
+        SynthSize::Tiny => (json!([1, 1, 1, 1, 1]), 16),
+        SynthSize::Full => (json!([1, 2, 4, 8, 16]), 128),
+    };
+    json!({
+        "_class_name": "AutoencoderOobleck",
+        "_diffusers_version": "0.34.0",
+        "audio_channels": 2,
+        "channel_multiples": multiples,
+        "decoder_channels": decoder_channels,
+        "decoder_input_channels": 64,
+        "downsampling_ratios": [2, 4, 4, 6, 10],
+        "encoder_hidden_size": 128,
+        "sampling_rate": 48000,
+    })
+}
+
+/// Write the `vae/` folder: config.json and diffusion_pytorch_model.safetensors.
+pub fn write_vae_folder(dir: &Path, config: &Value, dtype: DType, seed: u64) -> Result<u64, CheckpointError> {
+    create_dir(dir)?;
+    let model_error = |e: String| CheckpointError::Model { folder: dir.into(), message: e };
+    let cfg: VaeConfig = serde_json::from_value(config.clone()).map_err(|e| model_error(format!("synthetic config: {e}")))?;
+    let specs = record_tensors(|vb| Vae::new(&cfg, vb)).map_err(|e| model_error(e.to_string()))?;
+    write_json(&dir.join("config.json"), config)?;
+    write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), &specs, dtype, seed, vae_values)
+}
+
+/// A small byte-level BPE tokenizer in Qwen's format (its split regex, `<|endoftext|>`,
+/// `<|im_start|>`, `<|im_end|>` and the post-processor appending `<|endoftext|>`), trained by the
+/// Python `tokenizers` library on a small corpus (`tests/parity/make_fixtures.py`); 643 tokens.
+pub const TINY_TOKENIZER_JSON: &str = include_str!("../../../tests/parity/fixtures/tokenizer.json");
+
+/// The text encoder's `config.json` as transformers writes a `Qwen3Config`: Qwen3-Embedding-0.6B's
+/// sizes, or a tiny model as wide as the tiny DiT's text input.
+pub fn text_encoder_config_json(size: SynthSize) -> Value {
+    let (vocab, hidden, intermediate, layers, heads, kv_heads, head_dim) = match size {
+        SynthSize::Tiny => (1024, 32, 64, 2, 4, 2, 8),
+        SynthSize::Full => (151_669, 1024, 3072, 28, 16, 8, 128),
+    };
+    json!({
+        "architectures": ["Qwen3Model"],
+        "model_type": "qwen3",
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "head_dim": head_dim, "hidden_act": "silu", "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000, "tie_word_embeddings": true,
+        "attention_bias": false, "attention_dropout": 0.0, "use_sliding_window": false,
+        "sliding_window": null, "max_window_layers": layers, "use_cache": true,
+        "torch_dtype": if size == SynthSize::Full { "bfloat16" } else { "float32" },
+    })
+}
+
+/// Write the text encoder folder: config.json, model.safetensors and tokenizer.json.
+pub fn write_text_encoder_folder(dir: &Path, config: &Value, dtype: DType, seed: u64) -> Result<u64, CheckpointError> {
+    create_dir(dir)?;
+    let model_error = |e: String| CheckpointError::Model { folder: dir.into(), message: e };
+    let cfg = text_encoder::config_from_json(&config.to_string()).map_err(|e| model_error(format!("synthetic config: {e}")))?;
+    let specs = record_tensors(|vb| TextEncoder::new(&cfg, vb)).map_err(|e| model_error(e.to_string()))?;
+    write_json(&dir.join("config.json"), config)?;
+    std::fs::write(dir.join("tokenizer.json"), TINY_TOKENIZER_JSON).map_err(|e| CheckpointError::io(&dir.join("tokenizer.json"), e))?;
+    write_safetensors(&dir.join("model.safetensors"), &specs, dtype, seed, default_values)
+}
+
+/// What a synthetic set wrote.
+#[derive(Debug, Clone)]
+pub struct SynthReport {
+    pub folders: Vec<(PathBuf, u64)>,
+}
+
+/// Write a synthetic checkpoint set under `root` in the published folder layout.
+pub fn write_set(root: &Path, size: SynthSize, seed: u64) -> Result<SynthReport, CheckpointError> {
+    let (dtype, silence_frames) = match size {
+        SynthSize::Tiny => (DType::F32, 1500),
+        SynthSize::Full => (DType::BF16, 15000),
+    };
+    let mut folders = Vec::new();
+    for (name, turbo, folder_seed) in [(TURBO_FOLDER, true, seed), (BASE_FOLDER, false, seed + 1)] {
+        let dir = root.join(name);
+        let bytes = write_dit_folder(&dir, &dit_config_json(size, turbo), dtype, folder_seed, silence_frames)?;
+        folders.push((dir, bytes));
+    }
+    // The published VAE file is 16-bit; the tiny one is too, which also exercises that path.
+    let vae_dir = root.join(VAE_FOLDER);
+    let bytes = write_vae_folder(&vae_dir, &vae_config_json(size), DType::BF16, seed + 2)?;
+    folders.push((vae_dir, bytes));
+    let text_dir = root.join(TEXT_ENCODER_FOLDER);
+    let bytes = write_text_encoder_folder(&text_dir, &text_encoder_config_json(size), dtype, seed + 3)?;
+    folders.push((text_dir, bytes));
+    Ok(SynthReport { folders })
+}

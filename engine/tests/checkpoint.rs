@@ -1,0 +1,204 @@
+//! Checkpoint folders: the synthetic tiny set loads, and every kind of bad folder is a clear error
+//! naming what is wrong and where.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use backline_engine::checkpoint::synth::{self, SynthSize};
+use backline_engine::checkpoint::{torch_pt, CheckpointError, DitFolder, TURBO_FOLDER};
+use candle_core::{DType, Device, Tensor};
+
+/// A fresh directory under the target dir, removed first if it exists.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("checkpoint-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_turbo(name: &str) -> PathBuf {
+    let dir = scratch(name).join(TURBO_FOLDER);
+    synth::write_dit_folder(&dir, &synth::dit_config_json(SynthSize::Tiny, true), DType::F32, 7, 100).unwrap();
+    dir
+}
+
+fn weights(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn save_weights(dir: &Path, tensors: &HashMap<String, Tensor>) {
+    candle_core::safetensors::save(tensors, dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn tiny_dit_folder_loads_and_runs() {
+    let dir = tiny_turbo("loads");
+    let folder = DitFolder::open(&dir).unwrap();
+    assert!(folder.is_turbo());
+    assert_eq!(folder.weights.tensors.len(), 138, "the tiny model has upstream's 138 tensors");
+    folder.validate().unwrap();
+    let loaded = folder.load(DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(loaded.silence_latent.dims(), [1, 100, 64]);
+
+    // One DiT forward on the loaded weights gives finite velocities.
+    let model = &loaded.model;
+    let (b, t) = (1, 10);
+    let x = Tensor::randn(0f32, 1., (b, t, 64), &Device::Cpu).unwrap();
+    let context = Tensor::randn(0f32, 1., (b, t, 128), &Device::Cpu).unwrap();
+    let states = Tensor::randn(0f32, 1., (b, 6, 64), &Device::Cpu).unwrap();
+    let kv = model.condition_kv(&states).unwrap();
+    let time = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+    let v = model.decoder.forward(&x, &time, &time, &context, &kv).unwrap();
+    let v: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+}
+
+#[test]
+fn synthetic_weights_are_deterministic_from_the_seed() {
+    let a = tiny_turbo("seed-a");
+    let b = tiny_turbo("seed-b");
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(read(&a), read(&b));
+    let c = scratch("seed-c").join(TURBO_FOLDER);
+    synth::write_dit_folder(&c, &synth::dit_config_json(SynthSize::Tiny, true), DType::F32, 8, 100).unwrap();
+    assert_ne!(read(&a), read(&c));
+}
+
+#[test]
+fn bf16_and_f32_files_load_to_the_same_model() {
+    let f32_dir = tiny_turbo("f32");
+    let bf16_dir = scratch("bf16").join(TURBO_FOLDER);
+    synth::write_dit_folder(&bf16_dir, &synth::dit_config_json(SynthSize::Tiny, true), DType::BF16, 7, 100).unwrap();
+    let a = weights(&f32_dir);
+    let b = weights(&bf16_dir);
+    assert_eq!(b["decoder.norm_out.weight"].dtype(), DType::BF16);
+    let loaded = DitFolder::open(&bf16_dir).unwrap().load(DType::F32, &Device::Cpu).unwrap();
+    drop(loaded);
+    for (name, want) in &a {
+        let got = b[name].to_dtype(DType::F32).unwrap();
+        let diff: f32 = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let scale: f32 = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(diff <= scale / 128.0, "{name}: bf16 differs from f32 by {diff} (scale {scale})");
+    }
+}
+
+#[test]
+fn a_missing_tensor_is_named_with_its_file() {
+    let dir = tiny_turbo("missing");
+    let mut w = weights(&dir);
+    w.remove("decoder.layers.1.cross_attn.k_norm.weight");
+    save_weights(&dir, &w);
+    let err = DitFolder::open(&dir).unwrap().validate().unwrap_err();
+    assert!(matches!(err, CheckpointError::MissingTensor { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("decoder.layers.1.cross_attn.k_norm.weight") && text.contains("model.safetensors"), "{text}");
+}
+
+#[test]
+fn a_misshaped_tensor_is_named_with_both_shapes() {
+    let dir = tiny_turbo("shape");
+    let mut w = weights(&dir);
+    w.insert("decoder.proj_out.1.bias".into(), Tensor::zeros(63, DType::F32, &Device::Cpu).unwrap());
+    save_weights(&dir, &w);
+    let err = DitFolder::open(&dir).unwrap().load(DType::F32, &Device::Cpu).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CheckpointError::WrongShape { .. }), "{text}");
+    assert!(text.contains("decoder.proj_out.1.bias") && text.contains("[63]") && text.contains("[64]"), "{text}");
+}
+
+#[test]
+fn an_integer_tensor_is_a_type_error() {
+    let dir = tiny_turbo("dtype");
+    let mut w = weights(&dir);
+    w.insert("null_condition_emb".into(), Tensor::zeros((1, 1, 64), DType::I64, &Device::Cpu).unwrap());
+    save_weights(&dir, &w);
+    let err = DitFolder::open(&dir).unwrap().validate().unwrap_err();
+    assert!(matches!(err, CheckpointError::WrongType { .. }), "{err}");
+    assert!(err.to_string().contains("null_condition_emb") && err.to_string().contains("I64"), "{err}");
+}
+
+#[test]
+fn a_truncated_weight_file_is_reported_before_loading() {
+    let dir = tiny_turbo("truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    for keep in [bytes.len() - 1000, 5000, 100, 3] {
+        std::fs::write(&path, &bytes[..keep]).unwrap();
+        let err = DitFolder::open(&dir).unwrap_err();
+        assert!(matches!(err, CheckpointError::Malformed { .. }), "{keep} bytes: {err}");
+        assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+}
+
+#[test]
+fn a_folder_of_another_model_is_refused_by_its_config() {
+    let dir = scratch("wrong-model");
+    std::fs::write(dir.join("config.json"), r#"{"_class_name": "AutoencoderOobleck", "encoder_hidden_size": 128}"#).unwrap();
+    let err = DitFolder::open(&dir).unwrap_err();
+    assert!(matches!(err, CheckpointError::WrongModel { .. }), "{err}");
+    assert!(err.to_string().contains("not an ACE-Step 1.5 DiT config"), "{err}");
+
+    let empty = scratch("empty");
+    let err = DitFolder::open(&empty).unwrap_err();
+    assert!(matches!(err, CheckpointError::MissingFile { .. }), "{err}");
+}
+
+#[test]
+fn a_missing_or_corrupt_silence_latent_is_an_error() {
+    let dir = tiny_turbo("silence");
+    std::fs::write(dir.join("silence_latent.pt"), b"not a zip").unwrap();
+    let err = DitFolder::open(&dir).unwrap().validate().unwrap_err();
+    assert!(err.to_string().contains("silence_latent.pt"), "{err}");
+    std::fs::remove_file(dir.join("silence_latent.pt")).unwrap();
+    assert!(matches!(DitFolder::open(&dir).unwrap_err(), CheckpointError::MissingFile { .. }));
+}
+
+#[test]
+fn torch_tensor_files_round_trip() {
+    let dir = scratch("pt");
+    let path = dir.join("silence_latent.pt");
+    let t = Tensor::arange(0f32, 24., &Device::Cpu).unwrap().reshape((1, 4, 6)).unwrap();
+    torch_pt::write_tensor(&path, &t).unwrap();
+    let back = torch_pt::read_tensor(&path, &Device::Cpu).unwrap();
+    assert_eq!(back.dims(), [1, 4, 6]);
+    assert_eq!(back.flatten_all().unwrap().to_vec1::<f32>().unwrap(), (0..24).map(|i| i as f32).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_tiny_set_writes_every_folder_and_each_loads() {
+    use backline_engine::checkpoint::{TextEncoderFolder, VaeFolder, BASE_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+    let root = scratch("tiny-set");
+    let report = synth::write_set(&root, SynthSize::Tiny, 1).unwrap();
+    let total: u64 = report.folders.iter().map(|(_, bytes)| bytes).sum();
+    assert!(total < 16 << 20, "the tiny set stays small: {total} bytes");
+
+    let base = DitFolder::open(&root.join(BASE_FOLDER)).unwrap();
+    assert!(!base.is_turbo());
+    base.validate().unwrap();
+
+    let vae_folder = VaeFolder::open(&root.join(VAE_FOLDER)).unwrap();
+    assert_eq!(vae_folder.config.hop_length(), 1920, "the tiny VAE keeps the real strides");
+    let vae = vae_folder.load(DType::F32, &Device::Cpu).unwrap();
+    let latents = Tensor::randn(0f32, 1., (1, 64, 4), &Device::Cpu).unwrap();
+    let audio = vae.decode(&latents).unwrap();
+    assert_eq!(audio.dims(), [1, 2, 4 * 1920]);
+    let peak: f32 = audio.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    assert!(peak.is_finite() && peak > 0.0, "decoded peak {peak}");
+    let posterior = vae.encode(&audio).unwrap();
+    assert_eq!(posterior.mean.dims(), [1, 64, 4]);
+
+    let text_folder = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER)).unwrap();
+    let (text_encoder, tokenizer) = text_folder.load(DType::F32, &Device::Cpu).unwrap();
+    let ids = tokenizer.encode("lo-fi hip hop, dusty drums", 256).unwrap();
+    assert_eq!(ids.last(), Some(&tokenizer.pad_id()), "prompts end with <|endoftext|>");
+    let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let hidden = text_encoder.encode(&ids).unwrap();
+    assert_eq!(hidden.dim(2).unwrap(), base.config.text_hidden_dim, "the text encoder feeds the DiT's text projector");
+
+    // Each kind of folder refuses the others.
+    assert!(matches!(TextEncoderFolder::open(&root.join(VAE_FOLDER)), Err(CheckpointError::WrongModel { .. })));
+    assert!(matches!(TextEncoderFolder::open(&root.join(TURBO_FOLDER)), Err(CheckpointError::WrongModel { .. })));
+    assert!(matches!(DitFolder::open(&root.join(TEXT_ENCODER_FOLDER)), Err(CheckpointError::WrongModel { .. })));
+    assert!(matches!(VaeFolder::open(&root.join(TURBO_FOLDER)), Err(CheckpointError::WrongModel { .. })));
+    assert!(matches!(DitFolder::open(&root.join(VAE_FOLDER)), Err(CheckpointError::WrongModel { .. })));
+}
