@@ -9,7 +9,12 @@
 //!   published folder layout.
 //! - `cargo xtask synth-checkpoint DIR --full [--seed N]`: random weights with the published
 //!   shapes (several GB), for load, memory and speed work.
+//! - `cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH]
+//!   [--skip-torch]`: load time, speed and peak memory of the candle engine against upstream
+//!   PyTorch (f32, CPU) on the same synthetic checkpoint set (default `target/synth-full`); see
+//!   `docs/benchmarks.md`. It runs each stage as `xtask bench-stage` (internal) in a child process.
 
+mod bench;
 mod checkpoints;
 mod test;
 
@@ -17,6 +22,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test::run_tests(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("bench-stage") => bench::run_stage(&args[1..]),
         Some(command @ ("tiny-checkpoint" | "synth-checkpoint")) => checkpoints::run(command, &args[1..]),
         Some("bundle" | "bundle-universal" | "known-packages") => {
             nice_plug_xtask::main_with_args("cargo xtask", args)
@@ -24,7 +31,8 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
-                 cargo xtask tiny-checkpoint DIR [--seed N]\n  cargo xtask synth-checkpoint DIR --full [--seed N]"
+                 cargo xtask tiny-checkpoint DIR [--seed N]\n  cargo xtask synth-checkpoint DIR --full [--seed N]\n  \
+                 cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]"
             );
             std::process::exit(2)
         }
