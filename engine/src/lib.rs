@@ -8,4 +8,5 @@ pub mod audio;
 pub mod checkpoint;
 pub mod task;
 pub mod model;
+pub mod prompt;
 pub mod sampling;

@@ -5,9 +5,11 @@ Usage:
 
 DIR holds upstream's `acestep/` package: at least `acestep/__init__.py` and `acestep/models/`
 from ACE-Step 1.5 commit 6d467e4 (e.g. `git archive 6d467e4 acestep/models acestep/__init__.py
-| tar x -C DIR`). Needs torch 2.15, transformers 4.57.6, diffusers 0.39.0 (the VAE), safetensors, numpy (and
-loguru, which upstream imports). Runs in float32 on one CPU thread so the numbers do not depend on the machine's
-thread count. Nothing here reimplements the model: every output comes from upstream modules.
+| tar x -C DIR`); the prompts stage also needs `acestep/constants.py`, `acestep/api/job_generation_setup.py`,
+`acestep/ui/gradio/events/generation/ui_helpers.py` and, in `acestep/core/generation/handler/`, `task_utils.py`,
+`prompt_utils.py`, `metadata_utils.py`, `batch_prep.py`, `conditioning_text.py`. Needs torch 2.15, transformers
+4.57.6, diffusers 0.39.0 (the VAE), safetensors, numpy (and loguru, which upstream imports). Runs in float32 on
+one CPU thread so the numbers do not depend on the machine's thread count. Nothing here reimplements the model: every output comes from upstream modules.
 
 Each stage writes `<stage>.safetensors` (weights under their checkpoint names, inputs under
 `input.*`, results under `out.*`) and the tiny `config.json` the Rust side parses.
@@ -483,9 +485,195 @@ def text_encoder_stage(out: Path) -> None:
           f"{tokenizer.get_vocab_size()} (pad {pad}), case lengths {case_lengths}")
 
 
+def upstream_module(upstream: str, dotted: str):
+    """One upstream module loaded from its file under its own name, without running its package's
+    `__init__` (the handler package imports every mixin, and with them MLX, diffusers, ...)."""
+    import importlib.util
+
+    path = Path(upstream, *dotted.split(".")).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location(dotted, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def upstream_function(upstream: str, relpath: str, name: str):
+    """One top-level function compiled from its upstream file's own source, for modules whose
+    imports (gradio, torchaudio) this venv lacks while the function itself needs none of them."""
+    import ast
+    import typing
+
+    path = Path(upstream, relpath)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    [fn] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    namespace = {k: getattr(typing, k) for k in typing.__all__}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[fn.name]
+
+
+# Inputs of the prompts cases, under GenerationParams/REST names. `duration` is the request's
+# (None: unknown); `source_samples` (48 kHz) replaces it for audio tasks, whose duration upstream
+# takes from the source audio. `instrumental` is the UI checkbox.
+PROMPT_DEFAULTS = dict(task_type="text2music", instruction=None, track_name=None, track_classes=[],
+                       caption="", lyrics="", instrumental=False, vocal_language="unknown", bpm=None,
+                       keyscale=None, timesignature=None, duration=None, source_samples=None)
+PROMPT_CASES = [
+    ("text2music, nothing known", dict(caption="upbeat synth pop")),
+    ("text2music, all metas", dict(caption="upbeat synth pop", bpm=120, keyscale="C major",
+                                   timesignature="4", duration=30.0, vocal_language="en",
+                                   lyrics="[Verse]\nWalking down the empty street\n\n[Chorus]\nWe sing it loud")),
+    ("non-integer duration, 4/4, instrumental", dict(caption="lo-fi hip hop, dusty drums", bpm=92,
+                                                     keyscale="F# minor", timesignature="4/4", duration=184.75,
+                                                     lyrics="these words are replaced", instrumental=True)),
+    ("instrumental with no lyrics, 6/8, flat key", dict(caption="waltz", bpm=300, keyscale="E♭ minor",
+                                                       timesignature="6/8", duration=600.5, instrumental=True)),
+    ("zero and blank metas", dict(caption="ambient drone", bpm=0, keyscale="   ", timesignature="N/A",
+                                  duration=0.0, vocal_language="en")),
+    ("negative duration, blank time signature", dict(caption="x", keyscale="A minor", timesignature=" \t",
+                                                     duration=-1.0)),
+    ("duration just under and under one second", dict(caption="short", duration=9.999, bpm=60)),
+    ("sub-second duration", dict(caption="blip", duration=0.4)),
+    ("metas kept verbatim, unstripped", dict(caption="  padded caption \n", keyscale=" C major ",
+                                             timesignature=" 3", bpm=128, duration=12.0)),
+    ("own instruction without colon", dict(instruction="Make it sound like a jazz trio",
+                                           caption="jazz", bpm=140)),
+    ("own instruction with colon and trailing space", dict(instruction="Do this: ", caption="c")),
+    ("own instruction ending in a colon", dict(task_type="cover", instruction="Cover it:", caption="c",
+                                               source_samples=48000 * 15)),
+    ("blank instruction resolves by task", dict(task_type="repaint", instruction="  ", caption="c",
+                                                source_samples=48000 * 8 + 1)),
+    ("default instruction resolves by task", dict(task_type="lego", track_name="guitar",
+                                                  instruction="Fill the audio semantic mask based on the given conditions:",
+                                                  caption="c", source_samples=48000 * 10)),
+    ("repaint, unicode lyrics", dict(task_type="repaint", caption="J-pop ballad, piano", vocal_language="ja",
+                                     lyrics="[Verse]\n東京の夜、星が光る。\r\n歌を歌おう 🎤\n", bpm=76,
+                                     keyscale="D major", timesignature="4", source_samples=48000 * 20 + 1234)),
+    ("cover, french lyrics", dict(task_type="cover", caption="chanson, accordion", vocal_language="fr",
+                                  lyrics="Je t'aime, café au lait, naïve mélodie\n", source_samples=1_234_567)),
+    ("cover, empty lyrics", dict(task_type="cover", caption="rock version", vocal_language="en",
+                                 source_samples=48000 * 30)),
+    ("lego guitar", dict(task_type="lego", track_name="guitar", caption="funky rhythm guitar",
+                         source_samples=48000 * 12 + 24000)),
+    ("lego backing vocals", dict(task_type="lego", track_name="backing_vocals", caption="airy harmonies",
+                                 lyrics="ooh ooh", vocal_language="en", source_samples=48000 * 16)),
+    ("lego, no track", dict(task_type="lego", caption="something", source_samples=48000 * 16)),
+    ("lego, non-ASCII track name", dict(task_type="lego", track_name="straße", caption="c",
+                                        source_samples=48000 * 16)),
+    ("extract vocals", dict(task_type="extract", track_name="vocals", caption="", source_samples=48000 * 40)),
+    ("extract, empty track name", dict(task_type="extract", track_name="", caption="",
+                                       source_samples=48000 * 40)),
+    ("extract, no track", dict(task_type="extract", source_samples=48000 * 40)),
+    ("complete with three classes", dict(task_type="complete", track_classes=["drums", "bass", "guitar"],
+                                         caption="full band", bpm=110, keyscale="G major", timesignature="4",
+                                         source_samples=48000 * 24, duration=60.0)),
+    ("complete with one class", dict(task_type="complete", track_classes=["keyboard"], caption="c",
+                                     source_samples=48000 * 24)),
+    ("complete, no classes", dict(task_type="complete", caption="c", source_samples=48000 * 24)),
+    ("complete, a blank class", dict(task_type="complete", track_classes=["", "fx"], caption="c",
+                                     source_samples=48000 * 24)),
+    ("lego ignores track classes", dict(task_type="lego", track_name="synth", track_classes=["drums"],
+                                         caption="c", source_samples=48000 * 24)),
+    ("complete ignores the track name", dict(task_type="complete", track_name="synth", caption="c",
+                                             source_samples=48000 * 24)),
+    ("caption in SFT format", dict(caption="# Instruction\nold instruction:\n\n# Caption\n  the real caption\n"
+                                           "second line\n\n# Metas\n- bpm: 1\n", bpm=100)),
+    ("caption in SFT format, no metas", dict(caption="# Instruction\nx\n# Caption \t\n\nbody only  \n")),
+    ("caption with a caption header but no instruction", dict(caption="# Caption\nkept as is")),
+    ("SFT caption: the first header followed by a newline wins", dict(
+        caption="# Instruction\n# Caption: not this\n#Caption\u3000\n\x1f body\u2003\n \t# Metas\ntail\n# Caption\nlater")),
+    ("SFT caption: empty body", dict(caption="# Instruction\ni\n# Caption\n")),
+    ("Python-only whitespace is blank", dict(instruction="\x1c\u3000", task_type="extract", track_name="drums",
+                                             keyscale="\x1f", timesignature="\u2003\x1e", caption="c",
+                                             source_samples=48000 * 11)),
+    ("empty caption and lyrics, chinese", dict(vocal_language="zh", lyrics="")),
+    ("lyrics with tags and CRLF", dict(caption="c", vocal_language="en",
+                                       lyrics="[Intro]\r\n\r\n[Verse 1]\nline one\nline two\n\n[Outro]\n")),
+]
+
+
+class RecordingTokenizer:
+    """Stands in for the Qwen3 tokenizer in upstream's text conditioning: records each text and
+    `max_length` it is asked to tokenize and returns one dummy token."""
+
+    pad_token_id = 0
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, text, padding, truncation, max_length, return_tensors):
+        from types import SimpleNamespace
+
+        assert (padding, truncation, return_tensors) == ("longest", True, "pt")
+        self.calls.append((text, max_length))
+        return SimpleNamespace(input_ids=torch.zeros(1, 1, dtype=torch.long),
+                               attention_mask=torch.ones(1, 1, dtype=torch.long))
+
+
+def prompts_stage(out: Path) -> None:
+    """The DiT's text prompts, strings only: each case's instruction, metas block, caption prompt
+    (and its non-cover twin with the default instruction) and lyric prompt, as upstream's request
+    path builds them (see the README row for the functions). No model, no tokenizer."""
+    from types import SimpleNamespace
+
+    from loguru import logger
+
+    import acestep
+    from acestep.constants import DEFAULT_DIT_INSTRUCTION, TASK_INSTRUCTIONS
+
+    upstream = str(Path(acestep.__file__).parent.parent)  # the --upstream directory
+
+    handler = "acestep.core.generation.handler."
+    mixins = [getattr(upstream_module(upstream, handler + module), cls) for module, cls in [
+        ("task_utils", "TaskUtilsMixin"), ("prompt_utils", "PromptMixin"), ("metadata_utils", "MetadataMixin"),
+        ("batch_prep", "BatchPrepMixin"), ("conditioning_text", "ConditioningTextMixin")]]
+    Host = type("Host", tuple(mixins), {"model": None})
+    resolve_instruction = upstream_function(upstream, "acestep/api/job_generation_setup.py", "_resolve_instruction")
+    instrumental_checkbox = upstream_function(upstream, "acestep/ui/gradio/events/generation/ui_helpers.py",
+                                              "handle_instrumental_checkbox")
+
+    logger.disable("acestep")  # conditioning_text logs every prompt it builds
+    cases = []
+    for name, overrides in PROMPT_CASES:
+        inputs = {**PROMPT_DEFAULTS, **overrides}
+        host = Host()
+        host.text_tokenizer = RecordingTokenizer()
+
+        # REST request -> GenerationParams (api/job_generation_setup.py).
+        req = SimpleNamespace(task_type=inputs["task_type"], track_name=inputs["track_name"],
+                              track_classes=inputs["track_classes"],
+                              instruction=DEFAULT_DIT_INSTRUCTION if inputs["instruction"] is None else inputs["instruction"])
+        instruction = resolve_instruction(req=req, default_dit_instruction=DEFAULT_DIT_INSTRUCTION,
+                                          task_instructions=TASK_INSTRUCTIONS)
+        if inputs["instruction"] is None:  # the handler/UI helper gives the same strings
+            assert instruction == host.generate_instruction(inputs["task_type"], inputs["track_name"],
+                                                            inputs["track_classes"]), name
+        lyrics = inputs["lyrics"]
+        if inputs["instrumental"]:
+            lyrics, _ = instrumental_checkbox(True, lyrics, "")
+
+        # generate_music -> prepare_batch_data -> _parse_metas -> _prepare_text_conditioning_inputs.
+        src = None if inputs["source_samples"] is None else torch.zeros(2, inputs["source_samples"])
+        captions, instructions, lyrics_batch, languages, metas = host.prepare_batch_data(
+            1, src, inputs["duration"], inputs["caption"], lyrics, inputs["vocal_language"], instruction,
+            inputs["bpm"], inputs["keyscale"] or "", inputs["timesignature"] or "")
+        parsed_metas = host._parse_metas(metas)
+        host._prepare_text_conditioning_inputs(1, instructions, captions, lyrics_batch, parsed_metas, languages,
+                                               audio_cover_strength=0.5)
+        [(caption_prompt, caption_max), (lyric_prompt, lyric_max), (non_cover_prompt, _)] = host.text_tokenizer.calls
+        cases.append({
+            "name": name, "inputs": inputs, "instruction": host._format_instruction(instructions[0]),
+            "metas": parsed_metas[0], "caption_prompt": caption_prompt, "non_cover_caption_prompt": non_cover_prompt,
+            "lyric_prompt": lyric_prompt, "caption_max_length": caption_max, "lyric_max_length": lyric_max,
+        })
+    logger.enable("acestep")
+
+    (out / "prompts.json").write_text(json.dumps(cases, ensure_ascii=False, indent=1) + "\n")
+    print(f"prompts: {len(cases)} cases, tasks {sorted({c['inputs']['task_type'] for c in cases})}")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
-          "text_encoder": text_encoder_stage}
+          "text_encoder": text_encoder_stage, "prompts": prompts_stage}
 
 
 def main() -> None:
