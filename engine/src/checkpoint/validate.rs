@@ -62,6 +62,35 @@ impl ValidatingBackend {
     }
 }
 
+/// Little-endian 16-bit floats to f32 on every core, written straight into fresh memory. The
+/// published checkpoints are bf16 and the CPU runs f32. candle's `to_dtype` converts on one
+/// thread after a zero-filled allocation; here the first touch of each destination page (the
+/// page fault, which dominates on a VM) is spread over the cores together with the conversion.
+/// bf16 -> f32 is exact (a 16-bit shift).
+fn widen_to_f32(bytes: &[u8], stored: &str) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let widen: fn([u8; 2]) -> f32 = match stored {
+        "BF16" => |b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16),
+        "F16" => |b| half::f16::from_bits(u16::from_le_bytes(b)).to_f32(),
+        other => candle_core::bail!("no f32 widening for {other}"),
+    };
+    const CHUNK: usize = 1 << 16;
+    let len = bytes.len() / 2;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK).zip(bytes.par_chunks(2 * CHUNK)).for_each(
+        |(out, bytes): (&mut [MaybeUninit<f32>], &[u8])| {
+            for (value, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                value.write(widen([pair[0], pair[1]]));
+            }
+        },
+    );
+    // Safety: the loop above wrote every one of the `len` elements (chunks of `out` and of
+    // `bytes` pair up one to one, two bytes per element).
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
 impl SimpleBackend for ValidatingBackend {
     fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         self.report.lock().unwrap_or_else(|p| p.into_inner()).requested.insert(name.to_string());
@@ -84,6 +113,11 @@ impl SimpleBackend for ValidatingBackend {
             }));
         }
         match &self.weights {
+            Some(weights) if dtype == DType::F32 && entry.dtype != "F32" => {
+                let view = weights.get(name)?;
+                let values = widen_to_f32(view.data(), &entry.dtype)?;
+                Tensor::from_vec(values, shape, device)
+            }
             Some(weights) => weights.load(name, device)?.to_dtype(dtype),
             None => Tensor::zeros((), dtype, device)?.broadcast_as(shape),
         }
