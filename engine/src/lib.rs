@@ -9,4 +9,5 @@ pub mod checkpoint;
 pub mod task;
 pub mod model;
 pub mod prompt;
+pub mod request;
 pub mod sampling;
