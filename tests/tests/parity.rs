@@ -16,6 +16,11 @@ fn tiny_config() -> AceStepConfig {
     AceStepConfig::from_json(&json).expect("upstream's config.json parses")
 }
 
+/// The batch item of each reference clip, as the fixtures store it (`input.order`, f32).
+fn clip_items(f: &std::collections::HashMap<String, candle_core::Tensor>) -> Vec<usize> {
+    f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect()
+}
+
 #[test]
 fn rotary_tables_match_upstream() {
     let cfg = tiny_config();
@@ -65,7 +70,7 @@ fn condition_encoder_matches_upstream() {
     let cfg = tiny_config();
     let (f, vb) = load_fixture_weights("condition_encoder.safetensors");
     let encoder = ConditionEncoder::new(&cfg, vb.pp("encoder")).expect("weights load");
-    let clip_item: Vec<usize> = f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect();
+    let clip_item = clip_items(&f);
 
     let (timbre, timbre_mask) = encoder.timbre_encoder().forward(&f["input.refs"], &clip_item).unwrap();
     assert_close("timbre per item", &timbre, &f["out.timbre"]);
@@ -89,7 +94,7 @@ fn dit_fixture() -> (AceStepConfig, std::collections::HashMap<String, candle_cor
     let cfg = tiny_config();
     let (f, vb) = load_fixture_weights("dit.safetensors");
     let model = AceStepModel::new(&cfg, vb).expect("weights load");
-    let clip_item: Vec<usize> = f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect();
+    let clip_item = clip_items(&f);
     let inputs = ConditionInputs {
         text: &f["input.text"],
         text_mask: &f["input.text_mask"],

@@ -76,25 +76,41 @@ fn require_file(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, C
     }
 }
 
-/// Parse a folder's `config.json` as `T`, calling a parse failure "not {expected}".
-pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path, expected: &'static str) -> Result<T, CheckpointError> {
-    let path = require_file(dir, "config.json", "the model's config.json")?;
-    let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| CheckpointError::WrongModel { file: path, expected, why: e.to_string() })
+/// Which model a folder's `config.json` must describe: the key naming the model (`model_type`,
+/// diffusers' `_class_name`), the name it must have, whether the key must be there at all, and
+/// how to call the model in an error.
+pub struct ConfigKind {
+    pub key: &'static str,
+    pub name: &'static str,
+    pub required: bool,
+    pub expected: &'static str,
 }
 
-/// Refuse a config that names another model (`model_type` / diffusers' `_class_name`), when it
-/// names one at all.
-fn check_model_kind(dir: &Path, key: &str, want: &str, expected: &'static str) -> Result<(), CheckpointError> {
-    let raw: serde_json::Value = read_config(dir, expected)?;
-    match raw.get(key).and_then(|v| v.as_str()) {
-        Some(kind) if kind != want => Err(CheckpointError::WrongModel {
-            file: dir.join("config.json"),
-            expected,
-            why: format!("its {key} is \"{kind}\", not \"{want}\""),
-        }),
-        _ => Ok(()),
+const DIT_KIND: ConfigKind = ConfigKind { key: "model_type", name: "acestep", required: false, expected: "an ACE-Step 1.5 DiT config" };
+const VAE_KIND: ConfigKind =
+    ConfigKind { key: "_class_name", name: "AutoencoderOobleck", required: false, expected: "an AutoencoderOobleck (VAE) config" };
+const TEXT_KIND: ConfigKind = ConfigKind { key: "model_type", name: "qwen3", required: true, expected: "a Qwen3 text encoder config" };
+
+/// Read a folder's `config.json` once, refuse one that names another model, and parse it with
+/// `parse`; any failure is "not {expected}".
+pub fn read_config<T>(
+    dir: &Path,
+    kind: &ConfigKind,
+    parse: impl FnOnce(serde_json::Value) -> Result<T, serde_json::Error>,
+) -> Result<T, CheckpointError> {
+    let path = require_file(dir, "config.json", "the model's config.json")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::io(&path, e))?;
+    let wrong = |why: String| CheckpointError::WrongModel { file: path.clone(), expected: kind.expected, why };
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| wrong(e.to_string()))?;
+    match raw.get(kind.key) {
+        Some(serde_json::Value::String(name)) if name == kind.name => {}
+        None if !kind.required => {}
+        found => {
+            let found = found.map_or("missing".to_string(), |v| v.to_string());
+            return Err(wrong(format!("its {} is {found}, not \"{}\"", kind.key, kind.name)));
+        }
     }
+    parse(raw).map_err(|e| wrong(e.to_string()))
 }
 
 /// Run a model constructor against a folder's tensors: shape-checked, and loaded when `load`.
@@ -136,8 +152,7 @@ pub struct LoadedDit {
 impl DitFolder {
     /// Read `config.json`, the weight file's header and check `silence_latent.pt` is there.
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
-        check_model_kind(dir, "model_type", "acestep", "an ACE-Step 1.5 DiT config")?;
-        let config: AceStepConfig = read_config(dir, "an ACE-Step 1.5 DiT config")?;
+        let config: AceStepConfig = read_config(dir, &DIT_KIND, serde_json::from_value)?;
         let weights_path = require_file(dir, DIT_WEIGHTS, "the DiT weights")?;
         let silence_latent = require_file(dir, SILENCE_LATENT, "the silence latent")?;
         let weights = TensorIndex::from_files(&[weights_path])?;
@@ -191,8 +206,7 @@ pub struct VaeFolder {
 
 impl VaeFolder {
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
-        check_model_kind(dir, "_class_name", "AutoencoderOobleck", "an AutoencoderOobleck (VAE) config")?;
-        let config: VaeConfig = read_config(dir, "an AutoencoderOobleck (VAE) config")?;
+        let config: VaeConfig = read_config(dir, &VAE_KIND, serde_json::from_value)?;
         let weights_path = require_file(dir, VAE_WEIGHTS, "the VAE weights")?;
         let weights = TensorIndex::from_files(&[weights_path])?;
         Ok(Self { dir: dir.to_path_buf(), config, weights })
@@ -218,17 +232,7 @@ pub struct TextEncoderFolder {
 
 impl TextEncoderFolder {
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
-        const EXPECTED: &str = "a Qwen3 text encoder config";
-        let raw: serde_json::Value = read_config(dir, EXPECTED)?;
-        if raw.get("model_type").and_then(|v| v.as_str()) != Some("qwen3") {
-            return Err(CheckpointError::WrongModel {
-                file: dir.join("config.json"),
-                expected: EXPECTED,
-                why: format!("its model_type is {}, not \"qwen3\"", raw.get("model_type").unwrap_or(&serde_json::Value::Null)),
-            });
-        }
-        let config = text_encoder::config_from_json(&raw.to_string())
-            .map_err(|e| CheckpointError::WrongModel { file: dir.join("config.json"), expected: EXPECTED, why: e.to_string() })?;
+        let config = read_config(dir, &TEXT_KIND, |raw| text_encoder::config_from_json(&raw.to_string()))?;
         let weights_path = require_file(dir, TEXT_WEIGHTS, "the text encoder weights")?;
         let tokenizer = require_file(dir, TOKENIZER, "the text encoder's tokenizer.json")?;
         let weights = TensorIndex::from_files(&[weights_path])?;

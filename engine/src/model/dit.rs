@@ -13,7 +13,7 @@
 //! for the DiT: self-attention is masked only by the sliding window and cross-attention sees every
 //! condition position, padding included; this does the same.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
 
 use super::config::{AceStepConfig, LayerType};
@@ -131,15 +131,6 @@ pub struct ConditionKv {
     per_layer: Vec<(Tensor, Tensor)>,
 }
 
-impl ConditionKv {
-    pub fn batch_size(&self) -> Result<usize> {
-        match self.per_layer.first() {
-            Some((k, _)) => k.dim(0),
-            None => Ok(0),
-        }
-    }
-}
-
 /// `AceStepDiTModel`.
 #[derive(Debug, Clone)]
 pub struct DiT {
@@ -254,9 +245,5 @@ impl DiT {
         let h = modulate(&self.norm_out, &h, &shift, &scale)?;
         let out = self.proj_out.forward(&h)?.reshape((b, padded, self.latent_channels))?;
         out.narrow(1, 0, frames)
-    }
-
-    pub fn device(&self) -> &Device {
-        self.scale_shift_table.device()
     }
 }
