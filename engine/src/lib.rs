@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod checkpoint;
+pub mod job;
 pub mod task;
 pub mod model;
 pub mod prompt;

@@ -671,9 +671,112 @@ def prompts_stage(out: Path) -> None:
     print(f"prompts: {len(cases)} cases, tasks {sorted({c['inputs']['task_type'] for c in cases})}")
 
 
+def sampler_stage(out: Path) -> None:
+    """The samplers around the DiT, on the `dit` stage's weights (read back from dit.safetensors,
+    so the repo holds them once): the base model's 4-step shift-3 run with APG guidance 7, an ADG
+    run with a CFG interval and a conservative repaint (injection to the last step, latent
+    crossfade), turbo's repaint with step injection, turbo's cover with `cover_noise_strength`
+    and the switch to the text2music condition, base schedules, and CPU `torch.randn` draws
+    for seeded noise. Every decoder call's input, timestep and output is recorded."""
+    from safetensors.torch import load_file
+    from acestep.models.base import modeling_acestep_v15_base as base
+    from acestep.models.turbo import modeling_acestep_v15_turbo as turbo
+
+    config = tiny_config()
+    weights = {k: v for k, v in load_file(str(out / "dit.safetensors")).items()
+               if not k.startswith(("input.", "out."))}
+    models = {}
+    for name, module in (("base", base), ("turbo", turbo)):
+        model = module.AceStepConditionGenerationModel(config).eval()
+        model.load_state_dict(weights, strict=True)
+        models[name] = model
+
+    generator = torch.Generator().manual_seed(SEED + 6)
+    batch, frames, latent = 2, 40, config.audio_acoustic_hidden_dim
+    text = torch.randn(batch, 7, config.text_hidden_dim, generator=generator)
+    text_mask = torch.ones(batch, 7)
+    text_mask[1, 5:] = 0
+    non_cover_text = torch.randn(batch, 6, config.text_hidden_dim, generator=generator)
+    non_cover_text_mask = torch.ones(batch, 6)
+    lyric = torch.randn(batch, 9, config.text_hidden_dim, generator=generator)
+    lyric_mask = torch.ones(batch, 9)
+    lyric_mask[0, 6:] = 0
+    refs = torch.randn(2, 30, latent, generator=generator)
+    order = torch.tensor([0, 1])
+    silence = torch.randn(1, 200, latent, generator=generator)
+    src = torch.randn(batch, frames, latent, generator=generator)
+    ones = torch.ones(batch, frames, latent)
+    repaint_mask = torch.zeros(batch, frames, dtype=torch.bool)
+    repaint_mask[0, 12:30] = True
+    repaint_mask[1, 0:9] = True  # touches the start: only the right edge is blended
+    chunk_masks = repaint_mask.unsqueeze(-1).expand(batch, frames, latent).to(torch.float32)
+    repaint_src = torch.where(repaint_mask.unsqueeze(-1), silence[:, :frames].expand(batch, -1, -1), src)
+    seeds = [7, 1234]
+
+    common = dict(text_hidden_states=text, text_attention_mask=text_mask,
+                  lyric_hidden_states=lyric, lyric_attention_mask=lyric_mask,
+                  refer_audio_acoustic_hidden_states_packed=refs, refer_audio_order_mask=order,
+                  silence_latent=silence, seed=seeds, dcw_enabled=False, use_progress_bar=False)
+    runs = {
+        "apg": ("base", dict(src_latents=src, chunk_masks=ones, is_covers=torch.zeros(batch, dtype=torch.long),
+                             infer_steps=4, shift=3.0, diffusion_guidance_scale=7.0)),
+        "adg_repaint": ("base", dict(src_latents=repaint_src, chunk_masks=chunk_masks,
+                                     is_covers=torch.zeros(batch, dtype=torch.long), infer_steps=4, shift=3.0,
+                                     diffusion_guidance_scale=5.0, use_adg=True, cfg_interval_start=0.0,
+                                     cfg_interval_end=0.8, repaint_mask=repaint_mask, clean_src_latents=src,
+                                     repaint_injection_ratio=1.0, repaint_crossfade_frames=4)),
+        "turbo_repaint": ("turbo", dict(src_latents=repaint_src, chunk_masks=chunk_masks,
+                                        is_covers=torch.zeros(batch, dtype=torch.long), infer_steps=8, shift=3.0,
+                                        repaint_mask=repaint_mask, clean_src_latents=src,
+                                        repaint_injection_ratio=0.5, repaint_crossfade_frames=3)),
+        "turbo_cover": ("turbo", dict(src_latents=src, chunk_masks=ones, is_covers=torch.ones(batch, dtype=torch.long),
+                                      infer_steps=8, shift=3.0, audio_cover_strength=0.5, cover_noise_strength=0.3,
+                                      non_cover_text_hidden_states=non_cover_text,
+                                      non_cover_text_attention_mask=non_cover_text_mask)),
+    }
+    tensors = {
+        "input.text": text, "input.text_mask": text_mask,
+        "input.non_cover_text": non_cover_text, "input.non_cover_text_mask": non_cover_text_mask,
+        "input.lyric": lyric, "input.lyric_mask": lyric_mask, "input.refs": refs,
+        "input.order": order.to(torch.float32), "input.silence": silence, "input.src": src,
+        "input.repaint_mask": repaint_mask.to(torch.float32), "input.repaint_src": repaint_src,
+        "input.chunk_masks": chunk_masks,
+    }
+    for run, (kind, kwargs) in runs.items():
+        model = models[kind]
+        calls = []
+        hook = model.decoder.register_forward_hook(
+            lambda _m, _a, kw, o: calls.append((kw["hidden_states"].clone(), kw["timestep"].clone(),
+                                                o[0].clone())),
+            with_kwargs=True)
+        with torch.no_grad():
+            noise = model.prepare_noise(torch.cat([src, src], dim=-1), seeds)
+            result = model.generate_audio(**common, **kwargs)
+        hook.remove()
+        tensors[f"{run}.noise"] = noise
+        tensors[f"{run}.target"] = result["target_latents"]
+        tensors[f"{run}.timesteps"] = torch.stack([c[1][0] for c in calls])
+        for i, (x, _t, v) in enumerate(calls):
+            tensors[f"{run}.call{i}.x"] = x
+            tensors[f"{run}.call{i}.v"] = v
+
+    for steps, shift in ((4, 3.0), (32, 3.0), (50, 3.0), (7, 2.5), (50, 1.0)):
+        t = torch.linspace(1.0, 0.0, steps + 1)
+        if shift != 1.0:
+            t = shift * t / (1 + (shift - 1) * t)
+        tensors[f"schedule.base.{steps}.{shift}"] = t
+    for seed, shape in ((42, (1, 40, 64)), (7, (1, 5, 3)), (2**32 - 1, (1, 3, 7))):
+        tensors[f"randn.{seed}"] = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "sampler.safetensors"), metadata={"seed": str(SEED + 6)})
+    print(f"sampler: {len(tensors)} tensors, runs {[(r, int(tensors[r + '.timesteps'].numel())) for r in runs]}")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
-          "text_encoder": text_encoder_stage, "prompts": prompts_stage}
+          "text_encoder": text_encoder_stage, "prompts": prompts_stage,
+          "sampler": sampler_stage}
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
 use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
-use backline_engine::sampling::{euler_ode, shifted_schedule, TURBO_STEPS};
+use backline_engine::sampling::{turbo_schedule, Method, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::model::nn::{bidirectional_mask, RotaryEmbedding};
 use backline_tests::parity::{assert_close, fixture_path, load_fixture, load_fixture_weights};
@@ -132,25 +132,34 @@ fn dit_forward_matches_upstream_with_condition_and_null_condition() {
 #[test]
 fn turbo_trajectory_matches_upstream_step_by_step() {
     let (_cfg, f, model, condition) = dit_fixture();
-    let schedule = shifted_schedule(TURBO_STEPS, 3.0);
-    assert_eq!(schedule, f["out.timesteps"].to_vec1::<f32>().unwrap(), "turbo shift-3 timesteps");
+    let schedule = turbo_schedule(TURBO_STEPS, 3.0);
+    assert_eq!(schedule[..TURBO_STEPS], f["out.timesteps"].to_vec1::<f32>().unwrap(), "turbo shift-3 timesteps");
 
     let kv = model.condition_kv(&condition.states).unwrap();
     let batch = condition.context.dim(0).unwrap();
-    let target = euler_ode(
-        f["input.noise"].clone(),
-        &schedule,
-        |x, t| {
-            let t = candle_core::Tensor::full(t, batch, x.device())?;
-            model.decoder.forward(x, &t, &t, &condition.context, &kv)
-        },
-        |step| {
-            assert_close(&format!("step {} input", step.index), step.xt, &f[&format!("out.step{}.xt", step.index)]);
-            assert_close(&format!("step {} velocity", step.index), step.velocity, &f[&format!("out.step{}.vt", step.index)]);
-            Ok(())
-        },
-    )
-    .unwrap();
+    let sampler = SamplerConfig {
+        kind: SamplerKind::Turbo,
+        timesteps: schedule,
+        method: Method::Ode,
+        guidance: None,
+        audio_cover_strength: 1.0,
+    };
+    let mut unused = SeededNoise::new(&[0; 2]);
+    let inputs = RunInputs { noise: f["input.noise"].clone(), start: Start::Noise, repaint: None, fresh_noise: &mut unused };
+    let target = sampler
+        .run(
+            inputs,
+            |step| {
+                let t = candle_core::Tensor::full(step.t, batch, step.x.device())?;
+                Ok(Prediction { cond: model.decoder.forward(step.x, &t, &t, &condition.context, &kv)?, uncond: None })
+            },
+            |step| {
+                assert_close(&format!("step {} input", step.index), step.xt, &f[&format!("out.step{}.xt", step.index)]);
+                assert_close(&format!("step {} velocity", step.index), step.velocity, &f[&format!("out.step{}.vt", step.index)]);
+                Ok(())
+            },
+        )
+        .unwrap();
     assert_close("turbo target latents", &target, &f["out.target"]);
 }
 
