@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod job;
 pub mod task;
 pub mod model;
+pub mod pipeline;
 pub mod prompt;
 pub mod request;
 pub mod sampling;

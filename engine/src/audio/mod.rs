@@ -1,3 +1,27 @@
 //! Audio-side helpers shared by the plugin and the engine.
+//!
+//! - [`grid`]: bars, beats and samples at a tempo and meter.
+//! - [`buffer`]: [`AudioBuffer`], planar `f32` audio, the currency of everything below.
+//! - [`decode`]: WAV, FLAC, MP3 and Ogg Vorbis files (or bytes) to an [`AudioBuffer`].
+//! - [`resample`]: to the model's 48 kHz stereo ([`to_model_format`]), or to any rate.
+//! - [`normalize`]: upstream ACE-Step's output levels (peak cap, then −1 dBFS).
+//! - [`write`]: WAV (float or PCM) and FLAC files, never overwriting by accident.
+//! - [`error`]: [`AudioError`], shared by all of the above; every variant names the file.
+//!
+//! The usual path of a source clip is `read_audio` → `to_model_format` → VAE encode, and of a
+//! result VAE decode → `normalize_output` → `resample` to the host rate or `write_audio`.
 
+pub mod buffer;
+pub mod decode;
+pub mod error;
 pub mod grid;
+pub mod normalize;
+pub mod resample;
+pub mod write;
+
+pub use buffer::AudioBuffer;
+pub use decode::{decode_bytes, read_audio};
+pub use error::AudioError;
+pub use normalize::{cap_peak, normalize_output, normalize_peak, DEFAULT_PEAK_DBFS};
+pub use resample::{resample, resampled_len, to_model_format, to_stereo, MODEL_CHANNELS, MODEL_SAMPLE_RATE};
+pub use write::{write_audio, OutputFormat};

@@ -35,11 +35,11 @@ pub const BASE_FOLDER: &str = "acestep-v15-base";
 pub const VAE_FOLDER: &str = "vae";
 pub const TEXT_ENCODER_FOLDER: &str = "Qwen3-Embedding-0.6B";
 
-const DIT_WEIGHTS: &str = "model.safetensors";
-const VAE_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
-const TEXT_WEIGHTS: &str = "model.safetensors";
-const TOKENIZER: &str = "tokenizer.json";
-const SILENCE_LATENT: &str = "silence_latent.pt";
+pub const DIT_WEIGHTS: &str = "model.safetensors";
+pub const VAE_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+pub const TEXT_WEIGHTS: &str = "model.safetensors";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const SILENCE_LATENT: &str = "silence_latent.pt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -526,8 +526,21 @@ impl Vae {
     /// result equals `decode` (to float rounding) once the overlap covers the decoder's receptive
     /// field, about 9 frames for the Oobleck stack; with less, window edges leak into the cores.
     pub fn decode_tiled(&self, latents: &Tensor, chunk_frames: usize, overlap_frames: usize) -> Result<Tensor> {
+        self.decode_tiles(latents, chunk_frames, overlap_frames, |_, _| Ok(()))
+    }
+
+    /// [`Vae::decode_tiled`], calling `before_tile(index, count)` before each window is decoded;
+    /// an error from it stops the decode (cancellation lands within one tile).
+    pub fn decode_tiles(
+        &self,
+        latents: &Tensor,
+        chunk_frames: usize,
+        overlap_frames: usize,
+        mut before_tile: impl FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Tensor> {
         let (batch, _, frames) = latents.dims3()?;
         if frames <= chunk_frames {
+            before_tile(0, batch)?;
             return self.decode(latents);
         }
         let Some(stride) = chunk_frames.checked_sub(2 * overlap_frames).filter(|&s| s > 0) else {
@@ -539,7 +552,9 @@ impl Vae {
         for item in 0..batch {
             let latents = latents.narrow(0, item, 1)?;
             let mut cores = Vec::with_capacity(frames.div_ceil(stride));
-            for core_start in (0..frames).step_by(stride) {
+            let tiles = frames.div_ceil(stride);
+            for (tile, core_start) in (0..frames).step_by(stride).enumerate() {
+                before_tile(item * tiles + tile, batch * tiles)?;
                 let core_end = (core_start + stride).min(frames);
                 let win_start = core_start.saturating_sub(overlap_frames);
                 let win_end = (core_end + overlap_frames).min(frames);

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::checkpoint::BASE_FOLDER;
 use crate::prompt::PromptInputs;
-use crate::sampling::TURBO_STEPS;
+use crate::sampling::{RepaintMode, RepaintSettings, TURBO_STEPS};
 use crate::task::{is_valid_keyscale, TaskType, TRACK_NAMES};
 
 mod parse;
@@ -207,6 +207,7 @@ pub enum Seed {
 /// | `src_audio` | `src_audio_path`, `ctx_audio_path`, `sourceAudioPath`, `srcAudioPath`, `ctxAudioPath` (parser:33); `srcAudio` (B) |
 /// | `reference_audio` | `reference_audio_path`, `ref_audio_path`, `referenceAudioPath`, `refAudioPath` (parser:32); `referenceAudio` (B) |
 /// | `repainting_start`, `repainting_end` | `repaintingStart`, `repaintingEnd` (B) |
+/// | `repaint_mode`, `repaint_strength` | `repaintMode`, `repaintStrength` (B) |
 /// | `audio_cover_strength` | `audioCoverStrength`, `cover_strength`, `coverStrength` (parser:29) |
 /// | `cover_noise_strength` | `coverNoiseStrength` (parser:30) |
 /// | `track_name` | `trackName` (parser:44) |
@@ -276,6 +277,13 @@ pub struct GenerationRequest {
     /// the source's end (`inference.py:162`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repainting_end: Option<f64>,
+    /// How strongly repaint holds on to the source outside the window: "aggressive",
+    /// "balanced" or "conservative". Default balanced (`api/http/release_task_models.py`).
+    /// Only repaint reads it.
+    pub repaint_mode: RepaintMode,
+    /// Balanced mode's dial, 0 (keep the source, like conservative) to 1 (like aggressive).
+    /// Default 0.5. The other modes and tasks do not read it.
+    pub repaint_strength: f64,
     /// Share of the steps that see the source's structure, 0 to 1. Default 1
     /// (`inference.py:188`). About 0.2 gives style transfer.
     pub audio_cover_strength: f64,
@@ -354,6 +362,8 @@ impl Default for GenerationRequest {
             reference_audio: None,
             repainting_start: 0.0,
             repainting_end: None,
+            repaint_mode: RepaintMode::Balanced,
+            repaint_strength: 0.5,
             audio_cover_strength: 1.0,
             cover_noise_strength: 0.0,
             track_name: None,
@@ -463,6 +473,9 @@ pub struct ResolvedRequest {
     pub reference_audio: Option<String>,
     /// For repaint and lego.
     pub repaint: Option<RepaintWindow>,
+    /// What `repaint_mode` and `repaint_strength` turn into: the source injection and the
+    /// crossfades at the window's edges. Only meaningful for repaint; the other tasks ignore it.
+    pub repaint_settings: RepaintSettings,
     pub audio_cover_strength: f64,
     pub cover_noise_strength: f64,
     pub sampling: Sampling,
@@ -572,9 +585,11 @@ impl GenerationRequest {
                 ));
             }
         }
-        for (field, value) in
-            [("audio_cover_strength", self.audio_cover_strength), ("cover_noise_strength", self.cover_noise_strength)]
-        {
+        for (field, value) in [
+            ("audio_cover_strength", self.audio_cover_strength),
+            ("cover_noise_strength", self.cover_noise_strength),
+            ("repaint_strength", self.repaint_strength),
+        ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(invalid(field, format!("{value} is outside 0 to 1")));
             }
@@ -728,6 +743,7 @@ impl GenerationRequest {
             reference_audio: self.reference_audio.clone(),
             repaint: matches!(task, TaskType::Repaint | TaskType::Lego)
                 .then_some(RepaintWindow { start_s: self.repainting_start, end_s: self.repainting_end }),
+            repaint_settings: self.repaint_mode.settings(self.repaint_strength),
             audio_cover_strength: self.audio_cover_strength,
             cover_noise_strength: self.cover_noise_strength,
             sampling,
@@ -1032,9 +1048,30 @@ mod tests {
             let err = parse(json!({"thinking": true})).unwrap_err();
             assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "thinking"), "{err}");
             assert!(err.to_string().contains("5 Hz LM"), "{err}");
-            let err = parse(json!({"repaint_mode": "aggressive"})).unwrap_err();
-            assert!(err.to_string().starts_with("`repaint_mode` = \"aggressive\" is not supported"), "{err}");
+            let err = parse(json!({"chunk_mask_mode": "explicit"})).unwrap_err();
+            assert!(err.to_string().starts_with("`chunk_mask_mode` = \"explicit\" is not supported"), "{err}");
             assert!(parse(json!({"format": "mp3"})).is_err(), "`format` is upstream's alias of use_format");
+        }
+
+        #[test]
+        fn repaint_mode_and_strength() {
+            let request = parse(json!({"repaint_mode": "conservative", "repaint_strength": 0.2})).unwrap();
+            assert_eq!((request.repaint_mode, request.repaint_strength), (RepaintMode::Conservative, 0.2));
+            let request = parse(json!({"repaint_mode": "aggressive"})).unwrap();
+            assert_eq!((request.repaint_mode, request.repaint_strength), (RepaintMode::Aggressive, 0.5));
+            let camel = parse(json!({"repaintMode": "conservative", "repaintStrength": "0.75"})).unwrap();
+            assert_eq!((camel.repaint_mode, camel.repaint_strength), (RepaintMode::Conservative, 0.75));
+            let nested = parse(json!({"param_obj": {"repaint_mode": "aggressive"}})).unwrap();
+            assert_eq!(nested.repaint_mode, RepaintMode::Aggressive);
+            let blank = parse(json!({"repaint_mode": "", "repaint_strength": ""})).unwrap();
+            assert_eq!(blank, GenerationRequest::default());
+
+            let err = parse(json!({"repaintMode": "gentle"})).unwrap_err();
+            assert_eq!(err.to_string(), "`repaintMode`: \"gentle\" is not one of aggressive, balanced, conservative");
+            assert_eq!(field_of(parse(json!({"repaint_mode": 1})).unwrap_err()), "repaint_mode");
+            assert_eq!(field_of(parse(json!({"repaint_strength": "half"})).unwrap_err()), "repaint_strength");
+            let err = parse(json!({"repaint_mode": "balanced", "repaintMode": "aggressive"})).unwrap_err();
+            assert!(matches!(err, RequestError::DuplicateField { field: "repaint_mode", .. }), "{err}");
         }
 
         #[test]
@@ -1072,6 +1109,8 @@ mod tests {
                 timesignature: Some("6/8".into()),
                 duration: Some(47.25),
                 reference_audio: Some("/r.flac".into()),
+                repaint_mode: RepaintMode::Conservative,
+                repaint_strength: 0.8,
                 audio_cover_strength: 0.4,
                 cover_noise_strength: 0.3,
                 inference_steps: Some(40),
@@ -1233,6 +1272,19 @@ mod tests {
             assert_eq!(check(with(0.0, 1.0)), Ok(()));
             assert_eq!(check(with(1.2, 0.0)), Err("audio_cover_strength".into()));
             assert_eq!(check(with(1.0, -0.1)), Err("cover_noise_strength".into()));
+        }
+
+        #[test]
+        fn repaint_strength() {
+            let with = |s| GenerationRequest { repaint_strength: s, ..repaint() };
+            assert_eq!(check(with(0.0)), Ok(()));
+            assert_eq!(check(with(1.0)), Ok(()));
+            assert_eq!(check(with(-0.1)), Err("repaint_strength".into()));
+            assert_eq!(check(with(f64::NAN)), Err("repaint_strength".into()));
+            assert_eq!(check(with(f64::INFINITY)), Err("repaint_strength".into()));
+            assert_eq!(with(1.5).validate().unwrap_err().to_string(), "`repaint_strength`: 1.5 is outside 0 to 1");
+            let parsed = parse(json!({"repaint_strength": "2"})).unwrap();
+            assert_eq!(check(parsed), Err("repaint_strength".into()));
         }
 
         #[test]
@@ -1464,6 +1516,39 @@ mod tests {
             let t2m =
                 GenerationRequest { duration: Some(45.5), ..Default::default() }.resolve(ModelKind::Turbo).unwrap();
             assert_eq!((t2m.duration_s, t2m.prompt.duration), (Some(45.5), Some(45.5)));
+        }
+
+        #[test]
+        fn repaint_settings_follow_mode_and_strength() {
+            let settings = |mode, strength| {
+                let request = GenerationRequest { repaint_mode: mode, repaint_strength: strength, ..repaint() };
+                request.resolve(ModelKind::Turbo).unwrap().repaint_settings
+            };
+            let balanced = repaint().resolve(ModelKind::Turbo).unwrap().repaint_settings;
+            assert_eq!((balanced.injection_ratio, balanced.crossfade_frames), (0.5, 12));
+            assert!((balanced.splice_crossfade_s - 0.025).abs() < 1e-12, "{balanced:?}");
+            let conservative = settings(RepaintMode::Conservative, 0.9);
+            assert_eq!(
+                conservative,
+                RepaintSettings { injection_ratio: 1.0, crossfade_frames: 25, splice_crossfade_s: 0.05 }
+            );
+            let aggressive = settings(RepaintMode::Aggressive, 0.1);
+            assert_eq!(
+                aggressive,
+                RepaintSettings { injection_ratio: 0.0, crossfade_frames: 0, splice_crossfade_s: 0.0 }
+            );
+            assert_eq!(settings(RepaintMode::Balanced, 1.0), aggressive);
+            assert_eq!(settings(RepaintMode::Balanced, 0.0), conservative);
+
+            let request = GenerationRequest { repaint_mode: RepaintMode::Aggressive, ..repaint() };
+            let resolved = request.resolve(ModelKind::Turbo).unwrap();
+            assert_eq!(
+                (resolved.recipe.repaint_mode, resolved.recipe.repaint_strength),
+                (RepaintMode::Aggressive, 0.5)
+            );
+            let json = serde_json::to_value(&resolved.recipe).unwrap();
+            assert_eq!((&json["repaint_mode"], &json["repaint_strength"]), (&json!("aggressive"), &json!(0.5)));
+            assert_eq!(resolved.recipe.resolve(ModelKind::Turbo).unwrap().repaint_settings, resolved.repaint_settings);
         }
 
         #[test]

@@ -37,6 +37,8 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ),
     ("repainting_start", &["repaintingStart"]),
     ("repainting_end", &["repaintingEnd"]),
+    ("repaint_mode", &["repaintMode"]),
+    ("repaint_strength", &["repaintStrength"]),
     ("audio_cover_strength", &["audioCoverStrength", "cover_strength", "coverStrength"]),
     ("cover_noise_strength", &["coverNoiseStrength"]),
     ("track_name", &["trackName"]),
@@ -79,7 +81,7 @@ pub(super) enum Inert {
 const NEEDS_LM: &str = "it needs the 5 Hz LM, which Backline does not run yet";
 const LM_KNOB: &str = "it only steers the 5 Hz LM";
 const ANALYSIS: &str = "analysis-only jobs are not supported";
-const REPAINT_TUNING: &str = "Backline repaints with upstream's default settings only";
+const REPAINT_TUNING: &str = "Backline tunes repaint through `repaint_mode` and `repaint_strength` only";
 
 /// Upstream REST fields for features Backline does not have (`api/http/release_task_models.py`,
 /// aliases from `release_task_param_parser.py`): canonical name, other keys, the values that ask
@@ -95,8 +97,6 @@ const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
     ("full_analysis_only", &["fullAnalysisOnly"], Inert::Off, ANALYSIS),
     ("extract_codes_only", &["extractCodesOnly"], Inert::Off, ANALYSIS),
     ("chunk_mask_mode", &[], Inert::Text("auto"), REPAINT_TUNING),
-    ("repaint_mode", &[], Inert::Text("balanced"), REPAINT_TUNING),
-    ("repaint_strength", &[], Inert::Number(0.5), REPAINT_TUNING),
     ("repaint_latent_crossfade_frames", &[], Inert::Number(10.0), REPAINT_TUNING),
     ("repaint_wav_crossfade_sec", &[], Inert::Number(0.0), REPAINT_TUNING),
     ("use_tiled_decode", &["useTiledDecode"], Inert::True, "the engine chooses how the VAE decodes"),
@@ -390,6 +390,11 @@ impl Fields {
         let tasks: Vec<(&str, TaskType)> = TaskType::ALL.iter().map(|t| (t.as_str(), *t)).collect();
         let methods = [("ode", InferMethod::Ode), ("sde", InferMethod::Sde)];
         let formats: Vec<(&str, AudioFormat)> = AudioFormat::ALL.iter().map(|f| (f.as_str(), *f)).collect();
+        let repaint_modes = [
+            ("aggressive", RepaintMode::Aggressive),
+            ("balanced", RepaintMode::Balanced),
+            ("conservative", RepaintMode::Conservative),
+        ];
         let defaults = GenerationRequest::default();
         let request = GenerationRequest {
             task_type: self.choice("task_type", &tasks)?.unwrap_or(defaults.task_type),
@@ -405,6 +410,8 @@ impl Fields {
             reference_audio: self.name("reference_audio")?,
             repainting_start: self.number("repainting_start")?.unwrap_or(defaults.repainting_start),
             repainting_end: self.number_or_unset("repainting_end")?,
+            repaint_mode: self.choice("repaint_mode", &repaint_modes)?.unwrap_or(defaults.repaint_mode),
+            repaint_strength: self.number("repaint_strength")?.unwrap_or(defaults.repaint_strength),
             audio_cover_strength: self.number("audio_cover_strength")?.unwrap_or(defaults.audio_cover_strength),
             cover_noise_strength: self.number("cover_noise_strength")?.unwrap_or(defaults.cover_noise_strength),
             track_name: self.name("track_name")?,

@@ -1,0 +1,117 @@
+//! The recipe written beside every result: enough to make the same audio again (the resolved
+//! request with its seeds, which model files, which source), and to tell two results apart.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::request::GenerationRequest;
+
+/// One model file the result came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// The checkpoint folder's name, e.g. `acestep-v15-turbo`.
+    pub folder: String,
+    pub file: String,
+    pub bytes: u64,
+    /// See [`fingerprint`].
+    pub fingerprint: String,
+}
+
+/// An audio input the result came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioInput {
+    pub path: String,
+    /// SHA-256 of the 48 kHz stereo samples the model saw (after conversion and padding).
+    pub audio_sha256: String,
+    /// SHA-256 of the VAE latents it encoded to.
+    pub latents_sha256: String,
+}
+
+/// Everything that decided one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// The request with every default filled in and the seeds made explicit: submitting it again
+    /// with the same models gives the same audio.
+    pub request: GenerationRequest,
+    /// `turbo`, `base` or `sft`.
+    pub model_kind: String,
+    pub models: Vec<ModelFile>,
+    /// The seed of each batch item, in order.
+    pub seeds: Vec<u32>,
+    pub source: Option<AudioInput>,
+    pub reference: Option<AudioInput>,
+    pub sample_rate: u32,
+    /// Seconds of audio per item.
+    pub duration_s: f64,
+    pub engine: String,
+}
+
+/// A quick identity of a model file: SHA-256 over its length, its first MiB (the safetensors
+/// header) and 64 KiB at 64 evenly spaced offsets. Hashing every byte of a 4.8 GB DiT at each
+/// load would cost seconds; samples through the whole file still tell fine-tunes of one
+/// architecture apart, whose headers are identical.
+pub fn fingerprint(path: &Path) -> std::io::Result<(u64, String)> {
+    const HEAD: u64 = 1 << 20;
+    const SAMPLE: u64 = 64 << 10;
+    const SAMPLES: u64 = 64;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut hasher = Sha256::new();
+    hasher.update(len.to_le_bytes());
+    let mut buf = Vec::new();
+    let mut read_at = |offset: u64, size: u64, hasher: &mut Sha256| -> std::io::Result<()> {
+        buf.resize(size.min(len.saturating_sub(offset)) as usize, 0);
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut buf)?;
+        hasher.update(&buf);
+        Ok(())
+    };
+    read_at(0, HEAD, &mut hasher)?;
+    if len > HEAD {
+        for i in 0..SAMPLES {
+            read_at(HEAD + (len - HEAD) * i / SAMPLES, SAMPLE, &mut hasher)?;
+        }
+    }
+    Ok((len, hex(&hasher.finalize())))
+}
+
+/// SHA-256 of f32 samples (little-endian bytes), channel after channel.
+pub fn samples_sha256<'a>(channels: impl IntoIterator<Item = &'a [f32]>) -> String {
+    let mut hasher = Sha256::new();
+    for channel in channels {
+        for v in channel {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_sees_a_change_deep_inside_the_file() {
+        let dir = std::env::temp_dir().join(format!("backline-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weights.bin");
+        let mut data = vec![7u8; 5 << 20];
+        std::fs::write(&path, &data).unwrap();
+        let (len, a) = fingerprint(&path).unwrap();
+        assert_eq!(len, 5 << 20);
+        assert_eq!(fingerprint(&path).unwrap().1, a, "deterministic");
+        // A byte at a sampled offset past the header (the 10th of 64 samples) changes it.
+        let offset = (1 << 20) + ((5 << 20) - (1 << 20)) * 10 / 64 + 5;
+        data[offset as usize] = 8;
+        std::fs::write(&path, &data).unwrap();
+        assert_ne!(fingerprint(&path).unwrap().1, a);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,176 @@
+//! Audio inputs on their way to the VAE: read and converted to 48 kHz stereo, checked, padded
+//! for out-painting, cut into the reference clip the timbre encoder takes, and encoded once per
+//! distinct audio (a cache keyed by the samples' hash, so repeated edits of one capture skip the
+//! encoder).
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use super::PipelineError;
+use crate::audio::{read_audio, to_model_format, AudioBuffer, MODEL_SAMPLE_RATE};
+
+/// Audio quieter than this everywhere (−90 dBFS) counts as silence: nothing for the model to
+/// follow, and almost always a wrong file or an empty capture.
+pub const SILENCE_PEAK: f32 = 3.162e-5;
+
+/// Seconds of reference audio the timbre encoder sees: three 10-second segments.
+pub const REFERENCE_SECONDS: usize = 30;
+const REFERENCE_SEGMENTS: usize = 3;
+
+/// Read `path` as the model's 48 kHz stereo, clamped to [−1, 1] as upstream does. `role` names
+/// the input in errors ("source", "reference").
+pub fn load_model_audio(path: &Path, role: &str) -> Result<AudioBuffer, PipelineError> {
+    let audio = to_model_format(&read_audio(path)?)?;
+    check_usable(audio, path, role)
+}
+
+/// Refuse empty and silent audio with an error naming the file; clamp the rest to [−1, 1].
+pub fn check_usable(mut audio: AudioBuffer, path: &Path, role: &str) -> Result<AudioBuffer, PipelineError> {
+    let what = |problem: &str| PipelineError::Input(format!("the {role} audio {} {problem}", path.display()));
+    if audio.frames() == 0 {
+        return Err(what("has no samples"));
+    }
+    if audio.peak() < SILENCE_PEAK {
+        return Err(what("is silent (peak below −90 dBFS)"));
+    }
+    for channel in &mut audio.channels {
+        for v in channel.iter_mut() {
+            *v = v.clamp(-1.0, 1.0);
+        }
+    }
+    Ok(audio)
+}
+
+/// `audio` with `left` and `right` samples of silence around it, then more silence up to a whole
+/// number of latent frames (`hop` samples each) so the VAE encodes every sample.
+pub fn pad(audio: &AudioBuffer, left: usize, right: usize, hop: usize) -> AudioBuffer {
+    let len = left + audio.frames() + right;
+    let total = len.div_ceil(hop) * hop;
+    let channels = audio
+        .channels
+        .iter()
+        .map(|c| {
+            let mut padded = vec![0f32; total];
+            padded[left..left + c.len()].copy_from_slice(c);
+            padded
+        })
+        .collect();
+    AudioBuffer::new(audio.sample_rate, channels)
+}
+
+/// The 30-second clip the timbre encoder takes from a reference. Upstream repeats a short
+/// reference to 30 s, then takes a 10-second segment at a random place in each third; Backline
+/// takes each third's middle 10 seconds instead, so a reference always gives the same timbre.
+pub fn reference_clip(audio: &AudioBuffer) -> AudioBuffer {
+    let rate = MODEL_SAMPLE_RATE as usize;
+    let (target, segment) = (REFERENCE_SECONDS * rate, REFERENCE_SECONDS / REFERENCE_SEGMENTS * rate);
+    let frames = audio.frames();
+    let repeats = target.div_ceil(frames.max(1)).max(1);
+    let channels = audio
+        .channels
+        .iter()
+        .map(|c| {
+            let long: Vec<f32> = c.iter().copied().cycle().take(frames * repeats).collect();
+            let third = long.len() / REFERENCE_SEGMENTS;
+            let mut clip = Vec::with_capacity(target);
+            for k in 0..REFERENCE_SEGMENTS {
+                let room = if k + 1 == REFERENCE_SEGMENTS { long.len() - 2 * third } else { third };
+                let start = k * third + room.saturating_sub(segment) / 2;
+                clip.extend_from_slice(&long[start..(start + segment).min(long.len())]);
+            }
+            clip
+        })
+        .collect();
+    AudioBuffer::new(audio.sample_rate, channels)
+}
+
+/// Encoded latents of recent inputs, keyed by the hash of the audio the VAE saw. Small: a
+/// source latent of 4 minutes is 6000×64 floats, 1.5 MB.
+pub struct LatentCache {
+    entries: VecDeque<(String, Tensor)>,
+    capacity: usize,
+}
+
+impl LatentCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: VecDeque::with_capacity(capacity), capacity }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Tensor> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, t)| t.clone())
+    }
+
+    pub fn insert(&mut self, key: String, latents: Tensor) {
+        if self.get(&key).is_some() {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((key, latents));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(frames: usize) -> AudioBuffer {
+        let c: Vec<f32> = (0..frames).map(|i| i as f32 / frames as f32).collect();
+        AudioBuffer::new(MODEL_SAMPLE_RATE, vec![c.clone(), c])
+    }
+
+    #[test]
+    fn padding_adds_silence_and_rounds_up_to_whole_frames() {
+        let padded = pad(&ramp(5000), 100, 50, 1920);
+        assert_eq!(padded.frames(), 5760);
+        assert_eq!(padded.channels[0][99], 0.0);
+        assert_eq!(padded.channels[0][100], 0.0); // the ramp's first sample is 0
+        assert_eq!(padded.channels[0][101], 1.0 / 5000.0);
+        assert!(padded.channels[0][5150..].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn reference_clip_takes_the_middle_of_each_third() {
+        let rate = MODEL_SAMPLE_RATE as usize;
+        let clip = reference_clip(&ramp(60 * rate));
+        assert_eq!(clip.frames(), 30 * rate);
+        // Thirds of 20 s; each segment starts 5 s into its third.
+        let at = |s: usize| (s * rate) as f32 / (60 * rate) as f32;
+        assert_eq!(clip.channels[0][0], at(5));
+        assert_eq!(clip.channels[0][10 * rate], at(25));
+        assert_eq!(clip.channels[0][20 * rate], at(45));
+        // A short reference repeats up to 30 s.
+        assert_eq!(reference_clip(&ramp(7 * rate)).frames(), 30 * rate);
+    }
+
+    #[test]
+    fn silent_and_empty_audio_are_refused() {
+        let path = Path::new("capture.wav");
+        let silent = AudioBuffer::new(MODEL_SAMPLE_RATE, vec![vec![1e-6; 48_000]; 2]);
+        let err = check_usable(silent, path, "source").unwrap_err().to_string();
+        assert!(err.contains("capture.wav") && err.contains("silent"), "{err}");
+        let empty = AudioBuffer::new(MODEL_SAMPLE_RATE, vec![vec![], vec![]]);
+        assert!(check_usable(empty, path, "source").unwrap_err().to_string().contains("no samples"));
+    }
+
+    #[test]
+    fn latent_cache_keeps_the_most_recent() {
+        let mut cache = LatentCache::new(2);
+        let t = Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        for key in ["a", "b", "c"] {
+            cache.insert(key.into(), t.clone());
+        }
+        assert!(cache.get("a").is_none() && cache.get("b").is_some() && cache.get("c").is_some());
+    }
+}
