@@ -9,7 +9,7 @@ pub mod recipe;
 pub mod source;
 mod task_inputs;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -88,6 +88,7 @@ impl PipelineOptions {
 }
 
 /// One finished generation: an [`AudioBuffer`] (48 kHz stereo) per batch item, and its recipe.
+#[derive(Debug, Clone)]
 pub struct Generation {
     pub audio: Vec<AudioBuffer>,
     pub recipe: Recipe,
@@ -421,7 +422,28 @@ fn check_finite(t: &Tensor, what: &str) -> Result<(), PipelineError> {
     }
 }
 
-/// Where a checkpoints folder keeps a model, for messages.
-pub fn model_dir(checkpoints: &Path, model: &str) -> PathBuf {
-    checkpoints.join(model)
+/// The pipeline as the job engine's worker: the models load on the first job (reported as
+/// `Loading` events, cancellable between models) and stay resident for the next.
+pub struct PipelineWorker {
+    options: PipelineOptions,
+    pipeline: Option<Pipeline>,
+}
+
+impl PipelineWorker {
+    pub fn new(options: PipelineOptions) -> Self {
+        Self { options, pipeline: None }
+    }
+}
+
+impl crate::job::Worker for PipelineWorker {
+    type Request = GenerationRequest;
+    type Output = Generation;
+
+    fn run(&mut self, request: GenerationRequest, ctx: &JobContext<'_>) -> Result<Generation, JobError> {
+        let pipeline = match &mut self.pipeline {
+            Some(p) => p,
+            None => self.pipeline.insert(Pipeline::load(&self.options, ctx)?),
+        };
+        Ok(pipeline.generate(&request, ctx)?)
+    }
 }
