@@ -172,6 +172,15 @@ mod tests {
     }
 
     #[test]
+    fn apg_clamps_the_difference_norm_over_time_to_two_and_a_half() {
+        // v_c = 0 has no direction to project out; d = (3, 4) has norm 5 and is halved.
+        let cond = tensor(vec![0.0, 0.0], (1, 2, 1));
+        let uncond = tensor(vec![-3.0, -4.0], (1, 2, 1));
+        let out = Apg::new(2.0).guide(&cond, &uncond).unwrap();
+        assert_eq!(out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.5, 2.0]);
+    }
+
+    #[test]
     fn adg_with_equal_predictions_returns_them() {
         let x = tensor(vec![0.3, -0.2, 0.9, 0.1], (1, 2, 2));
         let v = tensor(vec![1.0, 0.5, -0.5, 2.0], (1, 2, 2));
