@@ -117,7 +117,8 @@ pub fn run_tests(extra_args: &[String]) -> Result<()> {
     let extra: Vec<&String> = extra_args.iter().skip_while(|a| *a == "--").collect();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
-        .args(["test", "--release", "--no-fail-fast"])
+        // The `backline` CLI's tests need its feature.
+        .args(["test", "--release", "--no-fail-fast", "--features", "backline-engine/cli"])
         .args(extra)
         .env("BACKLINE_PYTHON", &python)
         .env("BACKLINE_STANDALONE", target.join("release").join("backline-standalone"))

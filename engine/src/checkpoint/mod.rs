@@ -164,6 +164,20 @@ impl DitFolder {
         self.config.is_turbo
     }
 
+    /// Turbo from the config; base and SFT share a config, so SFT is told by its folder name
+    /// (`acestep-v15-sft`).
+    pub fn model_kind(&self) -> crate::request::ModelKind {
+        use crate::request::ModelKind;
+        let name = self.dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if self.is_turbo() {
+            ModelKind::Turbo
+        } else if name.contains("sft") {
+            ModelKind::Sft
+        } else {
+            ModelKind::Base
+        }
+    }
+
     /// Check every tensor without loading any weights.
     pub fn validate(&self) -> Result<(), CheckpointError> {
         build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| AceStepModel::new(&self.config, vb))?;

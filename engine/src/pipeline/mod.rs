@@ -130,13 +130,7 @@ impl Pipeline {
 
         ctx.loading(&options.model);
         let dit_folder = DitFolder::open(&root.join(&options.model))?;
-        let kind = if dit_folder.is_turbo() {
-            ModelKind::Turbo
-        } else if options.model.contains("sft") {
-            ModelKind::Sft
-        } else {
-            ModelKind::Base
-        };
+        let kind = dit_folder.model_kind();
         let dit = dit_folder.load(dtype, device)?;
         record(&options.model, DIT_WEIGHTS)?;
         ctx.check_cancelled().map_err(|_| PipelineError::Cancelled)?;

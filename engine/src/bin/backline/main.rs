@@ -1,0 +1,40 @@
+//! `backline`: ACE-Step 1.5 generation from a terminal (feature `cli`).
+//!
+//! - `backline generate`: one request (flags, or a JSON request or recipe plus flags) to audio
+//!   files, each with its recipe beside it.
+//! - `backline models`: list and validate the checkpoint folders.
+//! - `backline check DIR`: validate one checkpoint folder.
+//! - `backline demo`: a synthetic tiny checkpoint set and one short generation, no download needed.
+//!
+//! Every problem ends the run with one `error:` line and exit status 1 (2 for bad usage, as clap
+//! reports it). Nothing on disk is replaced unless `--overwrite` says so.
+
+mod args;
+mod demo;
+mod folders;
+mod generate;
+mod outputs;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(*args),
+        Command::Models(args) => folders::list(&args.checkpoints),
+        Command::Check(args) => folders::check(&args.dir),
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

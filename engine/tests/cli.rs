@@ -1,0 +1,317 @@
+//! The `backline` binary end to end on the tiny synthetic checkpoint set: what it writes, and
+//! that every kind of bad input is a clear error that leaves existing files alone.
+#![cfg(feature = "cli")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use backline_engine::audio::{read_audio, write_audio, AudioBuffer, OutputFormat};
+use backline_engine::checkpoint::synth::{self, SynthSize};
+use backline_engine::checkpoint::{BASE_FOLDER, TURBO_FOLDER};
+use backline_engine::pipeline::recipe::Recipe;
+use backline_engine::request::Seed;
+
+/// A fresh folder under the system temp dir, unique per test and per run.
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("backline-cli-{name}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The tiny synthetic set under `dir/checkpoints`.
+fn tiny_set(dir: &Path) -> PathBuf {
+    let checkpoints = dir.join("checkpoints");
+    synth::write_set(&checkpoints, SynthSize::Tiny, 0).unwrap();
+    checkpoints
+}
+
+/// Run `backline` in `cwd` with `BACKLINE_CHECKPOINTS` unset.
+fn backline(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backline"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BACKLINE_CHECKPOINTS")
+        .output()
+        .expect("the backline binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Assert the run failed and its error mentions each of `needles`.
+fn assert_fails_with(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected a failure, got success; stderr:\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A stereo 440 Hz tone at 48 kHz (silent when `amplitude` is 0).
+fn tone(path: &Path, seconds: f64, amplitude: f32) {
+    let frames = (seconds * 48_000.0) as usize;
+    let wave: Vec<f32> =
+        (0..frames).map(|i| amplitude * (i as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin()).collect();
+    write_audio(path, &AudioBuffer::new(48_000, vec![wave.clone(), wave]), OutputFormat::WavPcm16, false).unwrap();
+}
+
+#[test]
+fn demo_writes_a_flac_and_its_recipe() {
+    let dir = scratch("demo");
+    let out_dir = dir.join("out");
+    let out = backline(&dir, &["demo", "--out", s(&out_dir), "--checkpoints", s(&dir.join("checkpoints"))]);
+    assert!(out.status.success(), "demo failed:\n{}", stderr(&out));
+    assert!(stderr(&out).contains("noise-like"), "the demo says its weights are random:\n{}", stderr(&out));
+
+    let flac = out_dir.join("backline-demo-42.flac");
+    let json = out_dir.join("backline-demo-42.json");
+    assert!(
+        stdout(&out).contains(s(&flac)) && stdout(&out).contains(s(&json)),
+        "prints what it wrote:\n{}",
+        stdout(&out)
+    );
+    let audio = read_audio(&flac).unwrap();
+    assert_eq!((audio.sample_rate, audio.num_channels()), (48_000, 2));
+    assert!((audio.duration_s() - 10.0).abs() < 0.1, "10 s, got {}", audio.duration_s());
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(recipe.seeds, [42]);
+    assert_eq!(recipe.request.seed, Some(Seed::PerItem(vec![42])));
+    assert_eq!(recipe.model_kind, "turbo");
+
+    // A second demo into a folder of the user's keeps the first one's files.
+    let before = fs::read(&flac).unwrap();
+    let again = backline(&dir, &["demo", "--out", s(&out_dir), "--checkpoints", s(&dir.join("checkpoints"))]);
+    assert_fails_with(&again, &["already exists", s(&flac)]);
+    assert_eq!(fs::read(&flac).unwrap(), before);
+
+    // In its own default folder (relative to the current one) the demo replaces its output.
+    for _ in 0..2 {
+        let default = backline(&dir, &["demo"]);
+        assert!(default.status.success(), "default demo failed:\n{}", stderr(&default));
+    }
+    assert!(dir.join("target/backline-demo/out/backline-demo-42.flac").is_file());
+    assert!(dir.join("target/backline-demo/checkpoints").join(TURBO_FOLDER).is_dir());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn generate_never_replaces_a_file_without_overwrite() {
+    let dir = scratch("overwrite");
+    let checkpoints = tiny_set(&dir);
+    let out_dir = dir.join("takes");
+    fs::create_dir_all(&out_dir).unwrap();
+    let taken = out_dir.join("take-42.flac");
+    fs::write(&taken, b"an earlier take").unwrap();
+
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&out_dir), "--name", "take"];
+    let flags = ["--caption", "piano", "--duration", "10", "--seed", "42", "--batch-size", "1"];
+    let out = backline(&dir, &[&args[..], &flags[..]].concat());
+    assert_fails_with(&out, &["already exists", s(&taken), "--overwrite"]);
+    assert!(!stderr(&out).contains("loading"), "refused before loading the models:\n{}", stderr(&out));
+    assert_eq!(fs::read(&taken).unwrap(), b"an earlier take");
+    assert!(!out_dir.join("take-42.json").exists(), "nothing else was written");
+
+    // A recipe in the way stops the run too.
+    fs::write(out_dir.join("take-7.json"), b"{}").unwrap();
+    let out = backline(&dir, &[&args[..], &["--seed", "7", "--batch-size", "1", "--duration", "10"]].concat());
+    assert_fails_with(&out, &["take-7.json", "already exists"]);
+    assert_eq!(fs::read(out_dir.join("take-7.json")).unwrap(), b"{}");
+
+    let out = backline(&dir, &[&args[..], &flags[..], &["--overwrite"]].concat());
+    assert!(out.status.success(), "--overwrite failed:\n{}", stderr(&out));
+    assert_eq!(read_audio(&taken).unwrap().sample_rate, 48_000);
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(out_dir.join("take-42.json")).unwrap()).unwrap();
+    assert_eq!(recipe.seeds, [42]);
+    assert_eq!(recipe.request.caption, "piano");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_request_values_get_the_engines_message() {
+    let dir = scratch("values");
+    let checkpoints = tiny_set(&dir);
+    let generate =
+        |flags: &[&str]| backline(&dir, &[&["generate", "--checkpoints", s(&checkpoints)][..], flags].concat());
+
+    assert_fails_with(&generate(&["--task-type", "remix"]), &["`task_type`", "\"remix\" is not one of", "text2music"]);
+    assert_fails_with(&generate(&["--bpm", "5"]), &["`bpm`: 5 is outside 30 to 300"]);
+    assert_fails_with(&generate(&["--key", "H major"]), &["`keyscale`"]);
+
+    // A request file with a field the engine does not know.
+    let request = dir.join("request.json");
+    fs::write(&request, r#"{"caption": "piano", "bmp": 120}"#).unwrap();
+    assert_fails_with(&generate(&["--request", s(&request)]), &["unknown field `bmp`", "did you mean `bpm`"]);
+
+    // Unknown flags are clap's usage errors (exit status 2).
+    let out = generate(&["--bpmm", "120"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Nothing reached the default output folder, the current one.
+    let audio =
+        fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "flac"));
+    assert_eq!(audio.count(), 0);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_request_file_and_flags_combine() {
+    let dir = scratch("request-file");
+    let checkpoints = tiny_set(&dir);
+    let request = dir.join("request.json");
+    // Upstream's alias `prompt` for caption; the flag replaces it.
+    fs::write(&request, r#"{"prompt": "old caption", "audio_duration": 10, "seed": 5, "batch_size": 1}"#).unwrap();
+    let out_dir = dir.join("out");
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--request", s(&request), "--caption", "new caption"];
+    let out = backline(&dir, &[&args[..], &["--out", s(&out_dir), "--format", "wav16"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recipe_path = out_dir.join("backline-text2music-5.json");
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(&recipe_path).unwrap()).unwrap();
+    assert_eq!(recipe.request.caption, "new caption");
+    assert!(out_dir.join("backline-text2music-5.wav").is_file());
+
+    // A recipe is a request too: it makes the same take again.
+    let again = dir.join("again");
+    let out = backline(
+        &dir,
+        &["generate", "--checkpoints", s(&checkpoints), "--request", s(&recipe_path), "--out", s(&again)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = read_audio(&out_dir.join("backline-text2music-5.wav")).unwrap();
+    let second = read_audio(&again.join("backline-text2music-5.wav")).unwrap();
+    assert_eq!(first.channels, second.channels, "same recipe, same audio");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lego_on_the_turbo_model_needs_the_base_model() {
+    let dir = scratch("lego");
+    let checkpoints = tiny_set(&dir);
+    let source = dir.join("source.wav");
+    tone(&source, 12.0, 0.5);
+    let out = backline(
+        &dir,
+        &[
+            "generate",
+            "--checkpoints",
+            s(&checkpoints),
+            "--task-type",
+            "lego",
+            "--src-audio",
+            s(&source),
+            "--track-name",
+            "drums",
+        ],
+    );
+    assert_fails_with(&out, &["needs the base model", BASE_FOLDER]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_source_audio_is_refused_naming_the_file() {
+    let dir = scratch("source");
+    let checkpoints = tiny_set(&dir);
+    let cover = |source: &Path| {
+        backline(
+            &dir,
+            &["generate", "--checkpoints", s(&checkpoints), "--task-type", "cover", "--src-audio", s(source)],
+        )
+    };
+
+    let missing = dir.join("no-such-take.wav");
+    assert_fails_with(&cover(&missing), &["no-such-take.wav"]);
+
+    let empty = dir.join("empty.wav");
+    fs::write(&empty, b"").unwrap();
+    assert_fails_with(&cover(&empty), &["empty.wav"]);
+
+    let silent = dir.join("silent.wav");
+    tone(&silent, 12.0, 0.0);
+    assert_fails_with(&cover(&silent), &["silent.wav", "silent"]);
+
+    let short = dir.join("short.wav");
+    tone(&short, 2.0, 0.5);
+    assert_fails_with(&cover(&short), &["src_audio", "10 to 600"]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Cut a folder's weight file in half.
+fn truncate(file: &Path) {
+    let len = fs::metadata(file).unwrap().len();
+    fs::OpenOptions::new().write(true).open(file).unwrap().set_len(len / 2).unwrap();
+}
+
+#[test]
+fn check_validates_one_folder() {
+    let dir = scratch("check");
+    let checkpoints = tiny_set(&dir);
+    for (folder, kind) in [
+        (TURBO_FOLDER, "DiT (turbo)"),
+        (BASE_FOLDER, "DiT (base)"),
+        ("vae", "VAE"),
+        ("Qwen3-Embedding-0.6B", "text encoder"),
+    ] {
+        let out = backline(&dir, &["check", s(&checkpoints.join(folder))]);
+        assert!(out.status.success(), "{folder}: {}", stderr(&out));
+        assert!(stdout(&out).contains(kind) && stdout(&out).contains("OK"), "{folder}: {}", stdout(&out));
+    }
+
+    let weights = checkpoints.join(TURBO_FOLDER).join("model.safetensors");
+    truncate(&weights);
+    assert_fails_with(&backline(&dir, &["check", s(&checkpoints.join(TURBO_FOLDER))]), &[s(&weights), "truncated"]);
+
+    let out = backline(&dir, &["check", s(&dir)]);
+    assert_fails_with(&out, &["not a model's folder"]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn models_lists_and_validates_the_set() {
+    let dir = scratch("models");
+    let checkpoints = tiny_set(&dir);
+    fs::create_dir_all(checkpoints.join("notes")).unwrap();
+    // The folder comes from the environment when no flag gives it.
+    let out = Command::new(env!("CARGO_BIN_EXE_backline"))
+        .arg("models")
+        .current_dir(&dir)
+        .env("BACKLINE_CHECKPOINTS", &checkpoints)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = stdout(&out);
+    for line in [
+        [TURBO_FOLDER, "DiT (turbo)", "OK"],
+        [BASE_FOLDER, "DiT (base)", "OK"],
+        ["vae", "VAE", "OK"],
+        ["Qwen3-Embedding-0.6B", "text encoder", "OK"],
+        ["notes", "-", "skipped"],
+    ] {
+        assert!(listing.lines().any(|l| line.iter().all(|part| l.contains(part))), "no line with {line:?}:\n{listing}");
+    }
+
+    let weights = checkpoints.join(BASE_FOLDER).join("model.safetensors");
+    truncate(&weights);
+    fs::remove_dir_all(checkpoints.join("vae")).unwrap();
+    let out = backline(&dir, &["models", "--checkpoints", s(&checkpoints)]);
+    assert!(!out.status.success());
+    let listing = stdout(&out);
+    assert!(
+        listing.lines().any(|l| l.contains(BASE_FOLDER) && l.contains("FAILED") && l.contains(s(&weights))),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l.contains("vae") && l.contains("MISSING")), "{listing}");
+    assert!(listing.lines().any(|l| l.contains(TURBO_FOLDER) && l.contains("OK")), "{listing}");
+    fs::remove_dir_all(&dir).unwrap();
+}
