@@ -185,6 +185,14 @@ fn lego_extract_and_complete_run_on_the_base_model() {
         assert_model_audio(&out.audio, 1, 12.0);
         assert_eq!(out.recipe.model_kind, "base");
         assert_eq!(out.recipe.request.guidance_scale, Some(7.0), "base samples with APG guidance");
+        if request["task_type"] == "lego" {
+            // Like repaint, lego keeps the source outside its window.
+            let source = backline_engine::audio::to_model_format(&backline_engine::audio::read_audio(Path::new(src)).unwrap()).unwrap();
+            let rate = MODEL_SAMPLE_RATE as usize;
+            let (got, want) = (&out.audio[0].channels[1], &source.channels[1]);
+            assert_scaled_copy(got, want, 0..2 * rate - rate / 10);
+            assert_scaled_copy(got, want, 10 * rate + rate / 10..12 * rate);
+        }
     }
 }
 

@@ -7,8 +7,11 @@
 //! | text2music | silence latent | 1 | no |
 //! | cover | source (the model takes its FSQ round trip) | 1 | yes |
 //! | repaint | source, silence inside the window | 1 inside the window, 0 outside | no |
-//! | lego | source | 1 inside the window, 0 outside | no |
+//! | lego | source (kept inside the window too) | 1 inside the window, 0 outside | no |
 //! | extract, complete | source | 1 | no |
+//!
+//! Repaint and lego both hold the source outside the window (step injection, edge blend,
+//! waveform splice), as upstream does for any item with a repaint window.
 //!
 //! Upstream's chunk mask became "1 everywhere" for repaint in March 2026 by accident (a bool
 //! tensor given 2.0); Backline sends the explicit 0/1 mask the model was trained with.
@@ -19,7 +22,7 @@ use candle_core::{DType, Tensor};
 
 use super::recipe::{samples_sha256, AudioInput};
 use super::source::{load_model_audio, pad, reference_clip};
-use super::{check_finite, model_error, Pipeline, PipelineError, FRAMES_PER_SECOND};
+use super::{check_finite, model_error, Pipeline, PipelineError};
 use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
 use crate::job::JobContext;
 use crate::prompt::PromptInputs;
@@ -138,52 +141,55 @@ impl TaskInputs {
         let ones = latents_batch.ones_like().map_err(&fail)?;
 
         // The window in latent frames of the padded timeline (upstream `conditioning_masks.py`).
+        // The window in latent frames of the padded timeline, with upstream's arithmetic
+        // (`conditioning_masks.py`: `int(seconds * 48000 // 1920)`, clamped).
         let window = resolved.repaint.map(|w| {
             let start_s = w.start_s + span.left_pad_s;
             let end_s = w.end_s.unwrap_or(source_s) + span.left_pad_s;
-            let start = ((start_s * FRAMES_PER_SECOND).floor().max(0.0) as usize).min(frames - 1);
-            let end = ((end_s * FRAMES_PER_SECOND).floor() as usize).min(frames).max(start + 1);
+            let frame = |s: f64| (s * rate).div_euclid(hop as f64).max(0.0) as usize;
+            let start = frame(start_s).min(frames - 1);
+            let end = frame(end_s).min(frames).max(start + 1);
             (start, end, start_s, end_s)
         });
-        let window_mask = |(start, end): (usize, usize)| -> candle_core::Result<Tensor> {
-            let row: Vec<f32> = (0..frames).map(|f| if (start..end).contains(&f) { 1.0 } else { 0.0 }).collect();
-            Tensor::from_vec(row, (1, frames), &p.device)?.repeat((batch, 1))?.to_dtype(p.dtype)
-        };
 
+        // Repaint and lego hold the source outside the window: the mask for the chunk mask and
+        // the sampler's injection and edge blend, and (unless aggressive) the waveform splice.
+        // Upstream builds the same `repaint_mask` for both tasks (`conditioning_masks.py`).
         let mut repaint = None;
         let mut splice = None;
-        let (context_source, chunk_mask) = match (task, window) {
-            (TaskType::Repaint, Some((start, end, start_s, end_s))) => {
-                let mask = window_mask((start, end)).map_err(&fail)?;
-                let inside = mask.unsqueeze(2).map_err(&fail)?.broadcast_as(latents_batch.shape()).map_err(&fail)?;
+        let mut context_source = latents_batch.clone();
+        let mut chunk_mask = ones;
+        if let (TaskType::Repaint | TaskType::Lego, Some((start, end, start_s, end_s))) = (task, window) {
+            let row: Vec<f32> = (0..frames).map(|f| if (start..end).contains(&f) { 1.0 } else { 0.0 }).collect();
+            let mask = Tensor::from_vec(row, (1, frames), &p.device)
+                .and_then(|m| m.repeat((batch, 1))?.to_dtype(p.dtype))
+                .map_err(&fail)?;
+            let inside = mask.unsqueeze(2).and_then(|m| m.broadcast_as(latents_batch.shape())).map_err(&fail)?;
+            if task == TaskType::Repaint {
+                // Lego keeps the source inside the window as context; repaint silences it.
                 let silence = p.silence_frames(frames, batch).map_err(&fail)?;
-                let context = inside.to_dtype(DType::U8).map_err(&fail)?.where_cond(&silence, &latents_batch).map_err(&fail)?;
-                let settings = resolved.repaint_settings;
-                repaint = Some(RepaintGuide {
-                    mask,
-                    clean: latents_batch.clone(),
-                    injection_ratio: settings.injection_ratio,
-                    crossfade_frames: settings.crossfade_frames,
+                context_source =
+                    inside.to_dtype(DType::U8).and_then(|m| m.where_cond(&silence, &latents_batch)).map_err(&fail)?;
+            }
+            chunk_mask = inside.to_dtype(p.dtype).and_then(|m| m.contiguous()).map_err(&fail)?;
+            let settings = resolved.repaint_settings;
+            repaint = Some(RepaintGuide {
+                mask,
+                clean: latents_batch.clone(),
+                injection_ratio: settings.injection_ratio,
+                crossfade_frames: settings.crossfade_frames,
+            });
+            if resolved.recipe.repaint_mode != RepaintMode::Aggressive {
+                // `repaint_waveform_splice.py` truncates seconds to samples.
+                let samples = padded.frames();
+                let to_sample = |s: f64| ((s * rate).max(0.0) as usize).min(samples);
+                splice = Some(Splice {
+                    original: padded.clone(),
+                    window: (to_sample(start_s), to_sample(end_s)),
+                    crossfade: (settings.splice_crossfade_s * rate) as usize,
                 });
-                if resolved.recipe.repaint_mode != RepaintMode::Aggressive {
-                    let samples = padded.frames();
-                    let to_sample = |s: f64| ((s * rate).round().max(0.0) as usize).min(samples);
-                    splice = Some(Splice {
-                        original: padded.clone(),
-                        window: (to_sample(start_s), to_sample(end_s)),
-                        crossfade: (settings.splice_crossfade_s * rate).round() as usize,
-                    });
-                }
-                let chunk = inside.to_dtype(p.dtype).map_err(&fail)?.contiguous().map_err(&fail)?;
-                (context, chunk)
             }
-            (TaskType::Lego, Some((start, end, _, _))) => {
-                let mask = window_mask((start, end)).map_err(&fail)?;
-                let chunk = mask.unsqueeze(2).map_err(&fail)?.broadcast_as(latents_batch.shape()).map_err(&fail)?;
-                (latents_batch.clone(), chunk.contiguous().map_err(&fail)?)
-            }
-            _ => (latents_batch.clone(), ones),
-        };
+        }
         Ok(Self {
             frames,
             prompt: resolved.prompt_for_source(source_s),
