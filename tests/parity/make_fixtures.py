@@ -7,7 +7,8 @@ DIR holds upstream's `acestep/` package: at least `acestep/__init__.py` and `ace
 from ACE-Step 1.5 commit 6d467e4 (e.g. `git archive 6d467e4 acestep/models acestep/__init__.py
 | tar x -C DIR`); the prompts stage also needs `acestep/constants.py`, `acestep/api/job_generation_setup.py`,
 `acestep/ui/gradio/events/generation/ui_helpers.py` and, in `acestep/core/generation/handler/`, `task_utils.py`,
-`prompt_utils.py`, `metadata_utils.py`, `batch_prep.py`, `conditioning_text.py`. Needs torch 2.15, transformers
+`prompt_utils.py`, `metadata_utils.py`, `batch_prep.py`, `conditioning_text.py`; the task_inputs stage
+`conditioning_masks.py` and `padding_utils.py`. Needs torch 2.15, transformers
 4.57.6, diffusers 0.39.0 (the VAE), safetensors, numpy (and loguru, which upstream imports). Runs in float32 on
 one CPU thread so the numbers do not depend on the machine's thread count. Nothing here reimplements the model: every output comes from upstream modules.
 
@@ -773,10 +774,80 @@ def sampler_stage(out: Path) -> None:
     print(f"sampler: {len(tensors)} tensors, runs {[(r, int(tensors[r + '.timesteps'].numel())) for r in runs]}")
 
 
+def task_inputs_stage(out: Path) -> None:
+    """What each task feeds the DiT, from upstream's handler: `prepare_padding_info` (out-painting
+    pads the source) and `_build_chunk_masks_and_src_latents` (context source, chunk mask with the
+    explicit 0/1 masks, i.e. no "auto" 2.0 sentinel, cover flag and repaint mask), on random
+    source latents of the padded length the VAE gives (`samples // 1920`: diffusers' strided convs
+    floor, so a partial last frame is dropped)."""
+    import acestep
+
+    upstream = str(Path(acestep.__file__).parent.parent)  # the --upstream directory
+    handler = "acestep.core.generation.handler."
+    masks = upstream_module(upstream, handler + "conditioning_masks").ConditioningMaskMixin
+    padding = upstream_module(upstream, handler + "padding_utils").PaddingMixin
+
+    class Host(masks, padding):
+        device = "cpu"
+        sample_rate = 48000
+
+        def create_target_wavs(self, duration):
+            return torch.zeros(2, int(duration * 48000))
+
+    host = Host()
+    generator = torch.Generator().manual_seed(SEED + 7)
+    channels = 8  # the handler is channel-agnostic; 8 keeps the fixture small
+    silence = torch.randn(1, 2000, channels, generator=generator)
+    # (name, task, source seconds (None: no source), repainting_start, repainting_end)
+    cases = [
+        ("text2music", "text2music", None, None, None),
+        ("cover", "cover", 12.0, None, None),
+        ("extract", "extract", 12.0, None, None),
+        ("complete", "complete", 12.0, None, None),
+        ("repaint_inside", "repaint", 12.0, 4.0, 8.0),
+        ("repaint_fractional", "repaint", 12.0, 2.33, 7.71),
+        ("repaint_to_end", "repaint", 12.0, 6.5, -1.0),
+        ("repaint_outpaint_before", "repaint", 12.0, -3.5, 2.0),
+        ("repaint_outpaint_after", "repaint", 12.0, 9.0, 15.25),
+        ("lego_window", "lego", 12.0, 2.0, 10.0),
+        ("lego_default_end", "lego", 12.0, 0.0, None),
+    ]
+    tensors = {"input.silence": silence}
+    meta = []
+    for name, task, source_s, start, end in cases:
+        # Non-silent audio: the handler treats an all-zero source as no source at all.
+        src = None if source_s is None else torch.full((2, int(source_s * 48000)), 0.1)
+        repaint_like = task in ("repaint", "lego")
+        starts, ends, wavs = host.prepare_padding_info(
+            1, src, 10.0 if src is None else None, start if repaint_like else None,
+            end if repaint_like else None, task == "repaint", task == "lego", task == "cover", repaint_like)
+        frames = wavs.shape[-1] // 1920
+        latents = torch.randn(1, frames, channels, generator=generator)
+        silence_tiled = silence[0, :frames]
+        target_wavs = wavs if src is not None else torch.zeros_like(wavs)
+        chunk, spans, is_covers, src_latents, repaint_mask = host._build_chunk_masks_and_src_latents(
+            1, frames, ["x"], [None], target_wavs, latents, starts, ends, silence_tiled,
+            chunk_mask_modes=None, task_type=task)
+        tensors[f"{name}.latents"] = latents
+        tensors[f"{name}.src_latents"] = src_latents
+        tensors[f"{name}.chunk_mask"] = chunk.to(torch.float32)
+        if repaint_mask is not None:
+            tensors[f"{name}.repaint_mask"] = repaint_mask.to(torch.float32)
+        meta.append({"name": name, "task": task, "source_s": source_s, "repainting_start": start,
+                     "repainting_end": end, "padded_samples": wavs.shape[-1], "frames": frames,
+                     "adjusted_start": None if starts is None else starts[0],
+                     "adjusted_end": None if ends is None else ends[0], "is_cover": bool(is_covers[0]),
+                     "span": list(spans[0])})
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "task_inputs.safetensors"), metadata={"seed": str(SEED + 7)})
+    (out / "task_inputs.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"task_inputs: {len(cases)} cases")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
           "text_encoder": text_encoder_stage, "prompts": prompts_stage,
-          "sampler": sampler_stage}
+          "sampler": sampler_stage, "task_inputs": task_inputs_stage}
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 
 pub mod recipe;
 pub mod source;
-mod task_inputs;
+pub mod task_inputs;
 
 use std::path::PathBuf;
 

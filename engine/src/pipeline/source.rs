@@ -43,11 +43,10 @@ pub fn check_usable(mut audio: AudioBuffer, path: &Path, role: &str) -> Result<A
     Ok(audio)
 }
 
-/// `audio` with `left` and `right` samples of silence around it, then more silence up to a whole
-/// number of latent frames (`hop` samples each) so the VAE encodes every sample.
-pub fn pad(audio: &AudioBuffer, left: usize, right: usize, hop: usize) -> AudioBuffer {
-    let len = left + audio.frames() + right;
-    let total = len.div_ceil(hop) * hop;
+/// `audio` with `left` and `right` samples of silence around it (out-painting). The VAE then
+/// encodes `samples / 1920` whole frames and drops a partial last one, as upstream's does.
+pub fn pad(audio: &AudioBuffer, left: usize, right: usize) -> AudioBuffer {
+    let total = left + audio.frames() + right;
     let channels = audio
         .channels
         .iter()
@@ -131,13 +130,13 @@ mod tests {
     }
 
     #[test]
-    fn padding_adds_silence_and_rounds_up_to_whole_frames() {
-        let padded = pad(&ramp(5000), 100, 50, 1920);
-        assert_eq!(padded.frames(), 5760);
+    fn padding_adds_silence_on_both_sides() {
+        let padded = pad(&ramp(5000), 100, 50);
+        assert_eq!(padded.frames(), 5150);
         assert_eq!(padded.channels[0][99], 0.0);
         assert_eq!(padded.channels[0][100], 0.0); // the ramp's first sample is 0
         assert_eq!(padded.channels[0][101], 1.0 / 5000.0);
-        assert!(padded.channels[0][5150..].iter().all(|&v| v == 0.0));
+        assert!(padded.channels[0][5100..].iter().all(|&v| v == 0.0));
     }
 
     #[test]

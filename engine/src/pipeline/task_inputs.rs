@@ -26,7 +26,7 @@ use super::{check_finite, model_error, Pipeline, PipelineError};
 use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
 use crate::job::JobContext;
 use crate::prompt::PromptInputs;
-use crate::request::ResolvedRequest;
+use crate::request::{ResolvedRequest, SourceSpan};
 use crate::sampling::{RepaintGuide, RepaintMode, SeededNoise};
 use crate::task::TaskType;
 
@@ -131,47 +131,24 @@ impl TaskInputs {
         let audio = load_model_audio(Path::new(path), "source")?;
         let source_s = audio.frames() as f64 / MODEL_SAMPLE_RATE as f64;
         let span = resolved.source_span(source_s)?;
-        let rate = MODEL_SAMPLE_RATE as f64;
-        let left = (span.left_pad_s * rate).round() as usize;
-        let right = (span.right_pad_s * rate).round() as usize;
-        let padded = pad(&audio, left, right, hop);
+        let (left, right) = padding_samples(&span);
+        let padded = pad(&audio, left, right);
         let (latents, record) = p.encode(&padded, path, ctx)?;
         let frames = latents.dim(1).map_err(&fail)?;
         let latents_batch = latents.repeat((batch, 1, 1)).map_err(&fail)?;
-        let ones = latents_batch.ones_like().map_err(&fail)?;
+        let silence = p.silence_frames(frames, batch).map_err(&fail)?;
 
-        // The window in latent frames of the padded timeline (upstream `conditioning_masks.py`).
-        // The window in latent frames of the padded timeline, with upstream's arithmetic
-        // (`conditioning_masks.py`: `int(seconds * 48000 // 1920)`, clamped).
-        let window = resolved.repaint.map(|w| {
-            let start_s = w.start_s + span.left_pad_s;
-            let end_s = w.end_s.unwrap_or(source_s) + span.left_pad_s;
-            let frame = |s: f64| (s * rate).div_euclid(hop as f64).max(0.0) as usize;
-            let start = frame(start_s).min(frames - 1);
-            let end = frame(end_s).min(frames).max(start + 1);
-            (start, end, start_s, end_s)
-        });
+        // The window on the padded timeline (repaint and lego only).
+        let window_s = resolved.repaint.map(|w| (w.start_s + span.left_pad_s, w.end_s.unwrap_or(source_s) + span.left_pad_s));
+        let window = window_s.map(|(start_s, end_s)| window_frames(start_s, end_s, frames));
+        let TaskContext { context_source, chunk_mask, window_mask } =
+            task_context(task, &latents_batch, &silence, window).map_err(&fail)?;
 
-        // Repaint and lego hold the source outside the window: the mask for the chunk mask and
-        // the sampler's injection and edge blend, and (unless aggressive) the waveform splice.
-        // Upstream builds the same `repaint_mask` for both tasks (`conditioning_masks.py`).
+        // Repaint and lego hold the source outside the window: the sampler's injection and edge
+        // blend, and (unless aggressive) the waveform splice.
         let mut repaint = None;
         let mut splice = None;
-        let mut context_source = latents_batch.clone();
-        let mut chunk_mask = ones;
-        if let (TaskType::Repaint | TaskType::Lego, Some((start, end, start_s, end_s))) = (task, window) {
-            let row: Vec<f32> = (0..frames).map(|f| if (start..end).contains(&f) { 1.0 } else { 0.0 }).collect();
-            let mask = Tensor::from_vec(row, (1, frames), &p.device)
-                .and_then(|m| m.repeat((batch, 1))?.to_dtype(p.dtype))
-                .map_err(&fail)?;
-            let inside = mask.unsqueeze(2).and_then(|m| m.broadcast_as(latents_batch.shape())).map_err(&fail)?;
-            if task == TaskType::Repaint {
-                // Lego keeps the source inside the window as context; repaint silences it.
-                let silence = p.silence_frames(frames, batch).map_err(&fail)?;
-                context_source =
-                    inside.to_dtype(DType::U8).and_then(|m| m.where_cond(&silence, &latents_batch)).map_err(&fail)?;
-            }
-            chunk_mask = inside.to_dtype(p.dtype).and_then(|m| m.contiguous()).map_err(&fail)?;
+        if let (Some(mask), Some((start_s, end_s))) = (window_mask, window_s) {
             let settings = resolved.repaint_settings;
             repaint = Some(RepaintGuide {
                 mask,
@@ -181,6 +158,7 @@ impl TaskInputs {
             });
             if resolved.recipe.repaint_mode != RepaintMode::Aggressive {
                 // `repaint_waveform_splice.py` truncates seconds to samples.
+                let rate = MODEL_SAMPLE_RATE as f64;
                 let samples = padded.frames();
                 let to_sample = |s: f64| ((s * rate).max(0.0) as usize).min(samples);
                 splice = Some(Splice {
@@ -202,6 +180,65 @@ impl TaskInputs {
             splice,
         })
     }
+}
+
+/// Samples of silence before and after the source for a window reaching past it: upstream's
+/// `prepare_padding_info` truncates the padding's seconds to samples.
+pub fn padding_samples(span: &SourceSpan) -> (usize, usize) {
+    let rate = MODEL_SAMPLE_RATE as f64;
+    ((span.left_pad_s * rate) as usize, (span.right_pad_s * rate) as usize)
+}
+
+/// The window `[start_s, end_s)` of the padded timeline in latent frames, as upstream's
+/// `conditioning_masks.py` computes it: `int(seconds · 48000 // 1920)`, the start clamped to the
+/// latents and the end at least one frame after it.
+pub fn window_frames(start_s: f64, end_s: f64, frames: usize) -> (usize, usize) {
+    let frame = |s: f64| (s * MODEL_SAMPLE_RATE as f64).div_euclid(HOP as f64).max(0.0) as usize;
+    let start = frame(start_s).min(frames.saturating_sub(1));
+    let end = frame(end_s).min(frames).max(start + 1);
+    (start, end)
+}
+
+/// The VAE's hop: samples per latent frame.
+const HOP: usize = 1920;
+
+/// The task's part of the DiT's context.
+pub struct TaskContext {
+    /// `[batch, frames, channels]`: what the model sees as the source.
+    pub context_source: Tensor,
+    /// `[batch, frames, channels]`: 1 where the model writes, 0 where it keeps the source.
+    pub chunk_mask: Tensor,
+    /// `[batch, frames]`, 1 inside the window: repaint and lego hold the source outside it.
+    pub window_mask: Option<Tensor>,
+}
+
+/// The context of `task` from the source latents (`[batch, frames, channels]`; ignored by
+/// text2music) and the silence latent of the same shape, with the window in frames for repaint
+/// and lego (see the module's table).
+pub fn task_context(
+    task: TaskType,
+    latents: &Tensor,
+    silence: &Tensor,
+    window: Option<(usize, usize)>,
+) -> candle_core::Result<TaskContext> {
+    let ones = silence.ones_like()?;
+    let (window, task) = match (task, window) {
+        (TaskType::Repaint | TaskType::Lego, Some(w)) => (w, task),
+        (TaskType::Text2Music, _) => {
+            return Ok(TaskContext { context_source: silence.clone(), chunk_mask: ones, window_mask: None })
+        }
+        _ => return Ok(TaskContext { context_source: latents.clone(), chunk_mask: ones, window_mask: None }),
+    };
+    let (batch, frames, _) = latents.dims3()?;
+    let row: Vec<f32> = (0..frames).map(|f| if (window.0..window.1).contains(&f) { 1.0 } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(row, (1, frames), latents.device())?.repeat((batch, 1))?.to_dtype(latents.dtype())?;
+    let inside = mask.unsqueeze(2)?.broadcast_as(latents.shape())?;
+    // Lego keeps the source inside the window as context; repaint silences it there.
+    let context_source = match task {
+        TaskType::Repaint => inside.to_dtype(DType::U8)?.where_cond(silence, latents)?,
+        _ => latents.clone(),
+    };
+    Ok(TaskContext { context_source, chunk_mask: inside.contiguous()?, window_mask: Some(mask) })
 }
 
 impl Pipeline {
