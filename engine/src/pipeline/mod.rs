@@ -21,6 +21,7 @@ use crate::checkpoint::{
 use crate::job::{JobContext, JobError};
 use crate::model::acestep::{AceStepModel, Condition, SourceInputs};
 use crate::model::condition::ConditionInputs;
+use crate::model::dit::ConditionKv;
 use crate::model::text_encoder::{pad_batch, PromptTokenizer, TextEncoder, CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS};
 use crate::model::vae::Vae;
 use crate::prompt::PromptInputs;
@@ -298,6 +299,13 @@ impl Pipeline {
         SamplerConfig { kind, timesteps, method, guidance, audio_cover_strength }
     }
 
+    /// A condition's cross-attention K/V, and the null condition's when the run is guided.
+    fn condition_kvs(&self, condition: &Condition, guided: bool) -> candle_core::Result<(ConditionKv, Option<ConditionKv>)> {
+        let kv = self.dit.condition_kv(&condition.states)?;
+        let null = if guided { Some(self.dit.condition_kv(&self.dit.null_condition(&condition.states)?)?) } else { None };
+        Ok((kv, null))
+    }
+
     fn sample(
         &self,
         resolved: &ResolvedRequest,
@@ -308,18 +316,12 @@ impl Pipeline {
     ) -> Result<Tensor, PipelineError> {
         let fail = model_error("diffusion", ctx);
         let config = self.sampler_config(resolved);
-        let kv = self.dit.condition_kv(&main.states).map_err(&fail)?;
-        let null_kv = match config.guidance {
-            Some(_) => Some(self.dit.condition_kv(&self.dit.null_condition(&main.states).map_err(&fail)?).map_err(&fail)?),
-            None => None,
-        };
+        let guided = config.guidance.is_some();
+        let (kv, null_kv) = self.condition_kvs(main, guided).map_err(&fail)?;
         let switched = match text2music {
             Some(c) => {
-                let null = match config.guidance {
-                    Some(_) => Some(self.dit.condition_kv(&self.dit.null_condition(&c.states).map_err(&fail)?).map_err(&fail)?),
-                    None => None,
-                };
-                Some((c, self.dit.condition_kv(&c.states).map_err(&fail)?, null))
+                let (kv, null) = self.condition_kvs(c, guided).map_err(&fail)?;
+                Some((c, kv, null))
             }
             None => None,
         };

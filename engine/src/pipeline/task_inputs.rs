@@ -115,11 +115,12 @@ impl TaskInputs {
             let samples = ((duration * 10.0).round() / 10.0 * MODEL_SAMPLE_RATE as f64).floor() as usize;
             let frames = (samples / hop).max(128);
             let silence = p.silence_frames(frames, batch).map_err(&fail)?;
+            let context = task_context(TaskType::Text2Music, &silence, &silence, None).map_err(&fail)?;
             return Ok(Self {
                 frames,
                 prompt: resolved.prompt.clone(),
-                chunk_mask: silence.ones_like().map_err(&fail)?,
-                context_source: silence,
+                context_source: context.context_source,
+                chunk_mask: context.chunk_mask,
                 is_cover: false,
                 source: None,
                 reference,
