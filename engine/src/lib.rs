@@ -4,6 +4,7 @@
 //! plugin uses to read the host transport and which the engine uses to cut results to whole bars.
 //! The ACE-Step networks, the job engine and the REST server grow here.
 
+pub mod alloc;
 pub mod audio;
 pub mod checkpoint;
 pub mod job;

@@ -18,6 +18,10 @@ mod bench;
 mod checkpoints;
 mod test;
 
+/// Huge pages behind the engine's large buffers (weights, VAE activations): `engine/src/alloc.rs`.
+#[global_allocator]
+static ALLOC: backline_engine::alloc::HugePageAlloc = backline_engine::alloc::HugePageAlloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {

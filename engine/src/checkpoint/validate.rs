@@ -78,6 +78,7 @@ fn widen_to_f32(bytes: &[u8], stored: &str) -> Result<Vec<f32>> {
     const CHUNK: usize = 1 << 16;
     let len = bytes.len() / 2;
     let mut out: Vec<f32> = Vec::with_capacity(len);
+    crate::alloc::advise_huge_pages(out.as_mut_ptr().cast(), len * 4);
     out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK).zip(bytes.par_chunks(2 * CHUNK)).for_each(
         |(out, bytes): (&mut [MaybeUninit<f32>], &[u8])| {
             for (value, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {

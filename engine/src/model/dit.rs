@@ -91,11 +91,11 @@ impl DitLayer {
         Ok(Self {
             scale_shift_table: vb.get((1, 6, h), "scale_shift_table")?,
             self_attn_norm: rms_norm(h, eps, vb.pp("self_attn_norm"))?,
-            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            self_attn: Attention::new(&cfg.into(), vb.pp("self_attn"))?,
             cross_attn_norm: rms_norm(h, eps, vb.pp("cross_attn_norm"))?,
-            cross_attn: Attention::new(cfg, vb.pp("cross_attn"))?,
+            cross_attn: Attention::new(&cfg.into(), vb.pp("cross_attn"))?,
             mlp_norm: rms_norm(h, eps, vb.pp("mlp_norm"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::new(&cfg.into(), vb.pp("mlp"))?,
             layer_type: cfg.layer_type(index),
         })
     }

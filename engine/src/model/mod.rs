@@ -8,6 +8,7 @@
 //! - `tokenizer`: the audio tokenizer (attention pooler + FSQ) and detokenizer.
 //! - `acestep`: the whole DiT checkpoint (encoder, decoder, tokenizers, null condition).
 //! - `vae`: the VAE (diffusers' `AutoencoderOobleck`): stereo audio to latents and back.
+//! - `fused_residual`: the VAE's residual unit as one blocked CPU pass.
 //! - `text_encoder`: Qwen3-Embedding-0.6B (caption hidden states, lyric embeddings) and the prompt
 //!   tokenizer.
 
@@ -16,6 +17,7 @@ pub mod condition;
 pub mod config;
 pub mod dit;
 pub mod fsq;
+pub mod fused_residual;
 pub mod nn;
 pub mod text_encoder;
 pub mod tokenizer;

@@ -87,6 +87,39 @@ pub fn bidirectional_mask(
     Tensor::from_vec(values, (batch, 1, len, len), device)
 }
 
+/// The sizes one transformer layer is built from. ACE-Step's stacks and the Qwen3 text encoder
+/// share the layer (same tensor names, same pre-norm structure), but not the config type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerDims {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub attention_bias: bool,
+    pub rms_norm_eps: f64,
+}
+
+impl From<&AceStepConfig> for LayerDims {
+    fn from(cfg: &AceStepConfig) -> Self {
+        Self {
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            num_key_value_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim(),
+            attention_bias: cfg.attention_bias,
+            rms_norm_eps: cfg.rms_norm_eps,
+        }
+    }
+}
+
+/// Additive causal mask, (1, 1, L, L): query i sees keys 0..=i.
+pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { MASKED })).collect();
+    Tensor::from_vec(values, (1, 1, len, len), device)
+}
+
 /// Grouped-query attention with RMSNorm on each query and key head (`AceStepAttention`).
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -103,9 +136,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &LayerDims, vb: VarBuilder) -> Result<Self> {
         let (hidden, heads, kv_heads, head_dim) =
-            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         if heads % kv_heads != 0 {
             candle_core::bail!(
                 "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
@@ -196,7 +229,7 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &LayerDims, vb: VarBuilder) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
             gate_proj: linear_b(h, i, false, vb.pp("gate_proj"))?,
@@ -213,7 +246,8 @@ impl Module for Mlp {
     }
 }
 
-/// Pre-norm bidirectional transformer layer (`AceStepEncoderLayer`):
+/// Pre-norm transformer layer (`AceStepEncoderLayer`, and Qwen3's decoder layer with a causal
+/// mask):
 /// `x + attn(norm(x))`, then `x + mlp(norm(x))`.
 #[derive(Debug, Clone)]
 pub struct EncoderLayer {
@@ -225,7 +259,7 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    pub fn new(cfg: &AceStepConfig, index: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &LayerDims, layer_type: LayerType, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
@@ -235,7 +269,7 @@ impl EncoderLayer {
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            layer_type: cfg.layer_type(index),
+            layer_type,
         })
     }
 
@@ -292,7 +326,7 @@ impl EncoderStack {
     /// `input_dim` is the width of what enters `embed_tokens`; `num_layers` the layers stored.
     pub fn new(cfg: &AceStepConfig, input_dim: usize, num_layers: usize, vb: VarBuilder) -> Result<Self> {
         let layers = (0..num_layers)
-            .map(|i| EncoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
+            .map(|i| EncoderLayer::new(&cfg.into(), cfg.layer_type(i), vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens: linear(input_dim, cfg.hidden_size, vb.pp("embed_tokens"))?,

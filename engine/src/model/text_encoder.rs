@@ -8,16 +8,19 @@
 //!   the padding;
 //! - lyric prompts: the token-embedding lookup only.
 //!
-//! The network is candle-transformers' `qwen3::Model`; the tokenizer is the checkpoint's
+//! The network is built from the shared layers in `nn` (its config parsed as candle-transformers'
+//! `qwen3::Config`); the tokenizer is the checkpoint's
 //! `tokenizer.json` through the `tokenizers` crate, whose `TemplateProcessing` post-processor
 //! appends `<|endoftext|>` as transformers does.
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Result, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Embedding, Init, VarBuilder};
-use candle_transformers::models::qwen3::{Config, Model};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{Activation, Embedding, RmsNorm, VarBuilder};
+use candle_transformers::models::qwen3::Config;
+
+use super::config::LayerType;
+use super::nn::{causal_mask, rms_norm, EncoderLayer, LayerDims, RotaryEmbedding};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 /// Upstream's token limit for caption prompts (`conditioning_text.py`, `truncation=True`).
@@ -54,14 +57,18 @@ pub fn config_from_json(json: &str) -> std::result::Result<Config, serde_json::E
     serde_json::from_value(value)
 }
 
-/// Qwen3-Embedding's transformer and its embedding table.
+/// Qwen3-Embedding's transformer (`Qwen3Model`): token embeddings, pre-norm decoder layers with
+/// causal self-attention, the final RMSNorm. Its layers are the same as the ACE-Step encoder
+/// stacks' (`nn::EncoderLayer`, same tensor names), run with a causal mask; attention is explicit
+/// matmul + softmax, which on the CPU is faster at prompt lengths than candle's fused CPU
+/// flash-attention kernel (`reference/perf.md`).
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
-    /// Never run: each `encode` runs a clone, because `Model::forward` appends to a KV cache that
-    /// only the crate itself can clear. Cloning copies no weights (tensors are shared).
-    pristine: Model,
-    /// The same table the model holds (shared, not a copy), for the lyric path.
+    /// Shared by the caption path and the lyric path.
     embed_tokens: Embedding,
+    layers: Vec<EncoderLayer>,
+    norm: RmsNorm,
+    rope: RotaryEmbedding,
     max_positions: usize,
 }
 
@@ -69,12 +76,31 @@ impl TextEncoder {
     /// `vb` at the checkpoint root, whose names carry no `model.` prefix (`embed_tokens.weight`,
     /// `layers.N...`, `norm.weight`), as `Qwen3Model.save_pretrained` writes them.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        if cfg.hidden_act != Activation::Silu {
+            candle_core::bail!("text encoder: hidden_act {:?} is not Qwen3's silu", cfg.hidden_act);
+        }
+        if cfg.use_sliding_window {
+            candle_core::bail!("text encoder: sliding-window attention is not supported (Qwen3-Embedding has it off)");
+        }
+        let dims = LayerDims {
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            num_key_value_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            attention_bias: cfg.attention_bias,
+            rms_norm_eps: cfg.rms_norm_eps,
+        };
         let table = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
-        let backend = Qwen3Names { inner: vb.clone(), embed_tokens: table.clone() };
-        let renamed = VarBuilder::from_backend(Box::new(backend), vb.dtype(), vb.device().clone());
+        // With sliding windows off, every layer attends causally to the whole prompt.
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::new(&dims, LayerType::FullAttention, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            pristine: Model::new(cfg, renamed)?,
             embed_tokens: Embedding::new(table, cfg.hidden_size),
+            layers,
+            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            rope: RotaryEmbedding::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, vb.device())?,
             max_positions: cfg.max_position_embeddings,
         })
     }
@@ -86,47 +112,18 @@ impl TextEncoder {
         if len == 0 || len > self.max_positions {
             candle_core::bail!("text encoder: {len} tokens, expected 1 to {}", self.max_positions);
         }
-        self.pristine.clone().forward(ids, 0)
+        let mut x = self.embed_tokens.forward(ids)?;
+        let mask = causal_mask(len, ids.device())?.to_dtype(x.dtype())?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &self.rope, Some(&mask))?;
+        }
+        self.norm.forward(&x)
     }
 
     /// Lyric path: token ids (B, L) u32 to their embeddings (B, L, hidden), no transformer layers.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         ids.dims2()?;
         self.embed_tokens.forward(ids)
-    }
-}
-
-/// Serves candle's `model.`-prefixed qwen3 names from the un-prefixed checkpoint, handing out the
-/// already loaded embedding table so the model and the lyric path share one copy (600 MB in f32).
-struct Qwen3Names<'a> {
-    inner: VarBuilder<'a>,
-    embed_tokens: Tensor,
-}
-
-impl Qwen3Names<'_> {
-    fn name(name: &str) -> &str {
-        name.strip_prefix("model.").unwrap_or(name)
-    }
-}
-
-impl SimpleBackend for Qwen3Names<'_> {
-    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let name = Self::name(name);
-        if name == "embed_tokens.weight" {
-            if self.embed_tokens.shape() != &s {
-                candle_core::bail!("shape mismatch for {name}: {:?}, expected {s:?}", self.embed_tokens.shape());
-            }
-            return self.embed_tokens.to_dtype(dtype)?.to_device(dev);
-        }
-        self.inner.get_with_hints_dtype(s, name, h, dtype)?.to_device(dev)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
-        self.inner.get_unchecked_dtype(Self::name(name), dtype)?.to_device(dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.inner.contains_tensor(Self::name(name))
     }
 }
 

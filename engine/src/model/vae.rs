@@ -12,6 +12,8 @@
 //! candle's own `conv1d`: the encoder runs once per source or reference clip, not per step.
 
 use candle_core::{DType, Result, Tensor};
+
+use super::fused_residual;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -308,12 +310,76 @@ impl ResidualUnit {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.forward_cpu_f32(x)? {
+            Some(out) => Ok(out),
+            None => self.forward_ops(x),
+        }
+    }
+
+    /// Op by op, on any device and dtype.
+    fn forward_ops(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(&self.snake1.forward(x)?)?;
         let y = self.conv2.forward(&self.snake2.forward(&y)?)?;
         // diffusers centre-crops the skip when the convs shorten the signal; with padding 3d
         // they never do, but a shorter `y` must not silently misalign.
         let crop = (x.dim(2)? - y.dim(2)?) / 2;
         x.narrow(2, crop, y.dim(2)?)? + y
+    }
+}
+
+impl ResidualUnit {
+    /// The whole unit in one blocked pass (`fused_residual`) for contiguous f32 on the CPU;
+    /// `None` for anything else, which takes the op-by-op path.
+    fn forward_cpu_f32(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (batch, channels, len) = x.dims3()?;
+        let conv1_ok = self.conv1.kernel == fused_residual::KERNEL
+            && self.conv1.stride == 1
+            && self.conv1.padding == (fused_residual::KERNEL / 2) * self.conv1.dilation;
+        let conv2_ok = self.conv2.kernel == 1 && self.conv2.stride == 1 && self.conv2.padding == 0;
+        if !conv1_ok || !conv2_ok || channels != self.snake1.alpha_values.len() {
+            return Ok(None);
+        }
+        let (Some(bias1), Some(bias2)) = (&self.conv1.bias, &self.conv2.bias) else { return Ok(None) };
+        let views = [x, &self.conv1.weight_2d, bias1, &self.conv2.weight_2d, bias2].map(CpuF32::of);
+        let [Some(xs), Some(w1), Some(b1), Some(w2), Some(b2)] = &views else { return Ok(None) };
+        let params = fused_residual::UnitParams {
+            channels,
+            dilation: self.conv1.dilation,
+            snake1: fused_residual::SnakeParams { alpha: &self.snake1.alpha_values, inv_beta: &self.snake1.inv_beta_values },
+            conv1_weight: w1.values(),
+            conv1_bias: b1.values(),
+            snake2: fused_residual::SnakeParams { alpha: &self.snake2.alpha_values, inv_beta: &self.snake2.inv_beta_values },
+            conv2_weight: w2.values(),
+            conv2_bias: b2.values(),
+        };
+        let out = fused_residual::residual_unit(xs.values(), batch, len, &params);
+        drop(views);
+        Ok(Some(Tensor::from_vec(out, (batch, channels, len), x.device())?))
+    }
+}
+
+/// The values of a contiguous f32 tensor on the CPU, borrowed from its storage.
+struct CpuF32<'a> {
+    /// The storage's read guard (candle's lock type, named only through `Deref`).
+    storage: Box<dyn std::ops::Deref<Target = candle_core::Storage> + 'a>,
+    range: (usize, usize),
+}
+
+impl<'a> CpuF32<'a> {
+    fn of(t: &'a Tensor) -> Option<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let range = layout.contiguous_offsets()?;
+        match &*storage {
+            candle_core::Storage::Cpu(cpu) if cpu.as_slice::<f32>().is_ok() => Some(Self { storage: Box::new(storage), range }),
+            _ => None,
+        }
+    }
+
+    fn values(&self) -> &[f32] {
+        match &**self.storage {
+            candle_core::Storage::Cpu(cpu) => &cpu.as_slice::<f32>().expect("checked in `of`")[self.range.0..self.range.1],
+            _ => unreachable!("checked in `of`"),
+        }
     }
 }
 
@@ -570,5 +636,51 @@ impl Vae {
             items.push(Tensor::cat(&cores, 2)?);
         }
         Tensor::cat(&items, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    fn random_unit(channels: usize, dilation: usize) -> ResidualUnit {
+        let dev = Device::Cpu;
+        let randn = |shape: &[usize], scale: f64| (Tensor::randn(0f32, 1., shape, &dev).unwrap() * scale).unwrap();
+        let mut tensors = HashMap::new();
+        for snake in ["snake1", "snake2"] {
+            tensors.insert(format!("{snake}.alpha"), randn(&[1, channels, 1], 0.3));
+            tensors.insert(format!("{snake}.beta"), randn(&[1, channels, 1], 0.3));
+        }
+        for (conv, k) in [("conv1", 7), ("conv2", 1)] {
+            tensors.insert(format!("{conv}.weight_v"), randn(&[channels, channels, k], 1.0));
+            tensors.insert(format!("{conv}.weight_g"), randn(&[channels, 1, 1], 0.5));
+            tensors.insert(format!("{conv}.bias"), randn(&[channels], 0.1));
+        }
+        ResidualUnit::load(VarBuilder::from_tensors(tensors, DType::F32, &dev), channels, dilation).unwrap()
+    }
+
+    /// The fused CPU pass against the op-by-op path: block edges, the zero padding at both ends
+    /// of the signal, batches, and signals shorter than the kernel's reach.
+    #[test]
+    fn fused_residual_unit_matches_op_by_op() {
+        for (channels, dilation, batch, len) in [(8, 1, 1, 1000), (8, 9, 2, 700), (16, 3, 1, 20_000), (4, 9, 2, 5)] {
+            let unit = random_unit(channels, dilation);
+            let x = Tensor::randn(0f32, 1., (batch, channels, len), &Device::Cpu).unwrap();
+            let fused = unit.forward_cpu_f32(&x).unwrap().expect("contiguous f32 on the CPU takes the fused path");
+            let reference = unit.forward_ops(&x).unwrap();
+            let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let error = (fused - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(error <= 1e-5 * scale, "C {channels}, dilation {dilation}, len {len}: error {error} of {scale}");
+        }
+    }
+
+    #[test]
+    fn non_contiguous_input_takes_the_op_by_op_path() {
+        let unit = random_unit(4, 1);
+        let x = Tensor::randn(0f32, 1., (1, 300, 4), &Device::Cpu).unwrap().transpose(1, 2).unwrap();
+        assert!(unit.forward_cpu_f32(&x).unwrap().is_none());
+        assert_eq!(unit.forward(&x).unwrap().dims(), &[1, 4, 300]);
     }
 }

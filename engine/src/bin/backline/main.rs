@@ -22,6 +22,10 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// Huge pages behind the engine's large buffers (weights, VAE activations): `engine/src/alloc.rs`.
+#[global_allocator]
+static ALLOC: backline_engine::alloc::HugePageAlloc = backline_engine::alloc::HugePageAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
