@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use backline_engine::checkpoint::tensor_index::TensorIndex;
+use backline_engine::checkpoint::validate::ValidatingBackend;
+
 use crate::workspace_root;
 
 /// The relative tolerance of the parity contract: max-abs error at most 1e-4 of the reference
@@ -24,12 +27,22 @@ pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
         .unwrap_or_else(|e| panic!("{}: {e} (regenerate with tests/parity/make_fixtures.py)", path.display()))
 }
 
-/// A fixture file's tensors and a VarBuilder over them (its weights are stored under their
-/// checkpoint names).
+/// A fixture file's tensors and a VarBuilder over its weights (stored under their checkpoint
+/// names), loaded as checkpoint folders are.
 pub fn load_fixture_weights(name: &str) -> (HashMap<String, Tensor>, VarBuilder<'static>) {
-    let tensors = load_fixture(name);
-    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
-    (tensors, vb)
+    (load_fixture(name), checkpoint_var_builder(&[name]))
+}
+
+/// A VarBuilder over fixture files' weights that loads them the way checkpoint folders are
+/// loaded (`ValidatingBackend`: checked against the shapes the model asks for, converted to f32,
+/// linear weights laid out for the GEMM kernel), so that parity covers the production path. A
+/// name in a later file overrides the same name in an earlier one.
+pub fn checkpoint_var_builder(names: &[&str]) -> VarBuilder<'static> {
+    let files: Vec<PathBuf> = names.iter().map(|n| fixture_path(n)).collect();
+    let index = TensorIndex::from_files(&files).unwrap_or_else(|e| panic!("fixture headers: {e}"));
+    let (vb, _report) =
+        ValidatingBackend::var_builder(index, true, DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("fixture weights: {e}"));
+    vb
 }
 
 /// (max-abs error, max-abs of the reference).

@@ -8,7 +8,7 @@ use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
 use backline_engine::sampling::{turbo_schedule, Method, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::model::nn::{bidirectional_mask, RotaryEmbedding};
-use backline_tests::parity::{assert_close, fixture_path, load_fixture, load_fixture_weights};
+use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, load_fixture_weights};
 use candle_core::Device;
 
 fn tiny_config() -> AceStepConfig {
@@ -185,11 +185,9 @@ fn audio_tokenizer_codes_equal_upstream_exactly_and_hints_match() {
 /// the tokenizer fixture.
 fn model_with_fixture_tokenizer() -> (AceStepModel, std::collections::HashMap<String, candle_core::Tensor>) {
     let cfg = tiny_config();
-    let mut weights = load_fixture("dit.safetensors");
-    let f = load_fixture("tokenizer.safetensors");
-    weights.extend(f.iter().filter(|(k, _)| k.contains("tokenizer.")).map(|(k, v)| (k.clone(), v.clone())));
-    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
-    (AceStepModel::new(&cfg, vb).unwrap(), f)
+    // The tokenizer fixture's tokenizer and detokenizer weights override the DiT fixture's.
+    let vb = checkpoint_var_builder(&["dit.safetensors", "tokenizer.safetensors"]);
+    (AceStepModel::new(&cfg, vb).unwrap(), load_fixture("tokenizer.safetensors"))
 }
 
 #[test]

@@ -14,8 +14,8 @@ use backline_engine::sampling::{
     base_schedule, turbo_schedule, Guidance, GuidanceMethod, Method, Prediction, RepaintGuide, RunInputs,
     SamplerConfig, SamplerKind, SeededNoise, Start,
 };
-use backline_tests::parity::{assert_close, fixture_path, load_fixture, max_abs_error};
-use candle_core::{DType, Device, Tensor};
+use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, max_abs_error};
+use candle_core::{Device, Tensor};
 
 type Tensors = HashMap<String, Tensor>;
 
@@ -26,9 +26,7 @@ fn tiny_config() -> AceStepConfig {
 
 /// The DiT fixture's weights (the sampler fixture reuses them) and the sampler fixture.
 fn fixture() -> (AceStepModel, Tensors) {
-    let weights: Tensors =
-        load_fixture("dit.safetensors").into_iter().filter(|(k, _)| !k.starts_with("input.") && !k.starts_with("out.")).collect();
-    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let vb = checkpoint_var_builder(&["dit.safetensors"]);
     (AceStepModel::new(&tiny_config(), vb).expect("weights load"), load_fixture("sampler.safetensors"))
 }
 

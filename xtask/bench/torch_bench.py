@@ -5,7 +5,7 @@ Usage (`cargo xtask bench` runs it; by hand only to debug a stage):
 
     python xtask/bench/torch_bench.py --stage {dit,vae,text} --checkpoints DIR --upstream DIR \
         [--runs 5] [--threads 2] [--frames 750] [--encoder-len 400] [--vae-frames 250] \
-        [--text-tokens 256] [--seed 0]
+        [--text-tokens 256] [--seed 0] [--load-only]
 
 DIR (--upstream) holds upstream's `acestep/` package; nothing of it is copied here, it is imported
 from there. --checkpoints is a set in the published layout (`cargo xtask synth-checkpoint` or
@@ -24,7 +24,8 @@ Stages (one model each, so the peak RSS belongs to that model):
 
 Each measured call runs once to warm up, then --runs times under `torch.inference_mode()`; the
 script prints one JSON object (the last line of stdout) with every run in ms, min and median, the
-load time in seconds, the peak RSS (`ru_maxrss`) after each step, and the CPU that other
+load time in seconds (with --load-only, only that: `cargo xtask bench` runs extra load-only
+processes and keeps each side's best load), the peak RSS (`ru_maxrss`) after each step, and the CPU that other
 processes used meanwhile (from /proc/stat).
 """
 
@@ -133,6 +134,8 @@ def stage_dit(args, torch):
     (model, info, _silence), load = timed_load(load)
     require_all_weights("DiT", info)
     require_f32("DiT", model, torch)
+    if args.load_only:
+        return load, {}, {}
     cfg, decoder = model.config, model.decoder
 
     gen = torch.Generator().manual_seed(args.seed)
@@ -178,6 +181,8 @@ def stage_vae(args, torch):
         folder, torch_dtype=torch.float32, output_loading_info=True))
     require_all_weights("VAE", info)
     require_f32("VAE", vae, torch)
+    if args.load_only:
+        return load, {}, {}
     vae.eval()
     channels = vae.config.decoder_input_channels
     latents = torch.randn(1, channels, args.vae_frames, generator=torch.Generator().manual_seed(args.seed))
@@ -204,6 +209,8 @@ def stage_text(args, torch):
     (model, info, _tokenizer), load = timed_load(load)
     require_all_weights("text encoder", info)
     require_f32("text encoder", model, torch)
+    if args.load_only:
+        return load, {}, {}
     cfg = model.config
     ids = torch.randint(0, cfg.vocab_size, (1, args.text_tokens), generator=torch.Generator().manual_seed(args.seed))
     timings = {"encode": time_runs(lambda: model(input_ids=ids, use_cache=False).last_hidden_state, args.runs, torch)}
@@ -224,6 +231,7 @@ def main():
     parser.add_argument("--vae-frames", type=int, default=250)
     parser.add_argument("--text-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--load-only", action="store_true", help="load the model, report the load, run nothing")
     args = parser.parse_args()
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")

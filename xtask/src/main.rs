@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test::run_tests(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-stage") => bench::run_stage(&args[1..]),
+        Some("bench-warm-memory") => bench::warm_memory_child(&args[1..]),
         Some(command @ ("tiny-checkpoint" | "synth-checkpoint")) => checkpoints::run(command, &args[1..]),
         Some("bundle" | "bundle-universal" | "known-packages") => {
             nice_plug_xtask::main_with_args("cargo xtask", args)

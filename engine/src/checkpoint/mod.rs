@@ -17,6 +17,7 @@ pub mod synth;
 pub mod tensor_index;
 pub mod torch_pt;
 pub mod validate;
+pub mod widen;
 
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use super::tensor_index::TensorIndex;
-use super::CheckpointError;
+use super::{widen, CheckpointError};
 
 const FLOAT_TYPES: [&str; 3] = ["F32", "BF16", "F16"];
 
@@ -62,38 +62,16 @@ impl ValidatingBackend {
     }
 }
 
-/// Little-endian 16-bit floats to f32 on every core, written straight into fresh memory. The
-/// published checkpoints are bf16 and the CPU runs f32. candle's `to_dtype` converts on one
-/// thread after a zero-filled allocation; here the first touch of each destination page (the
-/// page fault, which dominates on a VM) is spread over the cores together with the conversion.
-/// bf16 -> f32 is exact (a 16-bit shift).
-fn widen_to_f32(bytes: &[u8], stored: &str) -> Result<Vec<f32>> {
-    use rayon::prelude::*;
-    use std::mem::MaybeUninit;
-    let widen: fn([u8; 2]) -> f32 = match stored {
-        "BF16" => |b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16),
-        "F16" => |b| half::f16::from_bits(u16::from_le_bytes(b)).to_f32(),
-        other => candle_core::bail!("no f32 widening for {other}"),
-    };
-    const CHUNK: usize = 1 << 16;
-    let len = bytes.len() / 2;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    crate::alloc::advise_huge_pages(out.as_mut_ptr().cast(), len * 4);
-    out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK).zip(bytes.par_chunks(2 * CHUNK)).for_each(
-        |(out, bytes): (&mut [MaybeUninit<f32>], &[u8])| {
-            for (value, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                value.write(widen([pair[0], pair[1]]));
-            }
-        },
-    );
-    // Safety: the loop above wrote every one of the `len` elements (chunks of `out` and of
-    // `bytes` pair up one to one, two bytes per element).
-    unsafe { out.set_len(len) };
-    Ok(out)
+/// Whether a request is a `Linear` layer's weight: a matrix asked for with the Kaiming-normal
+/// hint, which `candle_nn::linear` (and so every `Linear` in our models) passes for its weight and
+/// nothing else 2-D does (embedding tables pass a normal hint, convolution weights are 3-D).
+fn is_linear_weight(shape: &Shape, init: &Init) -> bool {
+    use candle_nn::init::{FanInOut, NormalOrUniform};
+    shape.rank() == 2 && matches!(init, Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanIn, .. })
 }
 
 impl SimpleBackend for ValidatingBackend {
-    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> Result<Tensor> {
+    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         self.report.lock().unwrap_or_else(|p| p.into_inner()).requested.insert(name.to_string());
         let Some(entry) = self.index.get(name) else {
             return Err(self.fail(CheckpointError::MissingTensor { name: name.to_string(), files: self.index.describe_files() }));
@@ -114,9 +92,16 @@ impl SimpleBackend for ValidatingBackend {
             }));
         }
         match &self.weights {
+            // f32 on the CPU: a Linear weight (out, in) is kept as a transposed view of a
+            // contiguous (in, out) buffer. Same values at the same indices; `Linear`'s `w.t()` is
+            // then contiguous, the layout the GEMM kernel reads without re-packing (`widen`).
+            Some(weights) if dtype == DType::F32 && device.is_cpu() && is_linear_weight(&shape, &init) => {
+                let (rows, cols) = shape.dims2()?;
+                let values = widen::widen_transposed(weights.get(name)?.data(), &entry.dtype, rows, cols)?;
+                Tensor::from_vec(values, (cols, rows), device)?.t()
+            }
             Some(weights) if dtype == DType::F32 && entry.dtype != "F32" => {
-                let view = weights.get(name)?;
-                let values = widen_to_f32(view.data(), &entry.dtype)?;
+                let values = widen::widen_to_f32(weights.get(name)?.data(), &entry.dtype)?;
                 Tensor::from_vec(values, shape, device)
             }
             Some(weights) => weights.load(name, device)?.to_dtype(dtype),

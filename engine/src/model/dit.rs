@@ -17,7 +17,8 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
 
 use super::config::{AceStepConfig, LayerType};
-use super::nn::{bidirectional_mask, rms_norm, Attention, Mlp, RotaryEmbedding};
+use super::attention::Mask;
+use super::nn::{rms_norm, Attention, Mlp, RotaryEmbedding};
 
 /// Width of the sinusoidal timestep features (hard-coded upstream).
 const TIMESTEP_FEATURES: usize = 256;
@@ -107,7 +108,7 @@ impl DitLayer {
         x: &Tensor,
         modulation: &Tensor,
         rope: &RotaryEmbedding,
-        self_mask: Option<&Tensor>,
+        self_mask: Mask,
         condition_kv: &(Tensor, Tensor),
     ) -> Result<Tensor> {
         let m = self.scale_shift_table.broadcast_add(modulation)?;
@@ -117,7 +118,7 @@ impl DitLayer {
 
         let attn = self.self_attn.forward_self(&modulate(&self.self_attn_norm, x, &shift, &scale)?, rope, self_mask)?;
         let x = (x + attn.broadcast_mul(&gate)?)?;
-        let cross = self.cross_attn.forward_cross(&self.cross_attn_norm.forward(&x)?, condition_kv, None)?;
+        let cross = self.cross_attn.forward_cross(&self.cross_attn_norm.forward(&x)?, condition_kv, Mask::None)?;
         let x = (x + cross)?;
         let mlp = self.mlp.forward(&modulate(&self.mlp_norm, &x, &mlp_shift, &mlp_scale)?)?;
         x + mlp.broadcast_mul(&mlp_gate)?
@@ -228,14 +229,10 @@ impl DiT {
         let patches = padded / self.patch_size;
         let mut h = self.proj_in.forward(&x_in.reshape((b, patches, self.patch_size * self.in_channels))?)?;
 
-        let sliding_mask = match self.sliding_window {
-            Some(window) => Some(bidirectional_mask(1, patches, Some(window), None, x.device())?.to_dtype(dtype)?),
-            None => None,
-        };
         for (layer, kv) in self.layers.iter().zip(&condition.per_layer) {
-            let mask = match layer.layer_type {
-                LayerType::SlidingAttention => sliding_mask.as_ref(),
-                LayerType::FullAttention => None,
+            let mask = match (layer.layer_type, self.sliding_window) {
+                (LayerType::SlidingAttention, Some(window)) => Mask::Window(window),
+                _ => Mask::None,
             };
             h = layer.forward(&h, &modulation, &self.rope, mask, kv)?;
         }

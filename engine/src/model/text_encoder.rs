@@ -20,7 +20,8 @@ use candle_nn::{Activation, Embedding, RmsNorm, VarBuilder};
 use candle_transformers::models::qwen3::Config;
 
 use super::config::LayerType;
-use super::nn::{causal_mask, rms_norm, EncoderLayer, LayerDims, RotaryEmbedding};
+use super::attention::Mask;
+use super::nn::{rms_norm, EncoderLayer, LayerDims, RotaryEmbedding};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 /// Upstream's token limit for caption prompts (`conditioning_text.py`, `truncation=True`).
@@ -113,9 +114,8 @@ impl TextEncoder {
             candle_core::bail!("text encoder: {len} tokens, expected 1 to {}", self.max_positions);
         }
         let mut x = self.embed_tokens.forward(ids)?;
-        let mask = causal_mask(len, ids.device())?.to_dtype(x.dtype())?;
         for layer in &self.layers {
-            x = layer.forward(&x, &self.rope, Some(&mask))?;
+            x = layer.forward(&x, &self.rope, Mask::Causal)?;
         }
         self.norm.forward(&x)
     }

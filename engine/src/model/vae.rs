@@ -13,6 +13,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::cpu_f32::CpuF32;
 use super::fused_residual;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
@@ -355,31 +356,6 @@ impl ResidualUnit {
         let out = fused_residual::residual_unit(xs.values(), batch, len, &params);
         drop(views);
         Ok(Some(Tensor::from_vec(out, (batch, channels, len), x.device())?))
-    }
-}
-
-/// The values of a contiguous f32 tensor on the CPU, borrowed from its storage.
-struct CpuF32<'a> {
-    /// The storage's read guard (candle's lock type, named only through `Deref`).
-    storage: Box<dyn std::ops::Deref<Target = candle_core::Storage> + 'a>,
-    range: (usize, usize),
-}
-
-impl<'a> CpuF32<'a> {
-    fn of(t: &'a Tensor) -> Option<Self> {
-        let (storage, layout) = t.storage_and_layout();
-        let range = layout.contiguous_offsets()?;
-        match &*storage {
-            candle_core::Storage::Cpu(cpu) if cpu.as_slice::<f32>().is_ok() => Some(Self { storage: Box::new(storage), range }),
-            _ => None,
-        }
-    }
-
-    fn values(&self) -> &[f32] {
-        match &**self.storage {
-            candle_core::Storage::Cpu(cpu) => &cpu.as_slice::<f32>().expect("checked in `of`")[self.range.0..self.range.1],
-            _ => unreachable!("checked in `of`"),
-        }
     }
 }
 

@@ -1,0 +1,50 @@
+//! Borrowed views of contiguous f32 CPU tensors, for the kernels that work on plain slices
+//! (`attention`, `fused_residual`, the VAE's Snake).
+
+use candle_core::Tensor;
+
+/// The values of a contiguous f32 tensor on the CPU, borrowed from its storage.
+pub struct CpuF32<'a> {
+    /// The storage's read guard (candle's lock type, named only through `Deref`).
+    storage: Box<dyn std::ops::Deref<Target = candle_core::Storage> + 'a>,
+    range: (usize, usize),
+}
+
+impl<'a> CpuF32<'a> {
+    /// `None` unless `t` is f32, on the CPU and contiguous.
+    pub fn of(t: &'a Tensor) -> Option<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let range = layout.contiguous_offsets()?;
+        match &*storage {
+            candle_core::Storage::Cpu(cpu) if cpu.as_slice::<f32>().is_ok() => Some(Self { storage: Box::new(storage), range }),
+            _ => None,
+        }
+    }
+
+    pub fn values(&self) -> &[f32] {
+        match &**self.storage {
+            candle_core::Storage::Cpu(cpu) => &cpu.as_slice::<f32>().expect("checked in `of`")[self.range.0..self.range.1],
+            _ => unreachable!("checked in `of`"),
+        }
+    }
+}
+
+/// `f(a[i], b[i])` for every element, on every core, into fresh memory.
+pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    assert_eq!(a.len(), b.len(), "zip_map: slices of different lengths");
+    const CHUNK: usize = 1 << 14;
+    let mut out: Vec<f32> = Vec::with_capacity(a.len());
+    out.spare_capacity_mut()[..a.len()].par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(
+        |(out, (a, b)): (&mut [MaybeUninit<f32>], (&[f32], &[f32]))| {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                o.write(f(x, y));
+            }
+        },
+    );
+    // Safety: the chunks of `out` pair one to one with those of `a` and `b`, which cover all
+    // `a.len()` elements, and each was written above.
+    unsafe { out.set_len(a.len()) };
+    out
+}
