@@ -164,6 +164,27 @@ fn torch_tensor_files_round_trip() {
     assert_eq!(back.flatten_all().unwrap().to_vec1::<f32>().unwrap(), (0..24).map(|i| i as f32).collect::<Vec<_>>());
 }
 
+/// A bf16 text encoder (as published) keeps its embedding table at that width in memory; the rows
+/// it gathers for a prompt are the stored rows widened exactly, and the forward runs in f32.
+#[test]
+fn a_bf16_embedding_table_gives_the_stored_rows_in_f32() {
+    use backline_engine::checkpoint::TextEncoderFolder;
+    let dir = scratch("bf16-text-encoder");
+    synth::write_text_encoder_folder(&dir, &synth::text_encoder_config_json(SynthSize::Tiny), DType::BF16, 5).unwrap();
+    let folder = TextEncoderFolder::open(&dir).unwrap();
+    let (encoder, tokenizer) = folder.load(DType::F32, &Device::Cpu).unwrap();
+    let ids = tokenizer.encode("[verse]\nneon rain on the window", 64).unwrap();
+    let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+
+    let table = &candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()["embed_tokens.weight"];
+    assert_eq!(table.dtype(), DType::BF16);
+    let rows = encoder.embed(&ids).unwrap();
+    assert_eq!(rows.dtype(), DType::F32);
+    let want = table.to_dtype(DType::F32).unwrap().index_select(&ids.squeeze(0).unwrap(), 0).unwrap();
+    assert_eq!(rows.squeeze(0).unwrap().to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
+    assert_eq!(encoder.encode(&ids).unwrap().dtype(), DType::F32);
+}
+
 #[test]
 fn the_tiny_set_writes_every_folder_and_each_loads() {
     use backline_engine::checkpoint::{TextEncoderFolder, VaeFolder, BASE_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER};

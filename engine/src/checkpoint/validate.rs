@@ -70,6 +70,12 @@ fn is_linear_weight(shape: &Shape, init: &Init) -> bool {
     shape.rank() == 2 && matches!(init, Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanIn, .. })
 }
 
+/// Whether a request is an embedding table: a matrix asked for with the standard-normal hint that
+/// `candle_nn::embedding` (and our text encoder) passes for it.
+fn is_embedding_table(shape: &Shape, init: &Init) -> bool {
+    shape.rank() == 2 && matches!(init, Init::Randn { mean, stdev } if *mean == 0.0 && *stdev == 1.0)
+}
+
 impl SimpleBackend for ValidatingBackend {
     fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         self.report.lock().unwrap_or_else(|p| p.into_inner()).requested.insert(name.to_string());
@@ -99,6 +105,13 @@ impl SimpleBackend for ValidatingBackend {
                 let (rows, cols) = shape.dims2()?;
                 let values = widen::widen_transposed(weights.get(name)?.data(), &entry.dtype, rows, cols)?;
                 Tensor::from_vec(values, (cols, rows), device)?.t()
+            }
+            // An embedding table asked for in f32 on the CPU stays at its stored 16-bit width:
+            // a forward reads a few hundred of its rows, so widening all of it (600 MB for the
+            // text encoder) would cost load time and memory for nothing. The model widens the
+            // rows it gathers, which is exact.
+            Some(weights) if dtype == DType::F32 && device.is_cpu() && is_embedding_table(&shape, &init) && entry.dtype != "F32" => {
+                widen::copy_16bit(weights.get(name)?.data(), &entry.dtype, shape.dims(), device)
             }
             Some(weights) if dtype == DType::F32 && entry.dtype != "F32" => {
                 let values = widen::widen_to_f32(weights.get(name)?.data(), &entry.dtype)?;

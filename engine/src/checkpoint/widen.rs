@@ -100,6 +100,30 @@ fn widen_as<T: Stored>(bytes: &[u8]) -> Result<Vec<f32>> {
     }))
 }
 
+/// Stored little-endian `BF16`/`F16` bytes kept at that width (a copy on every core), as a CPU
+/// tensor of that dtype.
+pub fn copy_16bit(bytes: &[u8], stored: &str, shape: &[usize], device: &candle_core::Device) -> Result<candle_core::Tensor> {
+    use candle_core::Tensor;
+    fn copy<T: Copy + Send + Sync + candle_core::WithDType>(bytes: &[u8], from_bits: fn(u16) -> T, shape: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+        let len = bytes.len() / 2;
+        check_len(bytes, 2, len)?;
+        let mut out: Vec<T> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len].par_chunks_mut(1 << 16).zip(bytes.par_chunks(2 << 16)).for_each(|(out, src)| {
+            for (d, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
+                d.write(from_bits(u16::from_le_bytes(*b)));
+            }
+        });
+        // Safety: the chunks of `out` pair one to one with two-byte runs of `bytes`, `len` in all.
+        unsafe { out.set_len(len) };
+        Tensor::from_vec(out, shape, device)
+    }
+    match stored {
+        "BF16" => copy(bytes, half::bf16::from_bits, shape, device),
+        "F16" => copy(bytes, half::f16::from_bits, shape, device),
+        other => candle_core::bail!("{other} is not a 16-bit float type"),
+    }
+}
+
 /// Output rows per parallel task, which is also the side of the square tile the transpose walks
 /// in (16 KiB of f32: in L1 both ways).
 const TILE: usize = 64;
@@ -178,6 +202,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sixteen_bit_copies_keep_their_type_and_values() {
+        let values: Vec<f32> = (0..70_001).map(|i| ((i % 512) as f32 - 256.0) * 0.25).collect();
+        for (dtype, want) in [("BF16", candle_core::DType::BF16), ("F16", candle_core::DType::F16)] {
+            let t = copy_16bit(&stored(&values, dtype), dtype, &[70_001], &candle_core::Device::Cpu).unwrap();
+            assert_eq!(t.dtype(), want);
+            assert_eq!(t.to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap(), values, "{dtype}");
+        }
+        assert!(copy_16bit(&stored(&values, "F32"), "F32", &[70_001], &candle_core::Device::Cpu).is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Activation, Embedding, RmsNorm, VarBuilder};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Activation, Embedding, Init, RmsNorm, VarBuilder};
 use candle_transformers::models::qwen3::Config;
 
 use super::config::LayerType;
@@ -28,6 +28,9 @@ use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 pub const CAPTION_MAX_TOKENS: usize = 256;
 /// Upstream's token limit for lyric prompts.
 pub const LYRIC_MAX_TOKENS: usize = 2048;
+
+/// How the embedding table is asked for: `candle_nn::embedding`'s hint.
+const EMBEDDING_HINT: Init = Init::Randn { mean: 0.0, stdev: 1.0 };
 
 /// The token that ends every prompt and pads batches (151643 in Qwen3's vocabulary).
 pub const END_OF_TEXT: &str = "<|endoftext|>";
@@ -65,8 +68,10 @@ pub fn config_from_json(json: &str) -> std::result::Result<Config, serde_json::E
 /// flash-attention kernel (`reference/perf.md`).
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
-    /// Shared by the caption path and the lyric path.
+    /// Shared by the caption path and the lyric path. On the CPU the checkpoint loader keeps it
+    /// at its stored width (bf16); gathered rows are widened to `dtype`.
     embed_tokens: Embedding,
+    dtype: DType,
     layers: Vec<EncoderLayer>,
     norm: RmsNorm,
     rope: RotaryEmbedding,
@@ -92,13 +97,16 @@ impl TextEncoder {
             attention_bias: cfg.attention_bias,
             rms_norm_eps: cfg.rms_norm_eps,
         };
-        let table = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        // The hint marks it an embedding table (as `candle_nn::embedding` does), which the
+        // checkpoint loader may keep at its stored width.
+        let table = vb.get_with_hints((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight", EMBEDDING_HINT)?;
         // With sliding windows off, every layer attends causally to the whole prompt.
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::new(&dims, LayerType::FullAttention, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens: Embedding::new(table, cfg.hidden_size),
+            dtype: vb.dtype(),
             layers,
             norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
             rope: RotaryEmbedding::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, vb.device())?,
@@ -113,7 +121,7 @@ impl TextEncoder {
         if len == 0 || len > self.max_positions {
             candle_core::bail!("text encoder: {len} tokens, expected 1 to {}", self.max_positions);
         }
-        let mut x = self.embed_tokens.forward(ids)?;
+        let mut x = self.embed(ids)?;
         for layer in &self.layers {
             x = layer.forward(&x, &self.rope, Mask::Causal)?;
         }
@@ -123,7 +131,7 @@ impl TextEncoder {
     /// Lyric path: token ids (B, L) u32 to their embeddings (B, L, hidden), no transformer layers.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         ids.dims2()?;
-        self.embed_tokens.forward(ids)
+        self.embed_tokens.forward(ids)?.to_dtype(self.dtype)
     }
 }
 
