@@ -272,6 +272,28 @@ mod tests {
         }
     }
 
+    /// Other dtypes (bf16, as on a GPU) take the op-by-op path with the masks built from the kind,
+    /// and agree with the f32 kernel to bf16 precision.
+    #[test]
+    fn bf16_takes_the_op_by_op_path_with_the_same_masks() {
+        let (q, k, v) = (random((1, 4, 70, 16), 1), random((1, 2, 70, 16), 2), random((1, 2, 70, 16), 3));
+        let half = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        // The f32 reference runs on the same bf16-rounded inputs.
+        let widened = |t: &Tensor| half(t).to_dtype(DType::F32).unwrap();
+        for mask in [Mask::None, Mask::Causal, Mask::Window(5)] {
+            let want = attention(&widened(&q), &widened(&k), &widened(&v), 0.25, mask).unwrap();
+            let got = attention(&half(&q), &half(&k), &half(&v), 0.25, mask).unwrap();
+            assert_eq!(got.dtype(), DType::BF16);
+            // bf16 keeps 8 bits: its probabilities and products land within a few percent.
+            let err = relative_error(&got.to_dtype(DType::F32).unwrap(), &want);
+            assert!(err < 5e-2, "{mask:?}: relative error {err}");
+        }
+        // A mask of the wrong kind is far outside that.
+        let causal = attention(&half(&q), &half(&k), &half(&v), 0.25, Mask::Causal).unwrap().to_dtype(DType::F32).unwrap();
+        let full = attention(&widened(&q), &widened(&k), &widened(&v), 0.25, Mask::None).unwrap();
+        assert!(relative_error(&causal, &full) > 0.3);
+    }
+
     #[test]
     fn mismatched_shapes_are_errors() {
         let q = random((1, 4, 8, 16), 1);
