@@ -445,9 +445,10 @@ fn warm_page_cache(dir: &Path) -> Result<()> {
 /// guest memory back, the first process to touch memory after a pause also pays the host's
 /// faults: the DiT load took 12-16 s in whichever process ran first and 3-4 s in the next, on
 /// either side. The host takes it back within about a second (a load 1 s after the warm-up took
-/// 8 s, at once 3.4 s), so this runs last before the process starts, after the page cache. It is capped to leave the page cache of the folder alone,
-/// and runs in a child of its own (`xtask bench-warm-memory BYTES`): Linux carries a parent's
-/// peak RSS into a child's `ru_maxrss` across fork and exec, which would inflate the torch side's.
+/// 8 s, at once 3.4 s), so this runs last before the process starts, after the page cache. It is
+/// capped to leave the page cache of the folder alone, and runs in a child of its own
+/// (`xtask bench-warm-memory BYTES`): Linux carries a parent's peak RSS into a child's
+/// `ru_maxrss` across fork and exec, which would inflate the torch side's.
 fn warm_memory(folder: &Path) -> Result<()> {
     let folder_bytes: u64 = std::fs::read_dir(folder)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -518,13 +519,9 @@ fn torch_stage(stage: Stage, opts: &Options, python: &Path, upstream: &Path, loa
 
 /// Put every load a side measured under `loads` and its fastest as the report's `load`.
 fn keep_best_load(report: &mut Value, loads: Vec<Value>) {
-    let best = loads
-        .iter()
-        .filter(|l| l["seconds"].as_f64().is_some())
-        .min_by(|a, b| a["seconds"].as_f64().unwrap_or(f64::INFINITY).total_cmp(&b["seconds"].as_f64().unwrap_or(f64::INFINITY)))
-        .cloned();
-    if let Some(best) = best {
-        report["load"] = best;
+    let seconds = |load: &Value| load["seconds"].as_f64().unwrap_or(f64::INFINITY);
+    if let Some(best) = loads.iter().min_by(|a, b| seconds(a).total_cmp(&seconds(b))) {
+        report["load"] = best.clone();
     }
     report["loads"] = json!(loads);
 }
@@ -579,18 +576,19 @@ pub fn run(args: &[String]) -> Result<()> {
             None => None,
         };
         // More load-only processes, the sides taking turns; each side keeps its best load.
-        let mut loads = (vec![candle["load"].clone()], vec![torch_report.as_ref().map(|t| t["load"].clone())]);
+        let mut candle_loads = vec![candle["load"].clone()];
+        let mut torch_loads: Vec<Value> = torch_report.iter().map(|t| t["load"].clone()).collect();
         for _ in 1..LOAD_PROCESSES {
             prepare()?;
-            loads.0.push(candle_stage(stage, &opts, true)?["load"].clone());
+            candle_loads.push(candle_stage(stage, &opts, true)?["load"].clone());
             if let Some((python, upstream)) = &torch {
                 prepare()?;
-                loads.1.push(Some(torch_stage(stage, &opts, python, upstream, true)?["load"].clone()));
+                torch_loads.push(torch_stage(stage, &opts, python, upstream, true)?["load"].clone());
             }
         }
-        keep_best_load(&mut candle, loads.0);
+        keep_best_load(&mut candle, candle_loads);
         if let Some(report) = torch_report.as_mut() {
-            keep_best_load(report, loads.1.into_iter().flatten().collect());
+            keep_best_load(report, torch_loads);
         }
         results.push((stage, candle, torch_report));
     }

@@ -14,9 +14,8 @@
 use std::mem::MaybeUninit;
 
 use candle_core::Result;
-use rayon::prelude::*;
 
-use crate::alloc::advise_huge_pages;
+use crate::alloc::fill_fresh;
 
 /// A stored element type: its width, and a run of its little-endian bytes decoded to f32 (written
 /// over fixed-size chunks, so the loop compiles to vector code per type).
@@ -68,18 +67,6 @@ macro_rules! for_stored {
     };
 }
 
-/// A fresh f32 buffer of `len` elements, huge pages asked for, every element written by `fill`
-/// (given disjoint chunks of `chunk` elements and the index of each chunk's first element).
-fn fill_fresh(len: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let chunk = chunk.max(1);
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    advise_huge_pages(out.as_mut_ptr().cast(), len * 4);
-    out.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, part)| fill(i * chunk, part));
-    // Safety: `fill` writes every element of every chunk, and the chunks cover `0..len`.
-    unsafe { out.set_len(len) };
-    out
-}
-
 fn check_len(bytes: &[u8], width: usize, len: usize) -> Result<()> {
     if bytes.len() != len * width {
         candle_core::bail!("{} bytes do not hold {len} elements of {width} bytes", bytes.len());
@@ -103,19 +90,15 @@ fn widen_as<T: Stored>(bytes: &[u8]) -> Result<Vec<f32>> {
 /// Stored little-endian `BF16`/`F16` bytes kept at that width (a copy on every core), as a CPU
 /// tensor of that dtype.
 pub fn copy_16bit(bytes: &[u8], stored: &str, shape: &[usize], device: &candle_core::Device) -> Result<candle_core::Tensor> {
-    use candle_core::Tensor;
-    fn copy<T: Copy + Send + Sync + candle_core::WithDType>(bytes: &[u8], from_bits: fn(u16) -> T, shape: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    fn copy<T: candle_core::WithDType>(bytes: &[u8], from_bits: fn(u16) -> T, shape: &[usize], device: &candle_core::Device) -> Result<candle_core::Tensor> {
         let len = bytes.len() / 2;
         check_len(bytes, 2, len)?;
-        let mut out: Vec<T> = Vec::with_capacity(len);
-        out.spare_capacity_mut()[..len].par_chunks_mut(1 << 16).zip(bytes.par_chunks(2 << 16)).for_each(|(out, src)| {
-            for (d, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
+        let out = fill_fresh(len, 1 << 16, |start, out| {
+            for (d, b) in out.iter_mut().zip(bytes[2 * start..].as_chunks::<2>().0) {
                 d.write(from_bits(u16::from_le_bytes(*b)));
             }
         });
-        // Safety: the chunks of `out` pair one to one with two-byte runs of `bytes`, `len` in all.
-        unsafe { out.set_len(len) };
-        Tensor::from_vec(out, shape, device)
+        candle_core::Tensor::from_vec(out, shape, device)
     }
     match stored {
         "BF16" => copy(bytes, half::bf16::from_bits, shape, device),

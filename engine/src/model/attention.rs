@@ -61,22 +61,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Mask) -> 
         _ => None,
     };
     let shape = Shape { batch: b, heads, kv_heads, len, keys, dim };
-    let fast = (q.dtype() == DType::F32).then(|| {
-        let views = [&q, &k, &v].map(CpuF32::of);
-        let additive_view = additive.as_ref().map(CpuF32::of);
-        match (views, additive_view) {
-            ([Some(qs), Some(ks), Some(vs)], None) => Some(blocked(&shape, qs.values(), ks.values(), vs.values(), scale as f32, mask, None)),
-            ([Some(qs), Some(ks), Some(vs)], Some(Some(ms))) => {
-                let mask_batch = ms.values().len() / (len * keys).max(1);
-                Some(blocked(&shape, qs.values(), ks.values(), vs.values(), scale as f32, mask, Some((ms.values(), mask_batch))))
+    if q.dtype() == DType::F32 {
+        if let (Some(qs), Some(ks), Some(vs)) = (CpuF32::of(&q), CpuF32::of(&k), CpuF32::of(&v)) {
+            let mask_view = additive.as_ref().map(CpuF32::of);
+            let mask_values = match &mask_view {
+                None => Some(None),
+                Some(Some(m)) => Some(Some((m.values(), m.values().len() / (len * keys).max(1)))),
+                Some(None) => None, // a mask on another device: op by op
+            };
+            if let Some(mask_values) = mask_values {
+                let out = blocked(&shape, qs.values(), ks.values(), vs.values(), scale as f32, mask, mask_values);
+                return Tensor::from_vec(out, (b, len, heads * dim), q.device());
             }
-            _ => None,
         }
-    });
-    match fast.flatten() {
-        Some(out) => Tensor::from_vec(out, (b, len, heads * dim), q.device()),
-        None => op_by_op(&q, &k, &v, scale, mask, additive.as_ref()),
     }
+    op_by_op(&q, &k, &v, scale, mask, additive.as_ref())
 }
 
 /// The sizes of one attention call.

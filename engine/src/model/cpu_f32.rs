@@ -31,20 +31,10 @@ impl<'a> CpuF32<'a> {
 
 /// `f(a[i], b[i])` for every element, on every core, into fresh memory.
 pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    use rayon::prelude::*;
-    use std::mem::MaybeUninit;
     assert_eq!(a.len(), b.len(), "zip_map: slices of different lengths");
-    const CHUNK: usize = 1 << 14;
-    let mut out: Vec<f32> = Vec::with_capacity(a.len());
-    out.spare_capacity_mut()[..a.len()].par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(
-        |(out, (a, b)): (&mut [MaybeUninit<f32>], (&[f32], &[f32]))| {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                o.write(f(x, y));
-            }
-        },
-    );
-    // Safety: the chunks of `out` pair one to one with those of `a` and `b`, which cover all
-    // `a.len()` elements, and each was written above.
-    unsafe { out.set_len(a.len()) };
-    out
+    crate::alloc::fill_fresh(a.len(), 1 << 14, |start, out| {
+        for ((o, &x), &y) in out.iter_mut().zip(&a[start..]).zip(&b[start..]) {
+            o.write(f(x, y));
+        }
+    })
 }

@@ -63,9 +63,8 @@ pub fn config_from_json(json: &str) -> std::result::Result<Config, serde_json::E
 
 /// Qwen3-Embedding's transformer (`Qwen3Model`): token embeddings, pre-norm decoder layers with
 /// causal self-attention, the final RMSNorm. Its layers are the same as the ACE-Step encoder
-/// stacks' (`nn::EncoderLayer`, same tensor names), run with a causal mask; attention is explicit
-/// matmul + softmax, which on the CPU is faster at prompt lengths than candle's fused CPU
-/// flash-attention kernel (`reference/perf.md`).
+/// stacks' (`nn::EncoderLayer`, same tensor names), run with a causal mask (`attention::Mask::Causal`,
+/// which the CPU kernel uses to skip the keys after each query).
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     /// Shared by the caption path and the lyric path. On the CPU the checkpoint loader keeps it

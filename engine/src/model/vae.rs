@@ -262,31 +262,22 @@ impl Snake {
     /// run Snake over 128 channels x 480,000 samples per 10 s; as five separate tensor ops that
     /// is five full-size buffers to allocate and fault in, and five passes on one thread.
     fn forward_cpu_f32(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        use rayon::prelude::*;
-        use std::mem::MaybeUninit;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else { return Ok(None) };
-        let (Some((start, end)), Ok(input)) = (layout.contiguous_offsets(), cpu.as_slice::<f32>()) else {
-            return Ok(None);
-        };
+        let Some(view) = CpuF32::of(x) else { return Ok(None) };
         let (batch, channels, len) = x.dims3()?;
         if channels != self.alpha_values.len() || len == 0 {
             return Ok(None);
         }
-        let input = &input[start..end];
-        let mut out: Vec<f32> = Vec::with_capacity(input.len());
-        out.spare_capacity_mut()[..input.len()].par_chunks_mut(len).zip(input.par_chunks(len)).enumerate().for_each(
-            |(row, (out, input)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
-                let (alpha, inv_beta) = (self.alpha_values[row % channels], self.inv_beta_values[row % channels]);
-                for (o, &v) in out.iter_mut().zip(input) {
-                    let s = (alpha * v).sin();
-                    o.write(v + inv_beta * s * s);
-                }
-            },
-        );
-        // Safety: every row of `len` elements, hence every element, was written above.
-        unsafe { out.set_len(input.len()) };
-        drop(storage);
+        let input = view.values();
+        // One chunk per (item, channel) row.
+        let out = crate::alloc::fill_fresh(input.len(), len, |start, out| {
+            let channel = start / len % channels;
+            let (alpha, inv_beta) = (self.alpha_values[channel], self.inv_beta_values[channel]);
+            for (o, &v) in out.iter_mut().zip(&input[start..]) {
+                let s = (alpha * v).sin();
+                o.write(v + inv_beta * s * s);
+            }
+        });
+        drop(view);
         Ok(Some(Tensor::from_vec(out, (batch, channels, len), x.device())?))
     }
 }
