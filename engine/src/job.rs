@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+pub use crate::error::JobError;
+pub use crate::progress::{JobContext, Progress};
+
 /// The worker thread's name, as debuggers and panic messages show it.
 pub const THREAD_NAME: &str = "backline-engine";
 
@@ -90,47 +93,6 @@ impl<O> JobEvent<O> {
     }
 }
 
-/// Why a job did not produce its output.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum JobError {
-    #[error("the job was cancelled")]
-    Cancelled,
-    /// The worker returned an error; the message says what went wrong.
-    #[error("{0}")]
-    Failed(String),
-    /// The worker panicked; this is the panic message. The engine goes on serving.
-    #[error("the engine panicked while running the job: {0}")]
-    Panicked(String),
-    /// The factory failed or panicked, so no job can run; this is the cause.
-    #[error("the engine's worker could not start: {0}")]
-    WorkerInit(String),
-    /// The worker thread went away without answering (a bug: it should never happen).
-    #[error("the engine stopped before the job ended")]
-    EngineStopped,
-}
-
-impl JobError {
-    /// A [`JobError::Failed`] carrying `err`'s message; use it with `map_err` on pipeline errors.
-    pub fn failed(err: impl fmt::Display) -> Self {
-        Self::Failed(err.to_string())
-    }
-}
-
-/// The worker's view of the job it is running: progress out, cancellation in.
-pub struct JobContext<'a> {
-    cancel: &'a AtomicBool,
-    /// `None` for a detached context, whose progress goes nowhere.
-    progress: Option<&'a dyn Fn(Progress)>,
-}
-
-/// The progress events a worker can send (a subset of [`JobEvent`] that does not name the output).
-enum Progress {
-    Loading(String),
-    Stage(String),
-    Step { index: usize, count: usize },
-}
-
 impl<O> From<Progress> for JobEvent<O> {
     fn from(progress: Progress) -> Self {
         match progress {
@@ -141,46 +103,49 @@ impl<O> From<Progress> for JobEvent<O> {
     }
 }
 
-impl<'a> JobContext<'a> {
-    /// A context outside any engine (a CLI run, a pipeline test): progress is dropped, and the job
-    /// counts as cancelled once `cancel` is set.
-    pub fn detached(cancel: &'a AtomicBool) -> Self {
-        Self { cancel, progress: None }
+/// Where a job's events go: the handle's channel, or a callback that runs where the event
+/// happens (on the worker thread for everything from `Started` on).
+enum Sink<O> {
+    Channel(Sender<JobEvent<O>>),
+    Callback(Mutex<EventCallback<O>>),
+}
+
+/// A callback for every event of one job (see [`Engine::submit_with`]).
+pub type EventCallback<O> = Box<dyn FnMut(JobEvent<O>) + Send>;
+
+/// Cancels jobs by id: the part of a backend that a [`JobControl`] holds.
+pub trait CancelJob: Send + Sync {
+    /// Cancels job `id`. Returns false when it has already ended (or never existed).
+    fn cancel(&self, id: JobId) -> bool;
+}
+
+/// A job's id and its cancel hook, from any backend. Cheap to clone; holding one does not keep
+/// the job alive.
+#[derive(Clone)]
+pub struct JobControl {
+    id: JobId,
+    canceller: Arc<dyn CancelJob>,
+}
+
+impl JobControl {
+    pub fn new(id: JobId, canceller: Arc<dyn CancelJob>) -> Self {
+        Self { id, canceller }
     }
 
-    /// Reports that `what` (a model, a tokenizer) is being loaded.
-    pub fn loading(&self, what: &str) {
-        self.send(Progress::Loading(what.to_string()));
+    pub fn id(&self) -> JobId {
+        self.id
     }
 
-    /// Reports that the job has entered the stage `name`.
-    pub fn stage(&self, name: &str) {
-        self.send(Progress::Stage(name.to_string()));
+    /// Cancels the job: at once if it is queued, at its next check if it is running. Returns
+    /// false when it has already ended.
+    pub fn cancel(&self) -> bool {
+        self.canceller.cancel(self.id)
     }
+}
 
-    /// Reports that step `index` (0-based) of `count` has finished.
-    pub fn step(&self, index: usize, count: usize) {
-        self.send(Progress::Step { index, count });
-    }
-
-    /// Whether the job has been cancelled (or the engine is shutting down).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(SeqCst)
-    }
-
-    /// `Err(JobError::Cancelled)` once the job has been cancelled: call it with `?` between steps.
-    pub fn check_cancelled(&self) -> Result<(), JobError> {
-        if self.is_cancelled() {
-            Err(JobError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn send(&self, progress: Progress) {
-        if let Some(sink) = self.progress {
-            sink(progress);
-        }
+impl fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobControl").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -195,13 +160,19 @@ struct Job<O> {
     id: JobId,
     state: AtomicU8,
     cancel: AtomicBool,
-    events: Sender<JobEvent<O>>,
+    events: Sink<O>,
 }
 
 impl<O> Job<O> {
     /// Events to a dropped handle are ignored.
     fn send(&self, event: JobEvent<O>) {
-        let _ = self.events.send(event);
+        match &self.events {
+            Sink::Channel(sender) => {
+                let _ = sender.send(event);
+            }
+            // A callback that panicked once has poisoned nothing of ours: keep calling it.
+            Sink::Callback(callback) => (callback.lock().unwrap_or_else(PoisonError::into_inner))(event),
+        }
     }
 
     /// Flags the job as cancelled. A queued job ends here, with its `Cancelled` event (returns
@@ -233,7 +204,7 @@ impl<O> Shared<O> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn cancel(&self, id: JobId) -> bool {
+    fn cancel_job(&self, id: JobId) -> bool {
         let mut jobs = self.lock();
         let Some(job) = jobs.live.get(&id) else { return false };
         if job.cancel() {
@@ -257,6 +228,12 @@ impl<O> Shared<O> {
             Err(JobError::Cancelled) => JobEvent::Cancelled,
             Err(err) => JobEvent::Failed(err),
         });
+    }
+}
+
+impl<O: Send> CancelJob for Shared<O> {
+    fn cancel(&self, id: JobId) -> bool {
+        self.cancel_job(id)
     }
 }
 
@@ -300,6 +277,25 @@ impl<W: Worker> Engine<W> {
     /// Queues `request` behind the jobs already submitted. Never blocks.
     pub fn submit(&self, request: W::Request) -> JobHandle<W::Output> {
         let (events, receiver) = crossbeam_channel::unbounded();
+        let id = self.enqueue(request, Sink::Channel(events));
+        JobHandle { control: self.control(id), events: receiver }
+    }
+
+    /// Like [`submit`](Self::submit), but every event of the job goes to `on_event` instead of
+    /// a channel. It runs on the worker thread for `Started` through the terminal event, so the
+    /// result is handled even when nobody is listening (the plugin builds its take there). Only
+    /// `Queued` (on the submitting thread) and a `Cancelled` for a job cancelled while queued (on
+    /// the cancelling thread) arrive elsewhere. Keep it short: the next job waits for it.
+    pub fn submit_with(&self, request: W::Request, on_event: EventCallback<W::Output>) -> JobControl {
+        let id = self.enqueue(request, Sink::Callback(Mutex::new(on_event)));
+        self.control(id)
+    }
+
+    fn control(&self, id: JobId) -> JobControl {
+        JobControl::new(id, Arc::clone(&self.shared) as Arc<dyn CancelJob>)
+    }
+
+    fn enqueue(&self, request: W::Request, events: Sink<W::Output>) -> JobId {
         // Holding the lock from id to queue keeps ids, positions and queue order in agreement when
         // several threads submit.
         let mut jobs = self.shared.lock();
@@ -318,14 +314,13 @@ impl<W: Worker> Engine<W> {
                 job.send(JobEvent::Failed(JobError::EngineStopped));
             }
         }
-        drop(jobs);
-        JobHandle { id, events: receiver, shared: Arc::clone(&self.shared) }
+        id
     }
 
     /// Cancels job `id`: at once if it is queued, at its next check if it is running. Returns false
     /// when the job has already ended (or never existed).
     pub fn cancel(&self, id: JobId) -> bool {
-        self.shared.cancel(id)
+        self.shared.cancel_job(id)
     }
 
     /// Cancels the running job and every queued one.
@@ -382,7 +377,7 @@ where
 fn run_job<W: Worker>(worker: &mut W, request: W::Request, job: &Job<W::Output>) -> Result<W::Output, JobError> {
     job.send(JobEvent::Started);
     let progress = |progress: Progress| job.send(progress.into());
-    let ctx = JobContext { cancel: &job.cancel, progress: Some(&progress) };
+    let ctx = JobContext::new(&job.cancel, &progress);
     // The worker may be mid-update when it panics; it is reused anyway, because reloading the
     // models would cost more than the risk (see `Worker::run`).
     panic::catch_unwind(AssertUnwindSafe(|| worker.run(request, &ctx)))
@@ -400,23 +395,32 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The submitter's end of one job: its id, its events, and cancel.
+/// The submitter's end of one job: its id, its events, and cancel. Any backend can make one
+/// from a channel and a [`JobControl`].
 ///
 /// Dropping the handle leaves the job running; its events are then discarded.
 pub struct JobHandle<O> {
-    id: JobId,
+    control: JobControl,
     events: Receiver<JobEvent<O>>,
-    shared: Arc<Shared<O>>,
 }
 
 impl<O> JobHandle<O> {
+    pub fn new(control: JobControl, events: Receiver<JobEvent<O>>) -> Self {
+        Self { control, events }
+    }
+
     pub fn id(&self) -> JobId {
-        self.id
+        self.control.id()
     }
 
     /// Cancels the job (see [`Engine::cancel`]). Returns false when it has already ended.
     pub fn cancel(&self) -> bool {
-        self.shared.cancel(self.id)
+        self.control.cancel()
+    }
+
+    /// The id and cancel hook alone, to keep after the handle has been consumed by `wait`.
+    pub fn control(&self) -> JobControl {
+        self.control.clone()
     }
 
     /// The job's events, for polling (`try_recv` on the GUI thread) or `select!`.
@@ -455,7 +459,7 @@ impl<O> JobHandle<O> {
 
 impl<O> fmt::Debug for JobHandle<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobHandle").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("JobHandle").field("id", &self.id()).finish_non_exhaustive()
     }
 }
 
@@ -474,21 +478,10 @@ mod tests {
     }
 
     #[test]
-    fn detached_context_follows_its_flag_and_drops_progress() {
-        let cancel = AtomicBool::new(false);
-        let ctx = JobContext::detached(&cancel);
-        ctx.stage("dit");
-        ctx.step(0, 8);
-        assert_eq!(ctx.check_cancelled(), Ok(()));
-        cancel.store(true, SeqCst);
-        assert!(ctx.is_cancelled());
-        assert_eq!(ctx.check_cancelled(), Err(JobError::Cancelled));
-    }
-
-    #[test]
     fn cancel_ends_only_a_queued_job_and_only_once() {
         let (events, receiver) = crossbeam_channel::unbounded::<JobEvent<()>>();
-        let job = Job { id: JobId(1), state: AtomicU8::new(QUEUED), cancel: AtomicBool::new(false), events };
+        let job =
+            Job { id: JobId(1), state: AtomicU8::new(QUEUED), cancel: AtomicBool::new(false), events: Sink::Channel(events) };
         // The worker took it up first: cancel only raises the flag.
         assert!(job.state.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_ok());
         assert!(!job.cancel());

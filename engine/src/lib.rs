@@ -1,16 +1,32 @@
-//! Backline's engine: everything that is not the plugin.
+//! Backline's engine: everything that is not the plugin. A map of the modules, from the leaves up:
 //!
-//! For now this holds the musical grid (bars, beats and samples at any tempo and meter), which the
-//! plugin uses to read the host transport and which the engine uses to cut results to whole bars.
-//! The ACE-Step networks, the job engine and the REST server grow here.
+//! - [`task`]: the vocabulary: the six tasks, the model kinds and their step limits, track names, keys.
+//! - [`progress`]: progress out and cancellation in, shared by the job engine and the pipeline.
+//! - [`alloc`]: huge-page-backed buffers for weights and large activations.
+//! - [`audio`]: the musical grid, [`audio::AudioBuffer`], decode, resample, levels, WAV/FLAC writes.
+//! - [`prompt`]: the DiT's text prompts (instructions, caption and metas, lyrics), byte-exact with upstream.
+//! - [`request`]: [`request::GenerationRequest`] in ACE-Step's field names: parse, validate, resolve.
+//! - [`model`]: the ACE-Step 1.5 networks in candle (DiT, condition encoders, FSQ, VAE, text encoder).
+//! - [`checkpoint`]: checkpoint folders in the published layout, validated and loaded; synthetic sets.
+//! - [`sampling`]: turbo and base schedules, APG/ADG guidance, ODE/SDE, cover and repaint controls.
+//! - [`error`]: [`error::JobError`], why a job did not produce audio, with its cause kept as a value.
+//! - [`store`]: the process's resident models (text encoder and VAE shared, DiTs under a budget).
+//! - [`pipeline`]: one admitted job end to end: encode, condition, sample, decode, recipe.
+//! - [`job`]: the job engine: one worker thread, FIFO jobs, events, cancel, panic recovery.
+//! - [`backend`]: the [`backend::Backend`] contract and [`backend::LocalBackend`], which every
+//!   front end (the plugin, the CLI, the server) submits through.
 
 pub mod alloc;
 pub mod audio;
+pub mod backend;
 pub mod checkpoint;
+pub mod error;
 pub mod job;
-pub mod task;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod prompt;
 pub mod request;
 pub mod sampling;
+pub mod store;
+pub mod task;

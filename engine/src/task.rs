@@ -68,6 +68,82 @@ impl fmt::Display for TaskType {
     }
 }
 
+/// Turbo's step limit: its sampler's variable schedule stops at 20
+/// (`models/turbo/modeling_acestep_v15_turbo.py:1971`) and the UI offers 1-20
+/// (`ui/gradio/events/generation/model_config.py:117`).
+pub const TURBO_MAX_STEPS: u32 = 20;
+/// The turbo model's default number of steps (`model-spec.md` section 3).
+pub const TURBO_STEPS: u32 = 8;
+/// Steps for the base model, the SFT model, and the most either takes
+/// (`ui/gradio/events/generation/model_config.py:131-134`).
+pub const BASE_STEPS: u32 = 32;
+pub const SFT_STEPS: u32 = 50;
+pub const BASE_MAX_STEPS: u32 = 200;
+/// Which DiT is loaded. Decides the defaults and which tasks can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// `acestep-v15-turbo`: CFG-distilled, 8 steps, no guidance.
+    Turbo,
+    /// `acestep-v15-base`: CFG (APG) guidance, and the only model that runs every task.
+    Base,
+    /// `acestep-v15-sft`: like base for sampling, with 50 default steps; it runs only the turbo's
+    /// tasks (`constants.py:82`; `ui/gradio/events/generation/model_config.py:107-112`).
+    Sft,
+}
+
+impl ModelKind {
+    /// Steps when the request gives none (`ui/gradio/events/generation/model_config.py:116,131`).
+    pub fn default_steps(self) -> u32 {
+        match self {
+            ModelKind::Turbo => TURBO_STEPS,
+            ModelKind::Base => BASE_STEPS,
+            ModelKind::Sft => SFT_STEPS,
+        }
+    }
+
+    pub fn max_steps(self) -> u32 {
+        match self {
+            ModelKind::Turbo => TURBO_MAX_STEPS,
+            ModelKind::Base | ModelKind::Sft => BASE_MAX_STEPS,
+        }
+    }
+
+    /// Whether the model samples with classifier-free guidance. The turbo model has it distilled
+    /// in, and upstream forces its guidance to 1 (`core/generation/handler/generate_music.py:288-294`).
+    pub fn uses_cfg(self) -> bool {
+        !matches!(self, ModelKind::Turbo)
+    }
+
+    /// Whether the model can run `task` (`constants.py:82,89`).
+    pub fn runs(self, task: TaskType) -> bool {
+        self == ModelKind::Base || !task.needs_base_model()
+    }
+
+    /// The checkpoint folder ACE-Step publishes this model in.
+    pub const fn folder(self) -> &'static str {
+        match self {
+            ModelKind::Turbo => "acestep-v15-turbo",
+            ModelKind::Base => "acestep-v15-base",
+            ModelKind::Sft => "acestep-v15-sft",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Turbo => "turbo",
+            ModelKind::Base => "base",
+            ModelKind::Sft => "sft",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Track names for lego, extract and complete, in upstream order.
 pub const TRACK_NAMES: [&str; 12] = [
     "woodwinds",

@@ -88,9 +88,9 @@ fn demo_writes_a_flac_and_its_recipe() {
     assert_eq!((audio.sample_rate, audio.num_channels()), (48_000, 2));
     assert!((audio.duration_s() - 10.0).abs() < 0.1, "10 s, got {}", audio.duration_s());
     let recipe: Recipe = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(recipe.seeds, [42]);
+    assert_eq!(recipe.seeds(), [42]);
     assert_eq!(recipe.request.seed, Some(Seed::PerItem(vec![42])));
-    assert_eq!(recipe.model_kind, "turbo");
+    assert_eq!(recipe.model_kind, backline_engine::request::ModelKind::Turbo);
 
     // A second demo into a folder of the user's keeps the first one's files.
     let before = fs::read(&flac).unwrap();
@@ -135,7 +135,7 @@ fn generate_never_replaces_a_file_without_overwrite() {
     assert!(out.status.success(), "--overwrite failed:\n{}", stderr(&out));
     assert_eq!(read_audio(&taken).unwrap().sample_rate, 48_000);
     let recipe: Recipe = serde_json::from_str(&fs::read_to_string(out_dir.join("take-42.json")).unwrap()).unwrap();
-    assert_eq!(recipe.seeds, [42]);
+    assert_eq!(recipe.seeds(), [42]);
     assert_eq!(recipe.request.caption, "piano");
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -196,26 +196,59 @@ fn a_request_file_and_flags_combine() {
 }
 
 #[test]
-fn lego_on_the_turbo_model_needs_the_base_model() {
+fn lego_needs_the_base_model_and_says_where_to_get_it() {
     let dir = scratch("lego");
     let checkpoints = tiny_set(&dir);
     let source = dir.join("source.wav");
     tone(&source, 12.0, 0.5);
-    let out = backline(
-        &dir,
-        &[
-            "generate",
-            "--checkpoints",
-            s(&checkpoints),
-            "--task-type",
-            "lego",
-            "--src-audio",
-            s(&source),
-            "--track-name",
-            "drums",
-        ],
-    );
-    assert_fails_with(&out, &["needs the base model", BASE_FOLDER]);
+    let lego = |model: &[&str]| {
+        let mut args = vec!["generate", "--checkpoints", s(&checkpoints), "--task-type", "lego", "--src-audio", s(&source)];
+        args.extend(["--track-name", "drums"]);
+        args.extend(model);
+        backline(&dir, &args)
+    };
+    assert_fails_with(&lego(&["--model", TURBO_FOLDER]), &["needs the base model", BASE_FOLDER]);
+    // Without the base folder, the message names the folder to download.
+    fs::remove_dir_all(checkpoints.join(BASE_FOLDER)).unwrap();
+    assert_fails_with(&lego(&[]), &[BASE_FOLDER, "download"]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C during the diffusion ends the run within a step, with an error and no files.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_the_job_and_writes_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = scratch("ctrl-c");
+    let checkpoints = tiny_set(&dir);
+    let out_dir = dir.join("takes");
+    // The longest turbo run: 600 s at 20 steps, many seconds even on the tiny set.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backline"))
+        .args(["generate", "--checkpoints", s(&checkpoints), "--duration", "600", "--inference-steps", "20"])
+        .args(["--batch-size", "1", "--out", s(&out_dir)])
+        .current_dir(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("diffusion") {
+            // SAFETY: sending SIGINT to our own child process.
+            assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let stderr = seen.join("\n");
+    assert!(!status.success(), "the run must fail once cancelled:\n{stderr}");
+    assert!(stderr.contains("cancelled") && stderr.contains("nothing was written"), "{stderr}");
+    let written: Vec<_> = fs::read_dir(&out_dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(written.is_empty(), "no partial or temporary file: {written:?}");
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -243,7 +276,7 @@ fn bad_source_audio_is_refused_naming_the_file() {
 
     let short = dir.join("short.wav");
     tone(&short, 2.0, 0.5);
-    assert_fails_with(&cover(&short), &["src_audio", "10 to 600"]);
+    assert_fails_with(&cover(&short), &["--src-audio", "short.wav", "10 to 600"]);
     fs::remove_dir_all(&dir).unwrap();
 }
 

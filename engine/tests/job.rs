@@ -72,7 +72,7 @@ impl Worker for Fake {
                 for i in 0..usize::MAX {
                     ctx.check_cancelled()?;
                     if ticks.recv().is_err() {
-                        return Err(JobError::failed("the test dropped its ticks"));
+                        return Err(JobError::model("test", "the test dropped its ticks"));
                     }
                     ctx.step(i, usize::MAX);
                 }
@@ -85,7 +85,7 @@ impl Worker for Fake {
                 }
             },
             Work::Panic(message) => panic!("{message}"),
-            Work::Fail(message) => return Err(JobError::failed(message)),
+            Work::Fail(message) => return Err(JobError::model("test", message)),
         }
         Ok(req.tag)
     }
@@ -250,7 +250,7 @@ fn a_panic_fails_its_job_and_the_same_worker_runs_the_next() {
 
     let events = drain(&panicking);
     assert_eq!(events.last(), Some(&JobEvent::Failed(JobError::Panicked("tensor shape mismatch".into()))));
-    assert_eq!(wait(&failing), Err(JobError::Failed("no such checkpoint".into())));
+    assert_eq!(wait(&failing), Err(JobError::model("test", "no such checkpoint")));
     assert_eq!(wait(&fine), Ok(3));
     assert_eq!(*probe.ran.lock().unwrap(), [1, 2, 3]);
     assert_eq!(probe.built.load(SeqCst), 1, "the worker was rebuilt");

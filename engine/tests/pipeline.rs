@@ -4,16 +4,18 @@
 //! clear errors, and cancel and panic recovery through the job engine.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use backline_engine::audio::{write_audio, AudioBuffer, OutputFormat, MODEL_SAMPLE_RATE};
+use backline_engine::backend::{Backend, JobRequest, LocalBackend, LocalSettings};
 use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_engine::checkpoint::{BASE_FOLDER, TURBO_FOLDER};
-use backline_engine::job::{Engine, JobContext, JobError, JobEvent};
-use backline_engine::pipeline::{Generation, Pipeline, PipelineError, PipelineOptions, PipelineWorker};
-use backline_engine::request::GenerationRequest;
+use backline_engine::error::{InputError, JobError};
+use backline_engine::job::JobEvent;
+use backline_engine::pipeline::Generation;
+use backline_engine::request::{GenerationRequest, ModelKind};
+use backline_engine::store::ModelStore;
 use serde_json::json;
 
 fn scratch() -> PathBuf {
@@ -31,29 +33,21 @@ fn checkpoints() -> &'static Path {
     })
 }
 
-fn options(model: &str) -> PipelineOptions {
-    PipelineOptions { model: model.into(), ..PipelineOptions::cpu(checkpoints()) }
+/// One backend for the tests, with a store of its own that holds both tiny DiTs (loading is the
+/// slow part).
+fn backend() -> &'static LocalBackend {
+    static BACKEND: OnceLock<LocalBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| LocalBackend::with_store(LocalSettings::cpu(checkpoints()), ModelStore::new(1 << 30)).unwrap())
 }
 
-/// One resident pipeline per model, shared by the tests (loading is the slow part).
-fn pipeline(model: &'static str) -> MutexGuard<'static, Pipeline> {
-    static TURBO: OnceLock<Mutex<Pipeline>> = OnceLock::new();
-    static BASE: OnceLock<Mutex<Pipeline>> = OnceLock::new();
-    let cell = if model == TURBO_FOLDER { &TURBO } else { &BASE };
-    let flag = AtomicBool::new(false);
-    cell.get_or_init(|| Mutex::new(Pipeline::load(&options(model), &JobContext::detached(&flag)).expect("tiny set loads")))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs `request` (one item unless it says otherwise) on the shared pipeline of `model`.
-fn run(model: &'static str, mut request: serde_json::Value) -> Result<Generation, PipelineError> {
+/// Runs `request` (one item unless it says otherwise) on `model` through the backend.
+fn run(model: &'static str, mut request: serde_json::Value) -> Result<Generation, JobError> {
     if request.get("batch_size").is_none() {
         request["batch_size"] = json!(1);
     }
+    request["model"] = json!(model);
     let request = GenerationRequest::from_value(request).expect("valid request");
-    let flag = AtomicBool::new(false);
-    pipeline(model).generate(&request, &JobContext::detached(&flag))
+    backend().submit(JobRequest::new(request)).wait()
 }
 
 /// A 12-second source at 44.1 kHz mono (so it is resampled and duplicated): a chord with a
@@ -93,16 +87,20 @@ fn text2music_makes_a_batch_with_its_seeds_and_the_recipe_reproduces_it() {
     let out = run(TURBO_FOLDER, json!({"caption": "warm lo-fi piano", "duration": 10.0, "batch_size": 2, "seed": 5, "bpm": 90}))
         .unwrap();
     assert_model_audio(&out.audio, 2, 10.0);
-    assert_eq!(out.recipe.seeds, vec![5, 6]);
+    assert_eq!(out.recipe.seeds(), vec![5, 6]);
     assert_ne!(out.audio[0], out.audio[1], "each item has its own noise");
     let folders: Vec<&str> = out.recipe.models.iter().map(|m| m.folder.as_str()).collect();
     assert_eq!(folders, [TURBO_FOLDER, "vae", "Qwen3-Embedding-0.6B"]);
     assert!(out.recipe.models.iter().all(|m| m.fingerprint.len() == 64 && m.bytes > 0));
 
+    assert!(out.recipe.time_costs["dit_diffusion_time_cost"] > 0.0, "{:?}", out.recipe.time_costs);
+    assert!(out.recipe.time_costs["dit_total_time_cost"] >= out.recipe.time_costs["dit_vae_decode_time_cost"]);
+
     // The recipe, serialised and submitted again, gives the same audio bit for bit.
     let again = run(TURBO_FOLDER, serde_json::to_value(&out.recipe.request).unwrap()).unwrap();
     assert_eq!(again.audio, out.audio);
-    assert_eq!(again.recipe, out.recipe);
+    assert_eq!(again.recipe.request, out.recipe.request);
+    assert_eq!(again.recipe.models, out.recipe.models);
 }
 
 #[test]
@@ -149,12 +147,23 @@ fn repaint_regenerates_the_window_and_keeps_the_source_elsewhere() {
     let inside_err = (5 * rate..7 * rate).map(|i| (got[i] - want[i]).abs()).fold(0f32, f32::max);
     assert!(inside_err > 0.05, "the window is regenerated");
 
-    // A second edit of the same capture reuses its encoded latents.
-    let cached = pipeline(TURBO_FOLDER).cached_inputs();
+    // A second edit of the same capture reuses its encoded latents: no encode tiles run.
     let mut again = request.clone();
     again["repaint_mode"] = json!("conservative");
-    run(TURBO_FOLDER, again).unwrap();
-    assert_eq!(pipeline(TURBO_FOLDER).cached_inputs(), cached);
+    again["model"] = json!(TURBO_FOLDER);
+    let handle = backend().submit(JobRequest::new(GenerationRequest::from_value(again).unwrap()));
+    let mut stage = String::new();
+    let mut encode_steps = 0;
+    for event in handle.events().iter() {
+        match event {
+            JobEvent::Stage { name } => stage = name,
+            JobEvent::Step { .. } if stage == "encode" => encode_steps += 1,
+            JobEvent::Done(_) => break,
+            JobEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert_eq!(encode_steps, 0, "the cached latents were used");
 }
 
 #[test]
@@ -183,7 +192,7 @@ fn lego_extract_and_complete_run_on_the_base_model() {
         request["seed"] = json!(4);
         let out = run(BASE_FOLDER, request.clone()).unwrap_or_else(|e| panic!("{request}: {e}"));
         assert_model_audio(&out.audio, 1, 12.0);
-        assert_eq!(out.recipe.model_kind, "base");
+        assert_eq!(out.recipe.model_kind, ModelKind::Base);
         assert_eq!(out.recipe.request.guidance_scale, Some(7.0), "base samples with APG guidance");
         if request["task_type"] == "lego" {
             // Like repaint, lego keeps the source outside its window.
@@ -225,38 +234,42 @@ fn reference_audio_steers_the_timbre() {
 fn lego_on_turbo_says_to_load_the_base_model() {
     let src = source_wav().to_str().unwrap();
     let err = run(TURBO_FOLDER, json!({"task_type": "lego", "src_audio": src, "track_name": "bass"})).unwrap_err();
+    assert!(matches!(err, JobError::Request(_)), "{err:?}");
     assert!(err.to_string().contains("needs the base model"), "{err}");
 }
 
 #[test]
-fn bad_sources_are_clear_errors() {
+fn bad_sources_are_typed_errors_naming_the_file() {
     let dir = scratch().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
     let silent = dir.join("silent.wav");
     write_audio(&silent, &AudioBuffer::silence(48_000, 2, 48_000 * 12), OutputFormat::WavPcm16, true).unwrap();
-    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": silent})).unwrap_err().to_string();
-    assert!(err.contains("silent.wav") && err.contains("silent"), "{err}");
+    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": silent})).unwrap_err();
+    assert!(matches!(err, JobError::Input(InputError::Silent { .. })), "{err:?}");
+    assert!(err.to_string().contains("silent.wav"), "{err}");
 
     let missing = dir.join("missing.wav");
-    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": missing})).unwrap_err().to_string();
-    assert!(err.contains("missing.wav"), "{err}");
+    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": missing})).unwrap_err();
+    assert!(matches!(err, JobError::Input(InputError::Unreadable { .. })), "{err:?}");
+    assert!(err.to_string().contains("missing.wav"), "{err}");
 
     let short = dir.join("short.wav");
     write_audio(&short, &AudioBuffer::new(48_000, vec![vec![0.5; 48_000]; 2]), OutputFormat::WavF32, true).unwrap();
-    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": short})).unwrap_err().to_string();
-    assert!(err.contains("10"), "too short for the model: {err}");
+    let err = run(TURBO_FOLDER, json!({"task_type": "cover", "src_audio": short})).unwrap_err();
+    assert!(matches!(err, JobError::Input(InputError::Length { .. })), "{err:?}");
+    assert!(err.to_string().contains("10"), "too short for the model: {err}");
 }
 
 #[test]
-fn the_job_engine_cancels_within_a_step_and_survives_a_failed_job() {
-    let engine = Engine::start(|| Ok::<_, String>(PipelineWorker::new(options(BASE_FOLDER)))).unwrap();
+fn a_job_cancels_within_a_step_and_the_engine_survives_a_failed_job() {
     let request = |steps: u32| {
-        GenerationRequest::from_value(json!({"caption": "x", "duration": 10.0, "inference_steps": steps, "seed": 1, "batch_size": 1}))
-            .unwrap()
+        let request = json!({"caption": "x", "duration": 10.0, "inference_steps": steps, "seed": 1, "batch_size": 1,
+                             "model": BASE_FOLDER});
+        JobRequest::new(GenerationRequest::from_value(request).unwrap())
     };
 
     // Cancel on the second step's report: the job ends before a third model call.
-    let job = engine.submit(request(50));
+    let job = backend().submit(request(50));
     let mut steps = Vec::new();
     loop {
         match job.events().recv_timeout(Duration::from_secs(120)).expect("events keep coming") {
@@ -276,10 +289,10 @@ fn the_job_engine_cancels_within_a_step_and_survives_a_failed_job() {
 
     // A failing job (a missing source) is reported, and the engine serves the next one.
     let bad = GenerationRequest::from_value(json!({"task_type": "cover", "src_audio": "/nonexistent.wav"})).unwrap();
-    match engine.submit(bad).wait() {
-        Err(JobError::Failed(message)) => assert!(message.contains("nonexistent.wav"), "{message}"),
-        other => panic!("expected a failure, got {:?}", other.map(|_| ())),
+    match backend().submit(JobRequest::new(bad)).wait() {
+        Err(e @ JobError::Input(_)) => assert!(e.to_string().contains("nonexistent.wav"), "{e}"),
+        other => panic!("expected an input error, got {:?}", other.map(|_| ())),
     }
-    let done = engine.submit(request(2)).wait().expect("the engine keeps serving");
+    let done = backend().submit(request(2)).wait().expect("the engine keeps serving");
     assert_model_audio(&done.audio, 1, 10.0);
 }

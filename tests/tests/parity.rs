@@ -5,7 +5,7 @@
 
 use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
 use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
-use backline_engine::sampling::{turbo_schedule, Method, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
+use backline_engine::sampling::{turbo_schedule, InferMethod, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::model::nn::{bidirectional_mask, RotaryEmbedding};
 use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, load_fixture_weights};
@@ -140,7 +140,7 @@ fn turbo_trajectory_matches_upstream_step_by_step() {
     let sampler = SamplerConfig {
         kind: SamplerKind::Turbo,
         timesteps: schedule,
-        method: Method::Ode,
+        method: InferMethod::Ode,
         guidance: None,
         audio_cover_strength: 1.0,
     };

@@ -11,7 +11,7 @@ use backline_engine::model::condition::ConditionInputs;
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::sampling::noise::Mt19937;
 use backline_engine::sampling::{
-    base_schedule, turbo_schedule, Guidance, GuidanceMethod, Method, Prediction, RepaintGuide, RunInputs,
+    base_schedule, turbo_schedule, Guidance, GuidanceMethod, InferMethod, Prediction, RepaintGuide, RunInputs,
     SamplerConfig, SamplerKind, SeededNoise, Start,
 };
 use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, max_abs_error};
@@ -104,7 +104,7 @@ fn base_apg_trajectory_matches_upstream() {
     let sampler = SamplerConfig {
         kind: SamplerKind::Base,
         timesteps: base_schedule(4, 3.0),
-        method: Method::Ode,
+        method: InferMethod::Ode,
         guidance: Some(Guidance { scale: 7.0, method: GuidanceMethod::Apg, interval: (0.0, 1.0) }),
         audio_cover_strength: 1.0,
     };
@@ -122,7 +122,7 @@ fn base_adg_with_cfg_interval_and_conservative_repaint_matches_upstream() {
     let sampler = SamplerConfig {
         kind: SamplerKind::Base,
         timesteps: base_schedule(4, 3.0),
-        method: Method::Ode,
+        method: InferMethod::Ode,
         // Timesteps 1 and 0.9 lie outside the interval: those steps are unguided.
         guidance: Some(Guidance { scale: 5.0, method: GuidanceMethod::Adg, interval: (0.0, 0.8) }),
         audio_cover_strength: 1.0,
@@ -138,7 +138,7 @@ fn turbo_repaint_with_step_injection_matches_upstream() {
     let sampler = SamplerConfig {
         kind: SamplerKind::Turbo,
         timesteps: turbo_schedule(8, 3.0),
-        method: Method::Ode,
+        method: InferMethod::Ode,
         guidance: None,
         audio_cover_strength: 1.0,
     };
@@ -156,7 +156,7 @@ fn turbo_cover_with_noise_start_and_condition_switch_matches_upstream() {
     let sampler = SamplerConfig {
         kind: SamplerKind::Turbo,
         timesteps: turbo_schedule(8, 3.0),
-        method: Method::Ode,
+        method: InferMethod::Ode,
         guidance: None,
         audio_cover_strength: 0.5,
     };

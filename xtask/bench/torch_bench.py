@@ -3,7 +3,8 @@ the CPU.
 
 Usage (`cargo xtask bench` runs it; by hand only to debug a stage):
 
-    python xtask/bench/torch_bench.py --stage {dit,vae,text} --checkpoints DIR --upstream DIR \
+    python xtask/bench/torch_bench.py --stage {dit,vae,vae-encode-10s,vae-encode-60s,text} \
+        --checkpoints DIR --upstream DIR \
         [--runs 5] [--threads 2] [--frames 750] [--encoder-len 400] [--vae-frames 250] \
         [--text-tokens 256] [--seed 0] [--load-only]
 
@@ -19,6 +20,10 @@ Stages (one model each, so the peak RSS belongs to that model):
   `model.decoder(...)` call with that cache already filled (`use_cache=True`), as each step of
   upstream's `generate_audio` after the first runs.
 - vae: diffusers' `AutoencoderOobleck` from `vae/`, one untiled `decode`.
+- vae-encode-10s, vae-encode-60s: the same VAE encoding 10 or 60 s of stereo tones (the same
+  samples as the candle side's `bench_audio`) through upstream's own `tiled_encode`
+  (`core/generation/handler/vae_encode.py`, its chunking on a machine without a GPU: 15 s chunks,
+  2 s overlap), posterior sample included, as upstream's pipeline encodes a source.
 - text: transformers' `Qwen3Model` from `Qwen3-Embedding-0.6B/` (+ its fast tokenizer), one
   forward of random token ids (`use_cache=False`), SDPA attention.
 
@@ -195,6 +200,57 @@ def stage_vae(args, torch):
     return load, timings, shapes
 
 
+def bench_audio(samples, torch):
+    """Two channels of deterministic tones: `0.5·sin(0.0137·i + c) + 0.1·cos(0.31·i)`."""
+    i = torch.arange(samples, dtype=torch.float64)
+    channels = [0.5 * torch.sin(0.0137 * i + c) + 0.1 * torch.cos(0.31 * i) for c in range(2)]
+    return torch.stack(channels).to(torch.float32).unsqueeze(0)
+
+
+def stage_vae_encode(args, torch):
+    from diffusers import AutoencoderOobleck
+    from acestep.core.generation.handler.vae_encode import VaeEncodeMixin
+    from acestep.core.generation.handler.vae_encode_chunks import VaeEncodeChunksMixin
+
+    class Host(VaeEncodeMixin, VaeEncodeChunksMixin):
+        """The attributes upstream's encode mixins read from its handler, on the CPU."""
+
+        def __init__(self, vae):
+            self.vae, self.device = vae, "cpu"
+            self.use_mlx_vae, self.mlx_vae, self.disable_tqdm = False, None, True
+
+        def _get_effective_mps_memory_gb(self):
+            return None
+
+    folder = args.checkpoints / "vae"
+    (vae, info), load = timed_load(lambda: AutoencoderOobleck.from_pretrained(
+        folder, torch_dtype=torch.float32, output_loading_info=True))
+    require_all_weights("VAE", info)
+    require_f32("VAE", vae, torch)
+    if args.load_only:
+        return load, {}, {}
+    host = Host(vae.eval())
+    seconds = int(args.stage.removeprefix("vae-encode-").removesuffix("s"))
+    samples = seconds * vae.config.sampling_rate
+    audio = bench_audio(samples, torch)
+    encoded = {}
+
+    def encode():
+        latents = host.tiled_encode(audio)
+        encoded["frames"] = latents.shape[-1]
+        return latents
+
+    timings = {"encode": time_runs(encode, args.runs, torch)}
+    hop = 1
+    for r in vae.config.downsampling_ratios:
+        hop *= r
+    if encoded["frames"] != samples // hop:
+        raise SystemExit(f"upstream encoded {encoded['frames']} frames, expected {samples // hop}")
+    shapes = {"seconds": seconds, "samples": samples, "frames": samples // hop,
+              "latent_channels": vae.config.decoder_input_channels}
+    return load, timings, shapes
+
+
 def stage_text(args, torch):
     from transformers import PreTrainedTokenizerFast, Qwen3Model
 
@@ -221,7 +277,7 @@ def stage_text(args, torch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["dit", "vae", "text"], required=True)
+    parser.add_argument("--stage", choices=["dit", "vae", "vae-encode-10s", "vae-encode-60s", "text"], required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--upstream", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=5)
@@ -244,14 +300,16 @@ def main():
     # The libraries the stage loads with, imported before the start RSS is taken.
     if args.stage == "dit":
         import acestep.models.turbo.modeling_acestep_v15_turbo  # noqa: F401
-    elif args.stage == "vae":
+    elif args.stage.startswith("vae"):
         import diffusers  # noqa: F401
     else:
         import transformers  # noqa: F401
     rss_start = peak_rss_mib()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    load, timings, shapes = {"dit": stage_dit, "vae": stage_vae, "text": stage_text}[args.stage](args, torch)
+    stages = {"dit": stage_dit, "vae": stage_vae, "vae-encode-10s": stage_vae_encode, "vae-encode-60s": stage_vae_encode,
+              "text": stage_text}
+    load, timings, shapes = stages[args.stage](args, torch)
 
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("transformers", "diffusers"):

@@ -3,9 +3,12 @@
 //! PyTorch, both in f32 on the CPU with 2 threads, on the same synthetic checkpoint set (bf16 on
 //! disk, as published) and the same shapes. See `docs/benchmarks.md`.
 //!
-//! Three stages, each one model: the turbo DiT (load, `condition_kv` for an encoder-state length
+//! Five stages, each one model: the turbo DiT (load, `condition_kv` for an encoder-state length
 //! of 400, one decoder forward at 750 latent frames = 30 s), the VAE (load, an untiled decode of
-//! 250 frames = 10 s) and the text encoder (load, a forward of 256 tokens); batch 1 throughout.
+//! 250 frames = 10 s), the VAE encode of 10 s and of 60 s of audio (each side as its pipeline
+//! does it: Backline's tiles, upstream's `tiled_encode` with its CPU chunking, posterior sample
+//! included) and the text encoder (load, a forward of 256 tokens); batch 1 throughout.
+//! `--stages dit,vae-encode-60s` runs a subset.
 //! Sizes that depend on the model (hidden widths, latent and context channels, vocabulary) come
 //! from the set's `config.json` files, so the tiny set runs the same code.
 //!
@@ -30,6 +33,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use backline_engine::checkpoint::{DitFolder, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use backline_engine::pipeline::task_inputs::{ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 
@@ -46,6 +50,8 @@ const DIT_FRAMES: usize = 750;
 const ENCODER_LEN: usize = 400;
 /// VAE latent frames per decode (10 s).
 const VAE_FRAMES: usize = 250;
+/// Timed runs of a VAE encode (after one warm-up): a minute of audio takes about a minute a call.
+const ENCODE_RUNS: usize = 2;
 /// Text encoder tokens per forward (upstream's caption limit).
 const TEXT_TOKENS: usize = 256;
 /// The timestep `t` (= `r`, as the turbo sampler calls it) of the DiT forward.
@@ -66,30 +72,52 @@ fn workspace_root() -> PathBuf {
 enum Stage {
     Dit,
     Vae,
+    VaeEncode10,
+    VaeEncode60,
     Text,
 }
 
 impl Stage {
-    const ALL: [Stage; 3] = [Stage::Dit, Stage::Vae, Stage::Text];
+    const ALL: [Stage; 5] = [Stage::Dit, Stage::Vae, Stage::VaeEncode10, Stage::VaeEncode60, Stage::Text];
 
     fn name(self) -> &'static str {
         match self {
             Stage::Dit => "dit",
             Stage::Vae => "vae",
+            Stage::VaeEncode10 => "vae-encode-10s",
+            Stage::VaeEncode60 => "vae-encode-60s",
             Stage::Text => "text",
         }
     }
 
     fn parse(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name).with_context(|| format!("unknown stage {name} (dit, vae or text)"))
+        Self::ALL.into_iter().find(|s| s.name() == name).with_context(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown stage {name} ({})", names.join(", "))
+        })
     }
 
     fn folder(self) -> &'static str {
         match self {
             Stage::Dit => TURBO_FOLDER,
-            Stage::Vae => VAE_FOLDER,
+            Stage::Vae | Stage::VaeEncode10 | Stage::VaeEncode60 => VAE_FOLDER,
             Stage::Text => TEXT_ENCODER_FOLDER,
         }
+    }
+
+    /// Seconds of audio a VAE encode stage encodes.
+    fn encode_seconds(self) -> Option<usize> {
+        match self {
+            Stage::VaeEncode10 => Some(10),
+            Stage::VaeEncode60 => Some(60),
+            _ => None,
+        }
+    }
+
+    /// Whether the table reports this stage's load (the encode stages load the VAE the `vae`
+    /// stage already reports).
+    fn reports_load(self) -> bool {
+        self.encode_seconds().is_none()
     }
 
     /// The table's rows for this stage: the key in the stage's JSON (`load` or a timing) and
@@ -105,6 +133,10 @@ impl Stage {
                 ("load", "VAE: load (bf16 file -> f32)".into()),
                 ("decode", format!("VAE: decode, untiled ({VAE_FRAMES} frames = 10 s, B = 1)")),
             ],
+            Stage::VaeEncode10 | Stage::VaeEncode60 => {
+                let seconds = self.encode_seconds().unwrap_or_default();
+                vec![("encode", format!("VAE: encode {seconds} s of audio, each side's tiling, + posterior sample (B = 1)"))]
+            }
             Stage::Text => vec![
                 ("load", "Text encoder: load (bf16 file -> f32, + tokenizer)".into()),
                 ("encode", format!("Text encoder: forward ({TEXT_TOKENS} tokens, B = 1)")),
@@ -261,6 +293,9 @@ pub fn run_stage(args: &[String]) -> Result<()> {
     let (load, timings, shapes) = match stage {
         Stage::Dit => candle_dit(&dir, runs, load_only, &dev)?,
         Stage::Vae => candle_vae(&dir, runs, load_only, &dev)?,
+        Stage::VaeEncode10 | Stage::VaeEncode60 => {
+            candle_vae_encode(&dir, stage.encode_seconds().unwrap_or_default(), runs.min(ENCODE_RUNS), load_only, &dev)?
+        }
         Stage::Text => candle_text(&dir, runs, load_only, &dev)?,
     };
     let report = json!({
@@ -326,6 +361,36 @@ fn candle_vae(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result<
     Ok((load, timings, shapes))
 }
 
+/// The bench's audio: two channels of deterministic tones, the same on both sides
+/// (`torch_bench.py`'s `bench_audio`).
+fn bench_audio(samples: usize, dev: &Device) -> Result<Tensor> {
+    let channel = |c: usize| (0..samples).map(move |i| 0.5 * (0.0137 * i as f64 + c as f64).sin() + 0.1 * (0.31 * i as f64).cos());
+    let values: Vec<f32> = (0..2).flat_map(channel).map(|v| v as f32).collect();
+    Ok(Tensor::from_vec(values, (1, 2, samples), dev)?)
+}
+
+fn candle_vae_encode(dir: &Path, seconds: usize, runs: usize, load_only: bool, dev: &Device) -> Result<StageReport> {
+    let (vae, load) = timed_load(|| Ok(VaeFolder::open(dir)?.load(DType::F32, dev)?))?;
+    if load_only {
+        return Ok(load_only_report(load));
+    }
+    let cfg = vae.config().clone();
+    let samples = seconds * cfg.sampling_rate;
+    let audio = bench_audio(samples, dev)?;
+    let (encode_report, latents) = time_runs(runs, || {
+        let posterior = vae.encode_tiles(&audio, ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES, |_, _| Ok(()))?;
+        let noise = posterior.mean.randn_like(0.0, 1.0)?;
+        Ok(posterior.sample(&noise)?)
+    })?;
+    let frames = samples / cfg.hop_length();
+    ensure!(latents.dim(2)? == frames, "the VAE encoded {} frames, expected {frames}", latents.dim(2)?);
+    let timings = json!({ "encode": with_finite(encode_report, &latents)? });
+    let shapes = json!({
+        "seconds": seconds, "samples": samples, "frames": frames, "latent_channels": cfg.latent_channels(),
+    });
+    Ok((load, timings, shapes))
+}
+
 fn candle_text(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result<StageReport> {
     let folder = TextEncoderFolder::open(dir)?;
     let cfg = folder.config.clone();
@@ -348,6 +413,7 @@ fn candle_text(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result
 // The driver (`cargo xtask bench`)
 
 struct Options {
+    stages: Vec<Stage>,
     checkpoints: PathBuf,
     runs: usize,
     upstream: Option<PathBuf>,
@@ -355,10 +421,12 @@ struct Options {
     skip_torch: bool,
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]";
+const USAGE: &str = "usage: cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch] \
+                     [--stages dit,vae,vae-encode-10s,vae-encode-60s,text]";
 
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut opts = Options {
+        stages: Stage::ALL.to_vec(),
         checkpoints: workspace_root().join(DEFAULT_CHECKPOINTS),
         runs: DEFAULT_RUNS,
         upstream: None,
@@ -374,6 +442,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--upstream" => opts.upstream = Some(PathBuf::from(value()?)),
             "--python" => opts.python = Some(PathBuf::from(value()?)),
             "--skip-torch" => opts.skip_torch = true,
+            "--stages" => opts.stages = value()?.split(',').map(Stage::parse).collect::<Result<_>>()?,
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unexpected argument {other}\n{USAGE}"),
         }
@@ -504,7 +573,8 @@ fn torch_stage(stage: Stage, opts: &Options, python: &Path, upstream: &Path, loa
     let mut cmd = Command::new(python);
     cmd.arg(workspace_root().join("xtask/bench/torch_bench.py"));
     cmd.arg("--stage").arg(stage.name()).arg("--checkpoints").arg(&opts.checkpoints).arg("--upstream").arg(upstream);
-    cmd.arg("--runs").arg(opts.runs.to_string()).arg("--threads").arg(THREADS.to_string());
+    let runs = if stage.encode_seconds().is_some() { opts.runs.min(ENCODE_RUNS) } else { opts.runs };
+    cmd.arg("--runs").arg(runs.to_string()).arg("--threads").arg(THREADS.to_string());
     cmd.args(["--frames", &DIT_FRAMES.to_string(), "--encoder-len", &ENCODER_LEN.to_string()]);
     cmd.args(["--vae-frames", &VAE_FRAMES.to_string(), "--text-tokens", &TEXT_TOKENS.to_string()]);
     cmd.arg("--seed").arg(SEED.to_string());
@@ -557,7 +627,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
 
     let mut results = Vec::new();
-    for stage in Stage::ALL {
+    for &stage in &opts.stages {
         let folder = opts.checkpoints.join(stage.folder());
         // Just before each process: its files into the page cache, then its memory warmed.
         let prepare = || -> Result<()> {
@@ -578,7 +648,8 @@ pub fn run(args: &[String]) -> Result<()> {
         // More load-only processes, the sides taking turns; each side keeps its best load.
         let mut candle_loads = vec![candle["load"].clone()];
         let mut torch_loads: Vec<Value> = torch_report.iter().map(|t| t["load"].clone()).collect();
-        for _ in 1..LOAD_PROCESSES {
+        let load_processes = if stage.reports_load() { LOAD_PROCESSES } else { 1 };
+        for _ in 1..load_processes {
             prepare()?;
             candle_loads.push(candle_stage(stage, &opts, true)?["load"].clone());
             if let Some((python, upstream)) = &torch {
@@ -825,7 +896,7 @@ fn markdown(meta: &Meta, table: &Table, results: &[(Stage, Value, Option<Value>)
         let shapes = &candle["shapes"];
         match stage {
             Stage::Dit | Stage::Text => format!("{} layers, hidden {}", shapes["layers"], shapes["hidden"]),
-            Stage::Vae => format!("{} latent channels", shapes["latent_channels"]),
+            Stage::Vae | Stage::VaeEncode10 | Stage::VaeEncode60 => format!("{} latent channels", shapes["latent_channels"]),
         }
     };
     let mut out = String::new();
@@ -855,7 +926,9 @@ fn markdown(meta: &Meta, table: &Table, results: &[(Stage, Value, Option<Value>)
     let _ = writeln!(
         out,
         "- shapes: batch 1; DiT x (1, {DIT_FRAMES}, latent), context (1, {DIT_FRAMES}, in_channels - latent), encoder states \
-         (1, {ENCODER_LEN}, hidden), t = r = {TIMESTEP}; VAE latents (1, channels, {VAE_FRAMES}); text ids (1, {TEXT_TOKENS})\n"
+         (1, {ENCODER_LEN}, hidden), t = r = {TIMESTEP}; VAE latents (1, channels, {VAE_FRAMES}); text ids (1, {TEXT_TOKENS}); \
+         VAE encode: stereo 48 kHz tones of 10 and 60 s, {ENCODE_RUNS} runs; candle in windows of {ENCODE_CHUNK_FRAMES} frames \
+         with {ENCODE_OVERLAP_FRAMES} frames of context per side, torch by upstream's `tiled_encode` (CPU: 15 s chunks, 2 s overlap)\n"
     );
     out.push_str(&table.markdown());
     let start: Vec<String> = results

@@ -31,8 +31,10 @@ use crate::model::vae::{Vae, VaeConfig};
 use tensor_index::TensorIndex;
 use validate::ValidatingBackend;
 
-pub const TURBO_FOLDER: &str = "acestep-v15-turbo";
-pub const BASE_FOLDER: &str = "acestep-v15-base";
+use crate::task::ModelKind;
+
+pub const TURBO_FOLDER: &str = ModelKind::Turbo.folder();
+pub const BASE_FOLDER: &str = ModelKind::Base.folder();
 pub const VAE_FOLDER: &str = "vae";
 pub const TEXT_ENCODER_FOLDER: &str = "Qwen3-Embedding-0.6B";
 
@@ -167,8 +169,7 @@ impl DitFolder {
 
     /// Turbo from the config; base and SFT share a config, so SFT is told by its folder name
     /// (`acestep-v15-sft`).
-    pub fn model_kind(&self) -> crate::request::ModelKind {
-        use crate::request::ModelKind;
+    pub fn model_kind(&self) -> ModelKind {
         let name = self.dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         if self.is_turbo() {
             ModelKind::Turbo

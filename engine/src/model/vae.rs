@@ -547,6 +547,50 @@ impl Vae {
         Ok(Posterior { mean: h.narrow(1, 0, half)?, std: (softplus(&h.narrow(1, half, half)?)? + 1e-4)? })
     }
 
+    /// [`Vae::encode`] in windows of `chunk_frames` latent frames: cores of `chunk_frames -
+    /// 2·overlap_frames` frames, each encoded with up to `overlap_frames` of audio on either side
+    /// that is encoded and thrown away, calling `before_tile(index, count)` before each window
+    /// (an error from it stops the encode). Memory is that of one window whatever the audio's
+    /// length. Window starts fall on whole hops, so every strided conv samples the same
+    /// positions as one pass; the cores equal [`Vae::encode`] (to float rounding) once the
+    /// overlap covers the encoder's receptive field, about 6 frames for the Oobleck stack.
+    pub fn encode_tiles(
+        &self,
+        audio: &Tensor,
+        chunk_frames: usize,
+        overlap_frames: usize,
+        mut before_tile: impl FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Posterior> {
+        let samples = audio.dim(2)?;
+        let hop = self.cfg.hop_length();
+        let frames = samples / hop;
+        if frames <= chunk_frames {
+            before_tile(0, 1)?;
+            return self.encode(audio);
+        }
+        let Some(stride) = chunk_frames.checked_sub(2 * overlap_frames).filter(|&s| s > 0) else {
+            candle_core::bail!(
+                "encode_tiles: a chunk of {chunk_frames} frames must exceed twice the overlap of {overlap_frames}"
+            )
+        };
+        let tiles = frames.div_ceil(stride);
+        let (mut means, mut stds) = (Vec::with_capacity(tiles), Vec::with_capacity(tiles));
+        for (tile, core_start) in (0..frames).step_by(stride).enumerate() {
+            before_tile(tile, tiles)?;
+            let core_end = (core_start + stride).min(frames);
+            let win_start = core_start.saturating_sub(overlap_frames);
+            let win_end = (core_end + overlap_frames).min(frames);
+            // The last window takes the partial hop at the end too, as one pass sees it.
+            let sample_end = if win_end == frames { samples } else { win_end * hop };
+            let window = audio.narrow(2, win_start * hop, sample_end - win_start * hop)?;
+            let posterior = self.encode(&window)?;
+            let keep = (core_start - win_start, core_end - core_start);
+            means.push(posterior.mean.narrow(2, keep.0, keep.1)?);
+            stds.push(posterior.std.narrow(2, keep.0, keep.1)?);
+        }
+        Ok(Posterior { mean: Tensor::cat(&means, 2)?, std: Tensor::cat(&stds, 2)? })
+    }
+
     /// Latents (B, decoder_input_channels, T) -> audio (B, audio_channels, T·hop).
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         self.decoder.forward(latents)

@@ -1,13 +1,15 @@
 //! The recipe written beside every result: enough to make the same audio again (the resolved
 //! request with its seeds, which model files, which source), and to tell two results apart.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::request::GenerationRequest;
+use crate::request::{GenerationRequest, Seed};
+use crate::task::ModelKind;
 
 /// One model file the result came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +25,7 @@ pub struct ModelFile {
 /// An audio input the result came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudioInput {
+    /// The file's path, or the label of samples given in memory.
     pub path: String,
     /// SHA-256 of the 48 kHz stereo samples the model saw (after conversion and padding).
     pub audio_sha256: String,
@@ -36,17 +39,31 @@ pub struct Recipe {
     /// The request with every default filled in and the seeds made explicit: submitting it again
     /// with the same models gives the same audio.
     pub request: GenerationRequest,
-    /// `turbo`, `base` or `sft`.
-    pub model_kind: String,
+    pub model_kind: ModelKind,
+    /// The DiT's weight file, then the VAE's and the text encoder's.
     pub models: Vec<ModelFile>,
-    /// The seed of each batch item, in order.
-    pub seeds: Vec<u32>,
     pub source: Option<AudioInput>,
     pub reference: Option<AudioInput>,
     pub sample_rate: u32,
     /// Seconds of audio per item.
     pub duration_s: f64,
     pub engine: String,
+    /// Seconds per stage, under upstream's `time_costs` names (`dit_encoder_time_cost`,
+    /// `dit_diffusion_time_cost`, `dit_vae_decode_time_cost`, `dit_total_time_cost`, ...).
+    /// Facts about one run, not part of what makes the audio.
+    #[serde(default)]
+    pub time_costs: BTreeMap<String, f64>,
+}
+
+impl Recipe {
+    /// The seed of each batch item, in order (the request records them).
+    pub fn seeds(&self) -> Vec<u32> {
+        match &self.request.seed {
+            Some(Seed::PerItem(list)) => list.iter().map(|&s| s as u32).collect(),
+            Some(Seed::One(s)) => vec![*s as u32],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// A quick identity of a model file: SHA-256 over its length, its first MiB (the safetensors

@@ -1,47 +1,17 @@
-//! Audio inputs on their way to the VAE: read and converted to 48 kHz stereo, checked, padded
-//! for out-painting, cut into the reference clip the timbre encoder takes, and encoded once per
-//! distinct audio (a cache keyed by the samples' hash, so repeated edits of one capture skip the
-//! encoder).
+//! Audio inputs on their way to the VAE (already read, converted to 48 kHz stereo and checked by
+//! the pre-flight): padded for out-painting, cut into the reference clip the timbre encoder
+//! takes, and encoded once per distinct audio (a cache keyed by the samples' hash, so repeated
+//! edits of one capture skip the encoder).
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use candle_core::Tensor;
 
-use super::PipelineError;
-use crate::audio::{read_audio, to_model_format, AudioBuffer, MODEL_SAMPLE_RATE};
-
-/// Audio quieter than this everywhere (−90 dBFS) counts as silence: nothing for the model to
-/// follow, and almost always a wrong file or an empty capture.
-pub const SILENCE_PEAK: f32 = 3.162e-5;
+use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
 
 /// Seconds of reference audio the timbre encoder sees: three 10-second segments.
 pub const REFERENCE_SECONDS: usize = 30;
 const REFERENCE_SEGMENTS: usize = 3;
-
-/// Read `path` as the model's 48 kHz stereo, clamped to [−1, 1] as upstream does. `role` names
-/// the input in errors ("source", "reference").
-pub fn load_model_audio(path: &Path, role: &str) -> Result<AudioBuffer, PipelineError> {
-    let audio = to_model_format(&read_audio(path)?)?;
-    check_usable(audio, path, role)
-}
-
-/// Refuse empty and silent audio with an error naming the file; clamp the rest to [−1, 1].
-pub fn check_usable(mut audio: AudioBuffer, path: &Path, role: &str) -> Result<AudioBuffer, PipelineError> {
-    let what = |problem: &str| PipelineError::Input(format!("the {role} audio {} {problem}", path.display()));
-    if audio.frames() == 0 {
-        return Err(what("has no samples"));
-    }
-    if audio.peak() < SILENCE_PEAK {
-        return Err(what("is silent (peak below −90 dBFS)"));
-    }
-    for channel in &mut audio.channels {
-        for v in channel.iter_mut() {
-            *v = v.clamp(-1.0, 1.0);
-        }
-    }
-    Ok(audio)
-}
 
 /// `audio` with `left` and `right` samples of silence around it (out-painting). The VAE then
 /// encodes `samples / 1920` whole frames and drops a partial last one, as upstream's does.
@@ -151,16 +121,6 @@ mod tests {
         assert_eq!(clip.channels[0][20 * rate], at(45));
         // A short reference repeats up to 30 s.
         assert_eq!(reference_clip(&ramp(7 * rate)).frames(), 30 * rate);
-    }
-
-    #[test]
-    fn silent_and_empty_audio_are_refused() {
-        let path = Path::new("capture.wav");
-        let silent = AudioBuffer::new(MODEL_SAMPLE_RATE, vec![vec![1e-6; 48_000]; 2]);
-        let err = check_usable(silent, path, "source").unwrap_err().to_string();
-        assert!(err.contains("capture.wav") && err.contains("silent"), "{err}");
-        let empty = AudioBuffer::new(MODEL_SAMPLE_RATE, vec![vec![], vec![]]);
-        assert!(check_usable(empty, path, "source").unwrap_err().to_string().contains("no samples"));
     }
 
     #[test]

@@ -16,19 +16,26 @@
 //! Upstream's chunk mask became "1 everywhere" for repaint in March 2026 by accident (a bool
 //! tensor given 2.0); Backline sends the explicit 0/1 mask the model was trained with.
 
-use std::path::Path;
-
 use candle_core::{DType, Tensor};
 
 use super::recipe::{samples_sha256, AudioInput};
-use super::source::{load_model_audio, pad, reference_clip};
-use super::{check_finite, model_error, Pipeline, PipelineError};
+use super::source::{pad, reference_clip, LatentCache};
+use super::{check_finite, Pipeline};
 use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
-use crate::job::JobContext;
+use crate::backend::Admitted;
+use crate::error::JobError;
+use crate::progress::{JobContext, StopSignal};
 use crate::prompt::PromptInputs;
-use crate::request::{ResolvedRequest, SourceSpan};
+use crate::request::SourceSpan;
 use crate::sampling::{RepaintGuide, RepaintMode, SeededNoise};
 use crate::task::TaskType;
+
+/// The VAE encode's tile: windows of this many latent frames (20 s) with this many frames of
+/// context on each side, decoded and thrown away. The encoder sees about 6 frames either side
+/// (its receptive field), so 16 frames of context makes the tiles equal to one pass to float
+/// rounding, and memory stays that of one window whatever the source's length.
+pub const ENCODE_CHUNK_FRAMES: usize = 500;
+pub const ENCODE_OVERLAP_FRAMES: usize = 16;
 
 /// Encoded source audio.
 pub struct SourceLatents {
@@ -94,28 +101,29 @@ pub struct TaskInputs {
 }
 
 impl TaskInputs {
-    pub fn prepare(p: &mut Pipeline, resolved: &ResolvedRequest, ctx: &JobContext) -> Result<Self, PipelineError> {
+    pub fn prepare(p: &Pipeline, job: &Admitted, cache: &mut LatentCache, ctx: &JobContext) -> Result<Self, JobError> {
+        let resolved = &job.resolved;
         let batch = resolved.batch_size();
-        let fail = model_error("task inputs", ctx);
-        let hop = p.vae.config().hop_length();
+        let fail = |e| JobError::model("task inputs", e);
+        let hop = p.shared.vae.config().hop_length();
         let task = resolved.task_type;
 
-        let reference = match &resolved.reference_audio {
-            Some(path) => {
-                let clip = reference_clip(&load_model_audio(Path::new(path), "reference")?);
-                let (latents, record) = p.encode(&clip, path, ctx)?;
+        let reference = match &job.reference {
+            Some(input) => {
+                let clip = reference_clip(&input.audio);
+                let (latents, record) = encode(p, &clip, &input.label, cache, ctx)?;
                 Some(ReferenceLatents { latents, record })
             }
             None => None,
         };
 
-        let Some(path) = resolved.src_audio.as_deref().filter(|_| task.needs_source_audio()) else {
+        let (Some(input), Some(span)) = (&job.source, job.span) else {
             let duration = resolved.duration_s.unwrap_or(30.0);
             // `floor(round(duration, 1)·48000) // 1920`, at least upstream's 128 frames.
             let samples = ((duration * 10.0).round() / 10.0 * MODEL_SAMPLE_RATE as f64).floor() as usize;
             let frames = (samples / hop).max(128);
-            let silence = p.silence_frames(frames, batch).map_err(&fail)?;
-            let context = task_context(TaskType::Text2Music, &silence, &silence, None).map_err(&fail)?;
+            let silence = p.silence_frames(frames, batch).map_err(fail)?;
+            let context = task_context(TaskType::Text2Music, &silence, &silence, None).map_err(fail)?;
             return Ok(Self {
                 frames,
                 prompt: resolved.prompt.clone(),
@@ -129,21 +137,20 @@ impl TaskInputs {
             });
         };
 
-        let audio = load_model_audio(Path::new(path), "source")?;
+        let audio = &input.audio;
         let source_s = audio.frames() as f64 / MODEL_SAMPLE_RATE as f64;
-        let span = resolved.source_span(source_s)?;
         let (left, right) = padding_samples(&span);
-        let padded = pad(&audio, left, right);
-        let (latents, record) = p.encode(&padded, path, ctx)?;
-        let frames = latents.dim(1).map_err(&fail)?;
-        let latents_batch = latents.repeat((batch, 1, 1)).map_err(&fail)?;
-        let silence = p.silence_frames(frames, batch).map_err(&fail)?;
+        let padded = pad(audio, left, right);
+        let (latents, record) = encode(p, &padded, &input.label, cache, ctx)?;
+        let frames = latents.dim(1).map_err(fail)?;
+        let latents_batch = latents.repeat((batch, 1, 1)).map_err(fail)?;
+        let silence = p.silence_frames(frames, batch).map_err(fail)?;
 
         // The window on the padded timeline (repaint and lego only).
         let window_s = resolved.repaint.map(|w| (w.start_s + span.left_pad_s, w.end_s.unwrap_or(source_s) + span.left_pad_s));
         let window = window_s.map(|(start_s, end_s)| window_frames(start_s, end_s, frames));
         let TaskContext { context_source, chunk_mask, window_mask } =
-            task_context(task, &latents_batch, &silence, window).map_err(&fail)?;
+            task_context(task, &latents_batch, &silence, window).map_err(fail)?;
 
         // Repaint and lego hold the source outside the window: the sampler's injection and edge
         // blend, and (unless aggressive) the waveform splice.
@@ -242,47 +249,55 @@ pub fn task_context(
     Ok(TaskContext { context_source, chunk_mask: inside.contiguous()?, window_mask: Some(mask) })
 }
 
-impl Pipeline {
-    /// VAE-encode 48 kHz stereo `audio` to `[1, frames, 64]` latents, or take them from the cache
-    /// when the same samples were encoded before. The posterior is sampled, as upstream does,
-    /// with noise seeded from the audio's hash, so one input always encodes the same way.
-    pub(super) fn encode(
-        &mut self,
-        audio: &AudioBuffer,
-        path: &str,
-        ctx: &JobContext,
-    ) -> Result<(Tensor, AudioInput), PipelineError> {
-        let fail = model_error("VAE encode", ctx);
-        let audio_sha256 = samples_sha256(audio.channels.iter().map(Vec::as_slice));
-        let latents = match self.latents.get(&audio_sha256) {
-            Some(latents) => latents,
-            None => {
-                let samples: Vec<f32> = audio.channels.iter().flatten().copied().collect();
-                let wave = Tensor::from_vec(samples, (1, audio.channels.len(), audio.frames()), &self.device)
-                    .and_then(|t| t.to_dtype(self.dtype))
-                    .map_err(&fail)?;
-                let posterior = self.vae.encode(&wave).map_err(&fail)?;
-                let (_, channels, frames) = posterior.mean.dims3().map_err(&fail)?;
-                let seed = u32::from_str_radix(&audio_sha256[..8], 16).unwrap_or(0);
-                let noise = SeededNoise::new(&[seed])
-                    .draw(channels, frames, &self.device)
-                    .and_then(|n| n.to_dtype(self.dtype))
-                    .map_err(&fail)?;
-                let latents = posterior.sample(&noise).and_then(|z| z.transpose(1, 2)?.contiguous()).map_err(&fail)?;
-                check_finite(&latents, &format!("the latents of {path}"))?;
-                self.latents.insert(audio_sha256.clone(), latents.clone());
-                latents
-            }
-        };
-        let values: Vec<f32> = latents.to_dtype(DType::F32).and_then(|t| t.flatten_all()?.to_vec1()).map_err(&fail)?;
-        let record = AudioInput { path: path.to_string(), audio_sha256, latents_sha256: samples_sha256([values.as_slice()]) };
-        Ok((latents, record))
-    }
-
-    /// How many encoded inputs the cache holds (for tests of the cache).
-    pub fn cached_inputs(&self) -> usize {
-        self.latents.len()
-    }
+/// VAE-encode 48 kHz stereo `audio` to `[1, frames, 64]` latents in tiles (progress per tile,
+/// cancel between tiles), or take them from `cache` when the same samples went through the same
+/// VAE before. The posterior is sampled, as upstream does, with noise seeded from the audio's
+/// hash, so one input always encodes the same way.
+fn encode(
+    p: &Pipeline,
+    audio: &AudioBuffer,
+    label: &str,
+    cache: &mut LatentCache,
+    ctx: &JobContext,
+) -> Result<(Tensor, AudioInput), JobError> {
+    let fail = |e| JobError::model("VAE encode", e);
+    let audio_sha256 = samples_sha256(audio.channels.iter().map(Vec::as_slice));
+    // The VAE's weights are part of the key: two checkpoint folders encode differently.
+    let key = format!("{}:{audio_sha256}", p.shared.files[0].fingerprint);
+    let latents = match cache.get(&key) {
+        Some(latents) => latents,
+        None => {
+            let samples: Vec<f32> = audio.channels.iter().flatten().copied().collect();
+            let wave = Tensor::from_vec(samples, (1, audio.channels.len(), audio.frames()), &p.device)
+                .and_then(|t| t.to_dtype(p.dtype))
+                .map_err(fail)?;
+            let stop = StopSignal::new();
+            let mut tiles = 0;
+            let posterior = p.shared.vae.encode_tiles(&wave, ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES, |tile, count| {
+                stop.check(ctx)?;
+                if tile > 0 {
+                    ctx.step(tile - 1, count);
+                }
+                tiles = count;
+                Ok(())
+            });
+            let posterior = stop.outcome(posterior).map_err(JobError::from_stopped("VAE encode"))?;
+            ctx.step(tiles.saturating_sub(1), tiles);
+            let (_, channels, frames) = posterior.mean.dims3().map_err(fail)?;
+            let seed = u32::from_str_radix(&audio_sha256[..8], 16).unwrap_or(0);
+            let noise = SeededNoise::new(&[seed])
+                .draw(channels, frames, &p.device)
+                .and_then(|n| n.to_dtype(p.dtype))
+                .map_err(fail)?;
+            let latents = posterior.sample(&noise).and_then(|z| z.transpose(1, 2)?.contiguous()).map_err(fail)?;
+            check_finite(&latents, "VAE encode", &format!("the latents of {label}"))?;
+            cache.insert(key, latents.clone());
+            latents
+        }
+    };
+    let values: Vec<f32> = latents.to_dtype(DType::F32).and_then(|t| t.flatten_all()?.to_vec1()).map_err(fail)?;
+    let record = AudioInput { path: label.to_string(), audio_sha256, latents_sha256: samples_sha256([values.as_slice()]) };
+    Ok((latents, record))
 }
 
 #[cfg(test)]

@@ -16,15 +16,15 @@
 //! disagree, the choice is written next to the field.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::checkpoint::BASE_FOLDER;
 use crate::prompt::PromptInputs;
-use crate::sampling::{RepaintMode, RepaintSettings, TURBO_STEPS};
+pub use crate::sampling::InferMethod;
+use crate::sampling::{RepaintMode, RepaintSettings};
 use crate::task::{is_valid_keyscale, TaskType, TRACK_NAMES};
+pub use crate::task::{ModelKind, BASE_MAX_STEPS, BASE_STEPS, SFT_STEPS, TURBO_MAX_STEPS, TURBO_STEPS};
 
 mod parse;
 
@@ -53,15 +53,6 @@ pub const DEFAULT_VOCAL_LANGUAGE: &str = "unknown";
 pub const MAX_BATCH_SIZE: u32 = 8;
 /// Items per job when not given (`api/job_generation_setup.py:203`; `inference.py:243`).
 pub const DEFAULT_BATCH_SIZE: u32 = 2;
-/// Turbo's step limit: its sampler's variable schedule stops at 20
-/// (`models/turbo/modeling_acestep_v15_turbo.py:1971`) and the UI offers 1-20
-/// (`ui/gradio/events/generation/model_config.py:117`).
-pub const TURBO_MAX_STEPS: u32 = 20;
-/// Steps for the base model, the SFT model, and the most either takes
-/// (`ui/gradio/events/generation/model_config.py:131-134`).
-pub const BASE_STEPS: u32 = 32;
-pub const SFT_STEPS: u32 = 50;
-pub const BASE_MAX_STEPS: u32 = 200;
 /// Timestep shift: default and range (`api/http/release_task_models.py:92-95`;
 /// `ui/gradio/interfaces/generation_advanced_dit_controls.py:129-131`).
 pub const DEFAULT_SHIFT: f64 = 3.0;
@@ -73,73 +64,6 @@ pub const GUIDANCE_RANGE: (f64, f64) = (1.0, 15.0);
 /// The most a seed can be: upstream draws seeds with `random.randint(0, 2**32 - 1)`
 /// (`core/generation/handler/task_utils.py:27`). -1 asks for a random seed.
 pub const MAX_SEED: i64 = u32::MAX as i64;
-
-/// Which DiT is loaded. Decides the defaults and which tasks can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// `acestep-v15-turbo`: CFG-distilled, 8 steps, no guidance.
-    Turbo,
-    /// `acestep-v15-base`: CFG (APG) guidance, and the only model that runs every task.
-    Base,
-    /// `acestep-v15-sft`: like base for sampling, with 50 default steps; it runs only the turbo's
-    /// tasks (`constants.py:82`; `ui/gradio/events/generation/model_config.py:107-112`).
-    Sft,
-}
-
-impl ModelKind {
-    /// Steps when the request gives none (`ui/gradio/events/generation/model_config.py:116,131`).
-    pub fn default_steps(self) -> u32 {
-        match self {
-            ModelKind::Turbo => TURBO_STEPS as u32,
-            ModelKind::Base => BASE_STEPS,
-            ModelKind::Sft => SFT_STEPS,
-        }
-    }
-
-    pub fn max_steps(self) -> u32 {
-        match self {
-            ModelKind::Turbo => TURBO_MAX_STEPS,
-            ModelKind::Base | ModelKind::Sft => BASE_MAX_STEPS,
-        }
-    }
-
-    /// Whether the model samples with classifier-free guidance. The turbo model has it distilled
-    /// in, and upstream forces its guidance to 1 (`core/generation/handler/generate_music.py:288-294`).
-    pub fn uses_cfg(self) -> bool {
-        !matches!(self, ModelKind::Turbo)
-    }
-
-    /// Whether the model can run `task` (`constants.py:82,89`).
-    pub fn runs(self, task: TaskType) -> bool {
-        self == ModelKind::Base || !task.needs_base_model()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelKind::Turbo => "turbo",
-            ModelKind::Base => "base",
-            ModelKind::Sft => "sft",
-        }
-    }
-}
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How the sampler integrates (`api/http/release_task_models.py:91`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InferMethod {
-    /// Euler steps along the predicted velocity.
-    #[default]
-    Ode,
-    /// Jump to the clean estimate and re-noise at each step.
-    Sde,
-}
 
 /// The encoded file a job returns (`api/http/release_task_models.py:101-104`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -404,11 +328,39 @@ pub enum RequestError {
     #[error("`{field}`: {problem}")]
     Invalid { field: String, problem: String },
     #[error(
-        "task `{task}` needs the base model, and the loaded model is {model}: load `{}` to run lego, \
-         extract or complete",
-        BASE_FOLDER
+        "task `{task}` needs the base model, and the requested model is {model}: ask for `{}` to run \
+         lego, extract or complete (or leave `model` out)",
+        ModelKind::Base.folder()
     )]
     TaskNeedsBaseModel { task: TaskType, model: ModelKind },
+    /// `model` names no DiT folder of the checkpoints folder.
+    #[error("`model`: there is no model folder \"{model}\" in the checkpoints folder; it has {}", list_or_none(.available))]
+    UnknownModel { model: String, available: Vec<String> },
+    /// The task's model is not in the checkpoints folder.
+    #[error("task `{task}` needs the `{folder}` model, and {checkpoints} has no such folder: download it there")]
+    ModelNotDownloaded { task: TaskType, folder: &'static str, checkpoints: String },
+}
+
+impl RequestError {
+    /// The request field at fault, where there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::UnknownField { field, .. } | Self::UnsupportedField { field, .. } | Self::Invalid { field, .. } => {
+                Some(field)
+            }
+            Self::DuplicateField { field, .. } => Some(field),
+            Self::TaskNeedsBaseModel { .. } | Self::UnknownModel { .. } | Self::ModelNotDownloaded { .. } => Some("model"),
+            Self::Json(_) | Self::NotAnObject { .. } => None,
+        }
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "no model folders".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn did_you_mean(suggestion: &Option<&'static str>) -> String {
@@ -504,6 +456,12 @@ impl GenerationRequest {
     /// the source audio; [`GenerationRequest::resolve`] and [`ResolvedRequest::source_span`]
     /// check what needs them.
     pub fn validate(&self) -> Result<(), RequestError> {
+        self.validate_for_inputs(self.src_audio.as_deref().is_some_and(|s| !s.trim().is_empty()))
+    }
+
+    /// [`GenerationRequest::validate`] for a job whose source audio may come from elsewhere
+    /// than `src_audio` (samples in memory): `has_source` says whether it has one.
+    pub fn validate_for_inputs(&self, has_source: bool) -> Result<(), RequestError> {
         let task = self.task_type;
         if task == TaskType::Text2Music {
             if let Some(d) = self.duration {
@@ -543,14 +501,14 @@ impl GenerationRequest {
                 ));
             }
         }
-        self.validate_source_and_tracks()?;
+        self.validate_source_and_tracks(has_source)?;
         self.validate_sampling()?;
         self.validate_seeds()
     }
 
-    fn validate_source_and_tracks(&self) -> Result<(), RequestError> {
+    fn validate_source_and_tracks(&self, has_source: bool) -> Result<(), RequestError> {
         let task = self.task_type;
-        if task.needs_source_audio() && self.src_audio.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        if task.needs_source_audio() && !has_source {
             return Err(invalid("src_audio", format!("task `{task}` needs source audio, and none was given")));
         }
         if matches!(task, TaskType::Repaint | TaskType::Lego) {
@@ -711,7 +669,9 @@ impl GenerationRequest {
         model: ModelKind,
         mut draw_seed: impl FnMut() -> u32,
     ) -> Result<ResolvedRequest, RequestError> {
-        self.validate()?;
+        // Whether there is source audio is a question about the job's inputs, which may be
+        // samples in memory: `validate` and the backend's pre-flight answer it.
+        self.validate_for_inputs(true)?;
         let task = self.task_type;
         if !model.runs(task) {
             return Err(RequestError::TaskNeedsBaseModel { task, model });
@@ -1434,8 +1394,8 @@ mod tests {
                 GenerationRequest { task_type: TaskType::Lego, ..repaint() }.resolve(ModelKind::Turbo).unwrap_err();
             assert_eq!(
                 text.to_string(),
-                "task `lego` needs the base model, and the loaded model is turbo: load `acestep-v15-base` to run \
-                 lego, extract or complete"
+                "task `lego` needs the base model, and the requested model is turbo: ask for `acestep-v15-base` to \
+                 run lego, extract or complete (or leave `model` out)"
             );
             for task in [TaskType::Text2Music, TaskType::Repaint, TaskType::Cover] {
                 let request = GenerationRequest { task_type: task, ..repaint() };

@@ -18,10 +18,11 @@ pub use noise::SeededNoise;
 pub use repaint::{RepaintGuide, RepaintMode, RepaintSettings};
 pub use schedule::{base_schedule, turbo_schedule, TURBO_STEPS};
 
-/// How the latents move from one timestep to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// How the latents move from one timestep to the next: the request's `infer_method`
+/// (`api/http/release_task_models.py:91`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Method {
+pub enum InferMethod {
     /// Euler steps along the predicted velocity: deterministic.
     #[default]
     Ode,
@@ -45,7 +46,7 @@ pub struct SamplerConfig {
     pub kind: SamplerKind,
     /// The timesteps, ending with the terminal 0 (`n + 1` values for `n` steps).
     pub timesteps: Vec<f32>,
-    pub method: Method,
+    pub method: InferMethod,
     /// CFG, or `None` for a single conditional evaluation per step (turbo).
     pub guidance: Option<Guidance>,
     /// The share of the steps that use the cover condition before switching to text2music's.
@@ -149,8 +150,8 @@ impl SamplerConfig {
             } else {
                 match self.method {
                     // Upstream takes dt between the float32 timesteps in double precision.
-                    Method::Ode => (&xt - (&velocity * (t as f64 - t_next as f64) as f32 as f64)?)?,
-                    Method::Sde => {
+                    InferMethod::Ode => (&xt - (&velocity * (t as f64 - t_next as f64) as f32 as f64)?)?,
+                    InferMethod::Sde => {
                         let clean = (&xt - (&velocity * t as f64)?)?;
                         let renoise_to = match self.kind {
                             SamplerKind::Turbo => t_next as f64,
@@ -177,7 +178,7 @@ impl SamplerConfig {
     /// SDE, which re-noises to the unshifted `1 − (k + 1)/n`.
     fn renoised_timestep(&self, index: usize, count: usize, t_next: f32) -> f32 {
         match (self.method, self.kind) {
-            (Method::Sde, SamplerKind::Base) => (1.0 - (index + 1) as f64 / count as f64) as f32,
+            (InferMethod::Sde, SamplerKind::Base) => (1.0 - (index + 1) as f64 / count as f64) as f32,
             _ => t_next,
         }
     }
@@ -188,7 +189,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn straight_flow_run(method: Method, kind: SamplerKind) -> (Tensor, Tensor) {
+    fn straight_flow_run(method: InferMethod, kind: SamplerKind) -> (Tensor, Tensor) {
         // With the true velocity of a straight path every sampler must land on x0.
         let x0 = Tensor::new(&[[[0.5f32; 16], [-2.0; 16]]], &Device::Cpu).unwrap();
         let config = SamplerConfig {
@@ -209,7 +210,7 @@ mod tests {
 
     #[test]
     fn ode_and_sde_recover_a_straight_flow() {
-        for method in [Method::Ode, Method::Sde] {
+        for method in [InferMethod::Ode, InferMethod::Sde] {
             for kind in [SamplerKind::Turbo, SamplerKind::Base] {
                 let (out, x0) = straight_flow_run(method, kind);
                 let err: f32 = (out - x0).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
@@ -223,7 +224,7 @@ mod tests {
         let config = SamplerConfig {
             kind: SamplerKind::Turbo,
             timesteps: turbo_schedule(8, 3.0),
-            method: Method::Ode,
+            method: InferMethod::Ode,
             guidance: None,
             audio_cover_strength: 1.0,
         };

@@ -6,11 +6,10 @@
 //! (`modeling_acestep_v15_turbo.py` `generate_audio`); base warps a float32 `torch.linspace`
 //! in float32 arithmetic (`modeling_acestep_v15_base.py`).
 
-/// The turbo model's default number of steps.
-pub const TURBO_STEPS: usize = 8;
+use crate::task::TURBO_MAX_STEPS;
 
-/// The most steps the turbo sampler runs (upstream clamps `infer_steps` and custom lists to 20).
-pub const TURBO_MAX_STEPS: usize = 20;
+/// The turbo model's default number of steps, as a count of schedule entries.
+pub const TURBO_STEPS: usize = crate::task::TURBO_STEPS as usize;
 
 /// The union of turbo's fixed tables for shifts 1, 2 and 3 (upstream `VALID_TIMESTEPS`):
 /// custom turbo timesteps snap to the nearest of these, the values turbo was distilled on.
@@ -50,7 +49,7 @@ fn warp(t: f64, shift: f64) -> f64 {
 /// `shift`, computed in double precision. At 8 steps and shifts 1, 2, 3 this is bit-equal to
 /// turbo's fixed tables.
 pub fn turbo_schedule(steps: usize, shift: f64) -> Vec<f32> {
-    let steps = steps.clamp(1, TURBO_MAX_STEPS);
+    let steps = steps.clamp(1, TURBO_MAX_STEPS as usize);
     let mut t: Vec<f32> = (0..steps).map(|i| warp(1.0 - i as f64 / steps as f64, shift) as f32).collect();
     t.push(0.0);
     t
@@ -62,7 +61,7 @@ pub fn turbo_custom_schedule(timesteps: &[f64]) -> Vec<f32> {
     let nonzero = timesteps.iter().rposition(|&t| t != 0.0).map_or(0, |i| i + 1);
     let mut t: Vec<f32> = timesteps[..nonzero]
         .iter()
-        .take(TURBO_MAX_STEPS)
+        .take(TURBO_MAX_STEPS as usize)
         .map(|&t| {
             let nearest = TURBO_VALID_TIMESTEPS
                 .iter()
@@ -143,7 +142,7 @@ mod tests {
     fn turbo_custom_timesteps_snap_to_the_distilled_values() {
         assert_eq!(turbo_custom_schedule(&[0.99, 0.61, 0.31, 0.0, 0.0]), vec![1.0, 0.625, 0.3, 0.0]);
         let long: Vec<f64> = (0..30).map(|i| 1.0 - i as f64 / 30.0).collect();
-        assert_eq!(turbo_custom_schedule(&long).len(), TURBO_MAX_STEPS + 1);
+        assert_eq!(turbo_custom_schedule(&long).len(), TURBO_MAX_STEPS as usize + 1);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct GenerateArgs {
     /// The checkpoints folder: `acestep-v15-*/`, `vae/`, `Qwen3-Embedding-0.6B/`.
     #[arg(long, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
     pub checkpoints: PathBuf,
+    /// What runs the models: cpu, cuda, cuda:N, metal or metal:N (GPU backends only in builds
+    /// with the `cuda` or `metal` feature).
+    #[arg(long, value_name = "DEVICE", env = "BACKLINE_DEVICE", default_value = "cpu")]
+    pub device: String,
     /// File format: wav (32-bit float), wav16, wav24 or flac (24-bit). Unset: the request's
     /// `audio_format` (flac, wav or wav32), else flac.
     #[arg(long, value_enum)]

@@ -12,7 +12,7 @@ use backline_engine::request::GenerationRequest;
 use serde_json::json;
 
 use crate::args::DemoArgs;
-use crate::generate::{generate, Job};
+use crate::generate::{run_generate, GenerateRun};
 
 /// Everything the demo writes by default, relative to the current folder.
 const DEMO_ROOT: &str = "target/backline-demo";
@@ -46,16 +46,16 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         "model": TURBO_FOLDER,
     }))
     .map_err(|e| format!("the demo request is invalid: {e}"))?;
-    let job = Job {
+    let run = GenerateRun {
         checkpoints: checkpoints.clone(),
-        model: TURBO_FOLDER.to_string(),
+        device: candle_core::Device::Cpu,
         request,
         out,
         stem: "backline-demo".to_string(),
         format: OutputFormat::Flac24,
         overwrite,
     };
-    let written = generate(job)?;
+    let written = run_generate(run)?;
     for path in &written {
         println!("{}", path.display());
     }

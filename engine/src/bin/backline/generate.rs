@@ -1,27 +1,27 @@
-//! `backline generate`: everything that can fail without the models is checked first (the
-//! request, the model folder against the task, the audio inputs, the output files), then one job
-//! runs on the engine with a progress display, and each item is written with its recipe.
+//! `backline generate`: the CLI as a client of [`LocalBackend`]. The backend's pre-flight checks
+//! everything that can fail without the models (the request, the model folder against the task,
+//! the audio inputs); then the output files are checked, one job runs with a progress display
+//! (Ctrl-C cancels it within a step, and nothing is written), and each item is written with its
+//! recipe.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use backline_engine::audio::OutputFormat;
-use backline_engine::checkpoint::{DitFolder, BASE_FOLDER, TURBO_FOLDER};
-use backline_engine::job::Engine;
-use backline_engine::pipeline::source::load_model_audio;
-use backline_engine::pipeline::{PipelineOptions, PipelineWorker};
-use backline_engine::request::{GenerationRequest, ModelKind, RequestError, ResolvedRequest};
+use backline_engine::backend::{JobRequest, LocalBackend, LocalSettings};
+use backline_engine::checkpoint::BASE_FOLDER;
+use backline_engine::error::{AudioRole, JobError};
+use backline_engine::request::{GenerationRequest, RequestError};
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
 use crate::outputs::Outputs;
-use crate::progress;
+use crate::{interrupt, progress};
 
 /// One generation as the CLI runs it.
-pub struct Job {
+pub struct GenerateRun {
     pub checkpoints: PathBuf,
-    /// The DiT folder's name inside `checkpoints`.
-    pub model: String,
+    pub device: Device,
+    /// Unset `model`: the backend picks the task's usual model.
     pub request: GenerationRequest,
     pub out: PathBuf,
     pub stem: String,
@@ -40,82 +40,100 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
             })?,
         },
     };
-    let model = request.model.clone().unwrap_or_else(|| TURBO_FOLDER.to_string());
-    // The recipe records what was written and with which model.
+    // The recipe records what was written.
     request.audio_format = Some(format.audio_format());
-    request.model = Some(model.clone());
     let stem = args.name.unwrap_or_else(|| format!("backline-{}", request.task_type));
-    let job = Job {
+    let run = GenerateRun {
         checkpoints: args.checkpoints,
-        model,
+        device: parse_device(&args.device)?,
         request,
         out: args.out,
         stem,
         format: format.output(),
         overwrite: args.overwrite,
     };
-    for path in generate(job)? {
+    for path in run_generate(run)? {
         println!("{}", path.display());
     }
     Ok(())
 }
 
 /// Check, generate and write; returns the files written.
-pub fn generate(job: Job) -> Result<Vec<PathBuf>, String> {
-    job.request.validate().map_err(request_error)?;
-    let kind = model_kind(&job.checkpoints, &job.model)?;
-    let resolved = job.request.resolve(kind).map_err(request_error)?;
-    check_audio_inputs(&resolved)?;
-    let outputs = Outputs::plan(&job.out, &job.stem, &resolved.seeds, job.format, job.overwrite)?;
-    outputs.prepare()?;
-
-    let options =
-        PipelineOptions { checkpoints: job.checkpoints, model: job.model, device: Device::Cpu, dtype: DType::F32 };
-    let engine = Engine::start(move || Ok::<_, String>(PipelineWorker::new(options)))
-        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    let started = Instant::now();
-    // The resolved recipe carries the seeds the file names were made from.
-    let handle = engine.submit(resolved.recipe.clone());
-    let generation = progress::follow(&handle).map_err(|e| e.to_string())?;
-    eprintln!(
-        "generated {} item(s) of {:.1} s in {:.1} s",
-        generation.audio.len(),
-        generation.recipe.duration_s,
-        started.elapsed().as_secs_f64()
-    );
-    outputs.write(&generation)
-}
-
-/// The kind of the DiT in `checkpoints/model`, refusing a folder that is not one.
-fn model_kind(checkpoints: &Path, model: &str) -> Result<ModelKind, String> {
-    if !checkpoints.is_dir() {
+pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
+    if !run.checkpoints.is_dir() {
         return Err(format!(
             "the checkpoints folder {} does not exist; pass --checkpoints DIR or set BACKLINE_CHECKPOINTS \
              (`backline demo` writes a tiny synthetic set)",
-            checkpoints.display()
+            run.checkpoints.display()
         ));
     }
-    let folder =
-        DitFolder::open(&checkpoints.join(model)).map_err(|e| format!("cannot use the model `{model}`: {e}"))?;
-    Ok(folder.model_kind())
+    let settings = LocalSettings { checkpoints: run.checkpoints, device: run.device, dtype: DType::F32 };
+    let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    let admitted = backend.admit(JobRequest::new(run.request)).map_err(|e| describe(&e))?;
+    // The seeds are drawn by now, so the file names are known before any work.
+    let outputs = Outputs::plan(&run.out, &run.stem, &admitted.resolved.seeds, run.format, run.overwrite)?;
+    outputs.prepare()?;
+
+    interrupt::install();
+    let handle = backend.submit_admitted(admitted);
+    let generation = progress::follow(&handle).map_err(|e| match e {
+        JobError::Cancelled => "cancelled (Ctrl-C); nothing was written".to_string(),
+        e => describe(&e),
+    })?;
+    let total = generation.recipe.time_costs.get("dit_total_time_cost").copied().unwrap_or_default();
+    eprintln!("generated {} item(s) of {:.1} s in {total:.1} s", generation.audio.len(), generation.recipe.duration_s);
+    outputs.write(&generation)
 }
 
-fn request_error(e: RequestError) -> String {
+/// A job error as one line, with the flag to change where there is one.
+fn describe(e: &JobError) -> String {
     match e {
-        RequestError::TaskNeedsBaseModel { .. } => format!("invalid request: {e} (pass --model {BASE_FOLDER})"),
-        e => format!("invalid request: {e}"),
+        JobError::Request(RequestError::TaskNeedsBaseModel { .. }) => format!("{e} (pass --model {BASE_FOLDER})"),
+        JobError::Input(input) => {
+            let flag = match input.role() {
+                AudioRole::Source => "--src-audio",
+                AudioRole::Reference => "--reference-audio",
+            };
+            format!("{flag}: {e}")
+        }
+        e => e.to_string(),
     }
 }
 
-/// Read the source and reference as the pipeline will, so a missing, empty, silent or too short
-/// file stops the run before the models load.
-fn check_audio_inputs(resolved: &ResolvedRequest) -> Result<(), String> {
-    if let Some(path) = &resolved.src_audio {
-        let audio = load_model_audio(Path::new(path), "source").map_err(|e| format!("--src-audio: {e}"))?;
-        resolved.source_span(audio.duration_s()).map_err(|e| format!("invalid request: {e}"))?;
+/// `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`, where this build has that backend.
+pub fn parse_device(spec: &str) -> Result<Device, String> {
+    let (name, index) = match spec.split_once(':') {
+        Some((name, n)) => (name, n.parse::<usize>().map_err(|_| format!("--device {spec}: `{n}` is not a device number"))?),
+        None => (spec, 0),
+    };
+    let missing = |feature: &str| {
+        format!("--device {spec}: this build of backline has no {feature} support; rebuild with `--features {feature}`")
+    };
+    match name {
+        "cpu" if index == 0 => Ok(Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => Device::new_cuda(index).map_err(|e| format!("--device {spec}: {e}")),
+        "cuda" => Err(missing("cuda")),
+        "metal" if cfg!(feature = "metal") => Device::new_metal(index).map_err(|e| format!("--device {spec}: {e}")),
+        "metal" => Err(missing("metal")),
+        _ => Err(format!("--device {spec}: expected cpu, cuda, cuda:N, metal or metal:N")),
     }
-    if let Some(path) = &resolved.reference_audio {
-        load_model_audio(Path::new(path), "reference").map_err(|e| format!("--reference-audio: {e}"))?;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_or_say_what_is_missing() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        if !cfg!(feature = "cuda") {
+            let err = parse_device("cuda:1").unwrap_err();
+            assert!(err.contains("no cuda support") && err.contains("--features cuda"), "{err}");
+        }
+        if !cfg!(feature = "metal") {
+            assert!(parse_device("metal").unwrap_err().contains("--features metal"));
+        }
+        assert!(parse_device("cuda:x").unwrap_err().contains("not a device number"));
+        assert!(parse_device("tpu").unwrap_err().contains("expected cpu"));
     }
-    Ok(())
 }

@@ -13,6 +13,7 @@ mod args;
 mod demo;
 mod folders;
 mod generate;
+mod interrupt;
 mod outputs;
 mod progress;
 

@@ -87,8 +87,7 @@ impl Outputs {
 /// item again (each item's noise comes from its own seed).
 pub fn item_recipe(recipe: &Recipe, i: usize) -> Recipe {
     let mut one = recipe.clone();
-    if let Some(&seed) = recipe.seeds.get(i) {
-        one.seeds = vec![seed];
+    if let Some(&seed) = recipe.seeds().get(i) {
         one.request.seed = Some(Seed::PerItem(vec![seed as i64]));
         one.request.batch_size = Some(1);
     }

@@ -1,11 +1,12 @@
 //! A job's events on the terminal: a spinner while models load and stages run, a bar through the
-//! diffusion steps. Without a terminal (a log, a test) the bar stays hidden and each load and
-//! stage is one plain line on stderr instead.
+//! encode tiles and the diffusion steps. Without a terminal (a log, a test) the bar stays hidden
+//! and each load and stage is one plain line on stderr instead. Ctrl-C cancels the job.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use backline_engine::job::{JobError, JobEvent, JobHandle};
+use crossbeam_channel::RecvTimeoutError;
 use backline_engine::pipeline::Generation;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,7 +17,20 @@ pub fn follow(handle: &JobHandle<Generation>) -> Result<Generation, JobError> {
     bar.set_style(spinner_style());
     bar.enable_steady_tick(Duration::from_millis(100));
     let mut stepping = false;
-    for event in handle.events().iter() {
+    let mut cancelling = false;
+    loop {
+        let event = match handle.events().recv_timeout(Duration::from_millis(50)) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => {
+                if crate::interrupt::interrupted() && !cancelling {
+                    cancelling = true;
+                    show(&bar, plain, "cancelling (Ctrl-C again to quit at once)".to_string());
+                    handle.cancel();
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         match event {
             JobEvent::Queued { .. } => bar.set_message("waiting for the engine"),
             JobEvent::Started => bar.set_message("starting"),
@@ -67,6 +81,7 @@ fn show(bar: &ProgressBar, plain: bool, message: String) {
 fn stage_label(name: &str) -> &str {
     match name {
         "audio" => "reading the audio inputs",
+        "encode" => "encoding the audio inputs",
         "text" => "encoding the caption and lyrics",
         "condition" => "conditioning",
         "diffusion" => "diffusion",

@@ -1,0 +1,159 @@
+//! [`LocalBackend`]: the engine in this process. One worker thread per backend runs its jobs in
+//! order; the models come from a [`ModelStore`] that every backend of the process shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use super::admit::{admit, dit_folders, Admitted};
+use super::{Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
+use crate::checkpoint::{TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::error::JobError;
+use crate::job::{Engine, JobControl, JobHandle, Worker};
+use crate::pipeline::source::LatentCache;
+use crate::pipeline::{Generation, Pipeline, LATENT_CACHE_ENTRIES};
+use crate::progress::JobContext;
+use crate::store::ModelStore;
+use crate::task::TaskType;
+
+/// Where a local backend's models live and what it runs them on.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The checkpoints folder: `acestep-v15-*/`, `vae/`, `Qwen3-Embedding-0.6B/`.
+    pub checkpoints: PathBuf,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl LocalSettings {
+    /// The CPU in float32.
+    pub fn cpu(checkpoints: impl Into<PathBuf>) -> Self {
+        Self { checkpoints: checkpoints.into(), device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// What the worker thread runs: a raw job (pre-flight first) or one already admitted.
+pub enum LocalJob {
+    Request(JobRequest),
+    Admitted(Box<Admitted>),
+}
+
+/// The engine in this process. Dropping it cancels its jobs and joins its thread; the models stay
+/// in the store while another backend holds it.
+pub struct LocalBackend {
+    settings: LocalSettings,
+    store: Arc<ModelStore>,
+    engine: Engine<LocalWorker>,
+}
+
+impl LocalBackend {
+    /// A backend on the process's model store ([`ModelStore::shared`]).
+    pub fn new(settings: LocalSettings) -> std::io::Result<Self> {
+        Self::with_store(settings, ModelStore::shared())
+    }
+
+    /// A backend on `store`. The only error is the OS refusing to spawn the worker thread.
+    pub fn with_store(settings: LocalSettings, store: Arc<ModelStore>) -> std::io::Result<Self> {
+        let worker = LocalWorker { settings: settings.clone(), store: Arc::clone(&store), latents: LatentCache::new(LATENT_CACHE_ENTRIES) };
+        let engine = Engine::start(move || Ok::<_, String>(worker))?;
+        Ok(Self { settings, store, engine })
+    }
+
+    pub fn settings(&self) -> &LocalSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<ModelStore> {
+        &self.store
+    }
+
+    /// The pre-flight on the calling thread: for a front end that wants the resolved request (its
+    /// seeds, its model) or the error before it queues anything. Reads the audio inputs.
+    pub fn admit(&self, job: JobRequest) -> Result<Admitted, JobError> {
+        admit(&self.settings.checkpoints, &self.store, self.settings.dtype, job)
+    }
+
+    /// Queues a job that [`admit`](Self::admit) has passed.
+    pub fn submit_admitted(&self, job: Admitted) -> JobHandle<Generation> {
+        self.engine.submit(LocalJob::Admitted(Box::new(job)))
+    }
+
+    /// Cancels the running job and every queued one.
+    pub fn cancel_all(&self) {
+        self.engine.cancel_all();
+    }
+
+    /// How many jobs are queued or running.
+    pub fn pending(&self) -> usize {
+        self.engine.pending()
+    }
+}
+
+impl Backend for LocalBackend {
+    fn submit(&self, job: JobRequest) -> JobHandle<Generation> {
+        self.engine.submit(LocalJob::Request(job))
+    }
+
+    fn submit_with(&self, job: JobRequest, on_event: GenerationCallback) -> JobControl {
+        self.engine.submit_with(LocalJob::Request(job), on_event)
+    }
+
+    fn models(&self) -> Result<ModelsInfo, JobError> {
+        let root = &self.settings.checkpoints;
+        let dtype = self.settings.dtype;
+        let resident = self.store.resident();
+        let dits = dit_folders(root)?
+            .into_iter()
+            .map(|(name, opened)| match opened {
+                Ok(folder) => {
+                    let kind = folder.model_kind();
+                    DitInfo {
+                        loaded: resident.iter().any(|r| r.dir == folder.dir),
+                        tasks: TaskType::ALL.into_iter().filter(|&t| kind.runs(t)).collect(),
+                        bytes: ModelStore::dit_bytes(&folder, dtype),
+                        kind: Some(kind),
+                        problem: None,
+                        name,
+                    }
+                }
+                Err(e) => DitInfo { name, kind: None, tasks: Vec::new(), bytes: 0, loaded: false, problem: Some(e.to_string()) },
+            })
+            .collect();
+        let shared_problem = VaeFolder::open(&root.join(VAE_FOLDER))
+            .err()
+            .map(|e| format!("{VAE_FOLDER}: {e}"))
+            .or_else(|| TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER)).err().map(|e| format!("{TEXT_ENCODER_FOLDER}: {e}")));
+        Ok(ModelsInfo { checkpoints: root.clone(), dits, shared_problem, resident, budget_bytes: self.store.budget_bytes() })
+    }
+}
+
+/// The worker thread's state: the settings, the shared store, and encoded inputs kept between
+/// jobs of this backend.
+struct LocalWorker {
+    settings: LocalSettings,
+    store: Arc<ModelStore>,
+    latents: LatentCache,
+}
+
+impl Worker for LocalWorker {
+    type Request = LocalJob;
+    type Output = Generation;
+
+    fn run(&mut self, job: LocalJob, ctx: &JobContext<'_>) -> Result<Generation, JobError> {
+        let LocalSettings { checkpoints, device, dtype } = &self.settings;
+        let admitted = match job {
+            LocalJob::Admitted(admitted) => *admitted,
+            LocalJob::Request(request) => {
+                ctx.stage("audio");
+                admit(checkpoints, &self.store, *dtype, request)?
+            }
+        };
+        ctx.check_cancelled()?;
+        let shared = self.store.shared_models(checkpoints, device, *dtype, ctx)?;
+        ctx.check_cancelled()?;
+        let dit = self.store.dit(&admitted.dit, device, *dtype, ctx)?;
+        ctx.check_cancelled()?;
+        Pipeline::new(dit, shared, device.clone(), *dtype).generate(&admitted, &mut self.latents, ctx)
+    }
+}

@@ -1,0 +1,134 @@
+//! The contract every front end (the plugin, the CLI, the REST server) uses to run generations,
+//! whether the engine is in this process ([`LocalBackend`]) or behind a REST server.
+//!
+//! A front end builds a [`JobRequest`]: the [`GenerationRequest`] plus its audio inputs, each a
+//! file or samples in memory (any rate and channel count), so a captured region never touches
+//! the disk. It submits it and follows the job through a [`JobHandle`] (events plus cancel), or
+//! hands a callback to [`Backend::submit_with`] so the result is handled on the worker even when
+//! no editor is open. Before it submits, [`Backend::models`] says what the checkpoints folder
+//! holds, which tasks each DiT runs, and what is loaded.
+//!
+//! Everything that can be wrong with a job reaches the front end as a typed [`JobError`] in the
+//! job's `Failed` event, before any model loads when the request or its inputs are at fault.
+
+pub mod admit;
+pub mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::audio::AudioBuffer;
+use crate::error::JobError;
+use crate::job::{EventCallback, JobControl, JobHandle};
+use crate::pipeline::Generation;
+use crate::request::GenerationRequest;
+use crate::store::ResidentModel;
+use crate::task::{ModelKind, TaskType};
+
+pub use admit::{Admitted, ModelAudio};
+pub use local::{LocalBackend, LocalSettings};
+
+/// One audio input of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioInput {
+    /// A file the engine reads (WAV, FLAC, MP3, Ogg Vorbis).
+    File(PathBuf),
+    /// Samples in memory at any rate and channel count; converted to the model's 48 kHz stereo
+    /// inside. `label` names them in errors and in the recipe (e.g. "capture, bars 9-16").
+    Samples { label: String, audio: Arc<AudioBuffer> },
+}
+
+impl AudioInput {
+    pub fn samples(label: impl Into<String>, audio: AudioBuffer) -> Self {
+        Self::Samples { label: label.into(), audio: Arc::new(audio) }
+    }
+
+    /// The file's path, or the samples' label.
+    pub fn label(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Samples { label, .. } => label.clone(),
+        }
+    }
+}
+
+/// A request and its audio inputs: what a front end submits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub request: GenerationRequest,
+    /// The source audio. `None`: the request's `src_audio` path, if it has one.
+    pub src: Option<AudioInput>,
+    /// The timbre reference. `None`: the request's `reference_audio` path, if it has one.
+    pub reference: Option<AudioInput>,
+}
+
+impl JobRequest {
+    /// A request whose audio inputs (if any) are the files its `src_audio` and
+    /// `reference_audio` name.
+    pub fn new(request: GenerationRequest) -> Self {
+        Self { request, src: None, reference: None }
+    }
+
+    /// Use `input` as the source audio, in place of any `src_audio` path in the request.
+    pub fn with_source(mut self, input: AudioInput) -> Self {
+        self.src = Some(input);
+        self
+    }
+
+    /// Use `input` as the timbre reference, in place of any `reference_audio` path.
+    pub fn with_reference(mut self, input: AudioInput) -> Self {
+        self.reference = Some(input);
+        self
+    }
+}
+
+/// The callback form of a job's events (see [`Backend::submit_with`]).
+pub type GenerationCallback = EventCallback<Generation>;
+
+/// What runs generations: in this process, or on a server.
+pub trait Backend: Send + Sync {
+    /// Queues `job` and returns its handle at once. Pre-flight problems (an invalid request, a
+    /// model that is not there, unusable audio) end the job with a typed `Failed` event before
+    /// any model loads.
+    fn submit(&self, job: JobRequest) -> JobHandle<Generation>;
+
+    /// Like [`submit`](Self::submit), with every event passed to `on_event` instead of a
+    /// channel; the backend calls it from its own thread (the local engine's worker), so the
+    /// result is handled whether or not anybody is watching.
+    fn submit_with(&self, job: JobRequest, on_event: GenerationCallback) -> JobControl;
+
+    /// The checkpoint folders found, which tasks each DiT runs, what is loaded and the budget.
+    fn models(&self) -> Result<ModelsInfo, JobError>;
+}
+
+/// What a front end shows before it submits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsInfo {
+    /// The checkpoints folder read.
+    pub checkpoints: PathBuf,
+    /// Each DiT folder found, by name.
+    pub dits: Vec<DitInfo>,
+    /// What is wrong with the shared models' folders (`vae/`, `Qwen3-Embedding-0.6B/`), if
+    /// anything: every generation needs both.
+    pub shared_problem: Option<String>,
+    /// What the model store holds now (all checkpoints folders of this process).
+    pub resident: Vec<ResidentModel>,
+    /// Bytes the resident DiTs may take together.
+    pub budget_bytes: u64,
+}
+
+/// One DiT folder of the checkpoints folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DitInfo {
+    /// The folder's name: what a request's `model` names.
+    pub name: String,
+    /// `None` when the folder cannot be used (see `problem`).
+    pub kind: Option<ModelKind>,
+    /// The tasks it runs.
+    pub tasks: Vec<TaskType>,
+    /// Memory its weights take once loaded.
+    pub bytes: u64,
+    pub loaded: bool,
+    /// Why it cannot be used, naming the file or tensor.
+    pub problem: Option<String>,
+}
