@@ -1,11 +1,14 @@
 //! Backline's engine: everything that is not the plugin. A map of the modules, from the leaves up:
 //!
 //! - [`task`]: the vocabulary: the six tasks, the model kinds and their step limits, track names, keys.
+//! - [`timing`]: the model's time base (sample rate, hop, latent frame rate, duration limits).
 //! - [`progress`]: progress out and cancellation in, shared by the job engine and the pipeline.
 //! - [`alloc`]: huge-page-backed buffers for weights and large activations.
 //! - [`audio`]: the musical grid, [`audio::AudioBuffer`], decode, resample, levels, WAV/FLAC writes.
 //! - [`prompt`]: the DiT's text prompts (instructions, caption and metas, lyrics), byte-exact with upstream.
 //! - [`request`]: [`request::GenerationRequest`] in ACE-Step's field names: parse, validate, resolve.
+//! - [`kernels`]: CPU kernels below the networks (blocked attention with its masks, the VAE's
+//!   fused residual unit).
 //! - [`model`]: the ACE-Step 1.5 networks in candle (DiT, condition encoders, FSQ, VAE, text encoder).
 //! - [`checkpoint`]: checkpoint folders in the published layout, validated and loaded; synthetic sets.
 //! - [`sampling`]: turbo and base schedules, APG/ADG guidance, ODE/SDE, cover and repaint controls.
@@ -22,6 +25,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod error;
 pub mod job;
+pub mod kernels;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
@@ -30,3 +34,4 @@ pub mod request;
 pub mod sampling;
 pub mod store;
 pub mod task;
+pub mod timing;

@@ -24,6 +24,7 @@
 //! support.
 
 use crate::model::text_encoder::END_OF_TEXT;
+use crate::request::{GenerationRequest, DEFAULT_VOCAL_LANGUAGE};
 use crate::task::TaskType;
 
 /// The text2music instruction. Upstream also uses it as the "no instruction given" value, and for
@@ -172,81 +173,63 @@ fn py_strip(s: &str) -> &str {
     s.trim_matches(is_py_space)
 }
 
-/// What the prompts are built from: a request's text fields, named after ACE-Step's
-/// `GenerationParams` and its REST request (`track_name`, `track_classes`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptInputs {
-    pub task_type: TaskType,
-    /// The request's own instruction. `None`, a blank one, or the text2music default select the
-    /// task's instruction. Text2music with audio codes runs as cover, so callers pass
-    /// `TaskType::Cover` for it, as upstream's handler does.
-    pub instruction: Option<String>,
-    /// The track that lego adds or extract pulls out, e.g. "guitar" (see `task::TRACK_NAMES`).
-    pub track_name: Option<String>,
-    /// The track classes that complete adds.
-    pub track_classes: Vec<String>,
-    pub caption: String,
-    pub lyrics: String,
-    /// Replace the lyrics with `[Instrumental]`.
-    pub instrumental: bool,
-    /// The lyric header's language code, e.g. "en". Default "unknown", as in `GenerationParams`.
-    pub vocal_language: String,
-    pub bpm: Option<u32>,
-    /// E.g. "C major" (see `task::is_valid_keyscale`); not validated here.
-    pub keyscale: Option<String>,
-    /// E.g. "4" (what the LM writes) or "4/4"; written as given.
-    pub timesignature: Option<String>,
+/// What the prompts are built from: a request's text fields, read from the request itself
+/// (named after ACE-Step's `GenerationParams` and its REST request), and the duration the metas
+/// state.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptInputs<'a> {
+    pub request: &'a GenerationRequest,
     /// Seconds the DiT generates: the request's for text2music, and for the audio tasks the
     /// source audio's, computed as `samples as f64 / 48000.0`. `None` reads as 30 seconds.
     pub duration: Option<f64>,
 }
 
-impl Default for PromptInputs {
-    fn default() -> Self {
-        Self {
-            task_type: TaskType::Text2Music,
-            instruction: None,
-            track_name: None,
-            track_classes: Vec::new(),
-            caption: String::new(),
-            lyrics: String::new(),
-            instrumental: false,
-            vocal_language: "unknown".to_string(),
-            bpm: None,
-            keyscale: None,
-            timesignature: None,
-            duration: None,
-        }
+impl<'a> PromptInputs<'a> {
+    /// The prompts of `request`, stating its duration for text2music and none for the audio
+    /// tasks until the source is known ([`PromptInputs::with_duration`]).
+    pub fn new(request: &'a GenerationRequest) -> Self {
+        let duration = if request.task_type.needs_source_audio() { None } else { request.duration };
+        Self { request, duration }
     }
-}
 
-impl PromptInputs {
-    /// The instruction, ending in ':'.
+    /// The same prompts stating `duration` seconds (an audio task's source length).
+    pub fn with_duration(self, duration: Option<f64>) -> Self {
+        Self { duration, ..self }
+    }
+
+    /// The instruction, ending in ':'. The request's own instruction, unless it is blank or the
+    /// text2music default; track names in lower case. Text2music with audio codes runs as cover,
+    /// so callers pass `TaskType::Cover` for it, as upstream's handler does.
     pub fn instruction(&self) -> String {
-        let (own, track) = (self.instruction.as_deref(), self.track_name.as_deref());
-        resolve_instruction(own, self.task_type, track, &self.track_classes)
+        let r = self.request;
+        let track = r.track_name.as_deref().map(str::to_lowercase);
+        let classes: Vec<String> = r.track_classes.iter().map(|c| c.to_lowercase()).collect();
+        resolve_instruction(r.instruction.as_deref(), r.task_type, track.as_deref(), &classes)
     }
 
     /// The metas block of the caption prompt.
     pub fn metas(&self) -> String {
-        metas(self.bpm, self.keyscale.as_deref(), self.timesignature.as_deref(), self.duration)
+        let r = self.request;
+        metas(r.bpm, r.keyscale.as_deref(), r.timesignature.as_deref(), self.duration)
     }
 
     /// The caption prompt for the text encoder (at most `CAPTION_MAX_TOKENS` tokens).
     pub fn caption_prompt(&self) -> String {
-        caption_prompt(&self.instruction(), extract_caption_from_sft_format(&self.caption), &self.metas())
+        caption_prompt(&self.instruction(), extract_caption_from_sft_format(&self.request.caption), &self.metas())
     }
 
     /// The caption prompt with the text2music instruction. Upstream encodes it for every task when
     /// `audio_cover_strength < 1`, and cover blends between the two.
     pub fn non_cover_caption_prompt(&self) -> String {
-        caption_prompt(DEFAULT_DIT_INSTRUCTION, extract_caption_from_sft_format(&self.caption), &self.metas())
+        caption_prompt(DEFAULT_DIT_INSTRUCTION, extract_caption_from_sft_format(&self.request.caption), &self.metas())
     }
 
-    /// The lyric prompt for the embedding lookup (at most `LYRIC_MAX_TOKENS` tokens).
+    /// The lyric prompt for the embedding lookup (at most `LYRIC_MAX_TOKENS` tokens); the
+    /// language defaults to upstream's "unknown".
     pub fn lyric_prompt(&self) -> String {
-        let lyrics = if self.instrumental { INSTRUMENTAL_LYRICS } else { &self.lyrics };
-        lyric_prompt(&self.vocal_language, lyrics)
+        let r = self.request;
+        let lyrics = if r.instrumental { INSTRUMENTAL_LYRICS } else { &r.lyrics };
+        lyric_prompt(r.vocal_language.as_deref().unwrap_or(DEFAULT_VOCAL_LANGUAGE), lyrics)
     }
 }
 
@@ -318,7 +301,7 @@ mod tests {
 
     #[test]
     fn spec_example_caption_prompt() {
-        let inputs = PromptInputs {
+        let request = GenerationRequest {
             caption: "upbeat synth pop".into(),
             bpm: Some(120),
             timesignature: Some("4".into()),
@@ -326,6 +309,7 @@ mod tests {
             duration: Some(30.0),
             ..Default::default()
         };
+        let inputs = PromptInputs::new(&request);
         assert_eq!(
             inputs.caption_prompt(),
             "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n\
@@ -333,20 +317,32 @@ mod tests {
              # Metas\n- bpm: 120\n- timesignature: 4\n- keyscale: C major\n- duration: 30 seconds\n<|endoftext|>\n"
         );
         assert_eq!(inputs.non_cover_caption_prompt(), inputs.caption_prompt());
-        let cover = PromptInputs { task_type: TaskType::Cover, ..inputs };
+        let cover_request = GenerationRequest { task_type: TaskType::Cover, ..request.clone() };
+        let cover = PromptInputs::new(&cover_request).with_duration(Some(30.0));
+        assert_eq!(cover.metas(), inputs.metas());
         assert!(cover.caption_prompt().starts_with("# Instruction\nGenerate audio semantic tokens"));
         assert!(cover.non_cover_caption_prompt().starts_with("# Instruction\nFill the audio semantic mask"));
     }
 
     #[test]
     fn lyric_prompts() {
-        let mut inputs =
-            PromptInputs { lyrics: "[Verse]\nla la\n".into(), vocal_language: "en".into(), ..Default::default() };
-        assert_eq!(inputs.lyric_prompt(), "# Languages\nen\n\n# Lyric\n[Verse]\nla la\n<|endoftext|>");
-        inputs.instrumental = true;
-        assert_eq!(inputs.lyric_prompt(), "# Languages\nen\n\n# Lyric\n[Instrumental]<|endoftext|>");
+        let mut request =
+            GenerationRequest { lyrics: "[Verse]\nla la\n".into(), vocal_language: Some("en".into()), ..Default::default() };
+        assert_eq!(PromptInputs::new(&request).lyric_prompt(), "# Languages\nen\n\n# Lyric\n[Verse]\nla la\n<|endoftext|>");
+        request.instrumental = true;
+        assert_eq!(PromptInputs::new(&request).lyric_prompt(), "# Languages\nen\n\n# Lyric\n[Instrumental]<|endoftext|>");
         // Empty lyrics are sent empty, as upstream's handler does; the default language is upstream's.
-        assert_eq!(PromptInputs::default().lyric_prompt(), "# Languages\nunknown\n\n# Lyric\n<|endoftext|>");
+        let plain = GenerationRequest::default();
+        assert_eq!(PromptInputs::new(&plain).lyric_prompt(), "# Languages\nunknown\n\n# Lyric\n<|endoftext|>");
+    }
+
+    #[test]
+    fn track_names_are_read_in_lower_case_and_audio_tasks_wait_for_the_source() {
+        let request = GenerationRequest { task_type: TaskType::Lego, track_name: Some("Guitar".into()), duration: Some(40.0), ..Default::default() };
+        let inputs = PromptInputs::new(&request);
+        assert_eq!(inputs.instruction(), "Generate the GUITAR track based on the audio context:");
+        assert_eq!(inputs.duration, None, "an audio task's metas state its source's length");
+        assert_eq!(inputs.with_duration(Some(12.5)).duration, Some(12.5));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
 use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
 use backline_engine::sampling::{turbo_schedule, InferMethod, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
-use backline_engine::model::nn::{bidirectional_mask, RotaryEmbedding};
+use backline_engine::kernels::attention::bidirectional_mask;
+use backline_engine::model::nn::RotaryEmbedding;
 use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, load_fixture_weights};
 use candle_core::Device;
 

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use backline_engine::model::text_encoder::{CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS};
 use backline_engine::prompt::PromptInputs;
+use backline_engine::request::GenerationRequest;
 use backline_engine::task::TaskType;
 use backline_tests::parity::fixture_path;
 use serde_json::Value;
@@ -25,15 +26,15 @@ fn string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }
 
-/// A case's inputs as our request fields. A source's length replaces the requested duration, as
-/// it does upstream.
-fn inputs(case: &Value) -> PromptInputs {
+/// A case's inputs as our request fields, and the duration its metas state: a source's length
+/// replaces the requested duration, as it does upstream.
+fn inputs(case: &Value) -> (GenerationRequest, Option<f64>) {
     let i = &case["inputs"];
     let duration = match i["source_samples"].as_u64() {
         Some(samples) => Some(samples as f64 / SAMPLE_RATE),
         None => i["duration"].as_f64(),
     };
-    PromptInputs {
+    let request = GenerationRequest {
         task_type: serde_json::from_value::<TaskType>(i["task_type"].clone()).expect("a known task"),
         instruction: string(&i["instruction"]),
         track_name: string(&i["track_name"]),
@@ -41,12 +42,13 @@ fn inputs(case: &Value) -> PromptInputs {
         caption: string(&i["caption"]).unwrap(),
         lyrics: string(&i["lyrics"]).unwrap(),
         instrumental: i["instrumental"].as_bool().unwrap(),
-        vocal_language: string(&i["vocal_language"]).unwrap(),
+        vocal_language: string(&i["vocal_language"]),
         bpm: i["bpm"].as_u64().map(|b| u32::try_from(b).unwrap()),
         keyscale: string(&i["keyscale"]),
         timesignature: string(&i["timesignature"]),
-        duration,
-    }
+        ..Default::default()
+    };
+    (request, duration)
 }
 
 /// Where two strings first differ, with some context on both sides, so that a mismatch deep
@@ -73,7 +75,8 @@ fn prompts_match_upstream_byte_for_byte() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case["name"].as_str().unwrap();
-        let inputs = inputs(case);
+        let (request, duration) = inputs(case);
+        let inputs = PromptInputs::new(&request).with_duration(duration);
         let built = [
             ("instruction", inputs.instruction()),
             ("metas", inputs.metas()),

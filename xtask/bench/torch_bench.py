@@ -208,9 +208,21 @@ def bench_audio(samples, torch):
 
 
 def stage_vae_encode(args, torch):
+    import importlib.util
+
     from diffusers import AutoencoderOobleck
-    from acestep.core.generation.handler.vae_encode import VaeEncodeMixin
-    from acestep.core.generation.handler.vae_encode_chunks import VaeEncodeChunksMixin
+
+    def handler_module(name):
+        """One file of upstream's handler package, without the package's `__init__` (which pulls
+        in audio I/O libraries the encode never uses)."""
+        path = args.upstream / "acestep/core/generation/handler" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"acestep_handler_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    VaeEncodeMixin = handler_module("vae_encode").VaeEncodeMixin
+    VaeEncodeChunksMixin = handler_module("vae_encode_chunks").VaeEncodeChunksMixin
 
     class Host(VaeEncodeMixin, VaeEncodeChunksMixin):
         """The attributes upstream's encode mixins read from its handler, on the CPU."""

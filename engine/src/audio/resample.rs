@@ -15,10 +15,9 @@ use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
 use super::{AudioBuffer, AudioError};
 
-/// The VAE's sample rate (ACE-Step 1.5 `vae/config.json`: `sampling_rate`).
-pub const MODEL_SAMPLE_RATE: u32 = 48_000;
-/// The VAE's channel count: it encodes and decodes stereo.
-pub const MODEL_CHANNELS: usize = 2;
+/// The VAE's sample rate and channel count (`crate::timing`).
+pub const MODEL_SAMPLE_RATE: u32 = crate::timing::SAMPLE_RATE;
+pub const MODEL_CHANNELS: usize = crate::timing::CHANNELS;
 
 /// Smallest FFT block on the input side. About 2k frames gives a long anti-aliasing filter with
 /// a cutoff close to Nyquist; the delay this adds does not matter offline (it is trimmed).

@@ -44,7 +44,9 @@ pub const TEXT_WEIGHTS: &str = "model.safetensors";
 pub const TOKENIZER: &str = "tokenizer.json";
 pub const SILENCE_LATENT: &str = "silence_latent.pt";
 
+/// Why a checkpoint folder cannot be used; every variant names the file (and tensor) at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -17,7 +17,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
 
 use super::config::{AceStepConfig, LayerType};
-use super::attention::Mask;
+use crate::kernels::attention::Mask;
 use super::nn::{rms_norm, Attention, Mlp, RotaryEmbedding};
 
 /// Width of the sinusoidal timestep features (hard-coded upstream).

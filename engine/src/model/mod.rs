@@ -1,28 +1,22 @@
-//! The ACE-Step 1.5 networks in candle, sized entirely from the checkpoints' `config.json`.
+//! The ACE-Step 1.5 networks in candle, sized entirely from the checkpoints' `config.json`. The
+//! CPU kernels they call live below them, in `crate::kernels`.
 //!
 //! - `config`: the DiT checkpoint's `config.json`.
 //! - `nn`: shared blocks (RMSNorm, RoPE, GQA attention with q/k norms, SwiGLU MLP, encoder layer).
-//! - `attention`: the attention kernel on the CPU (causal, windowed, masked or full), blocked per
-//!   head and query rows.
 //! - `condition`: the condition encoder (text projection, lyric and timbre encoders, packing).
 //! - `dit`: the diffusion transformer.
 //! - `fsq`: the finite scalar quantizer of the 5 Hz audio codes, and their `<|audio_code_N|>` text.
 //! - `tokenizer`: the audio tokenizer (attention pooler + FSQ) and detokenizer.
 //! - `acestep`: the whole DiT checkpoint (encoder, decoder, tokenizers, null condition).
 //! - `vae`: the VAE (diffusers' `AutoencoderOobleck`): stereo audio to latents and back.
-//! - `fused_residual`: the VAE's residual unit as one blocked CPU pass.
-//! - `cpu_f32`: borrowed slices of f32 CPU tensors for those kernels.
 //! - `text_encoder`: Qwen3-Embedding-0.6B (caption hidden states, lyric embeddings) and the prompt
 //!   tokenizer.
 
 pub mod acestep;
-pub mod attention;
 pub mod condition;
 pub mod config;
-pub mod cpu_f32;
 pub mod dit;
 pub mod fsq;
-pub mod fused_residual;
 pub mod nn;
 pub mod text_encoder;
 pub mod tokenizer;

@@ -12,12 +12,10 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{linear, linear_b, Linear, RmsNorm, VarBuilder};
 
-use super::attention::{attention, Mask};
+use crate::kernels::attention::{attention, bidirectional_mask, Mask};
 use super::config::{AceStepConfig, LayerType};
-use super::cpu_f32::{zip_map, CpuF32};
+use crate::kernels::cpu_f32::{zip_map, CpuF32};
 
-/// The value upstream fills masked attention scores with (`torch.finfo(float32).min`).
-pub const MASKED: f32 = f32::MIN;
 
 pub fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
     candle_nn::rms_norm(size, eps, vb)
@@ -64,31 +62,6 @@ impl RotaryEmbedding {
     }
 }
 
-/// Additive bidirectional attention mask, (B, 1, L, L): query i may see key j when
-/// `|i - j| <= window` (if a window is given) and key j is not padding (`key_padding[b, j] != 0`).
-pub fn bidirectional_mask(
-    batch: usize,
-    len: usize,
-    window: Option<usize>,
-    key_padding: Option<&Tensor>,
-    device: &Device,
-) -> Result<Tensor> {
-    let keep_key: Vec<Vec<f32>> = match key_padding {
-        Some(mask) => mask.to_dtype(DType::F32)?.to_vec2()?,
-        None => vec![vec![1.0; len]; batch],
-    };
-    let mut values = Vec::with_capacity(batch * len * len);
-    for keys in &keep_key {
-        for i in 0..len {
-            for (j, keep) in keys.iter().enumerate() {
-                let in_window = window.is_none_or(|w| i.abs_diff(j) <= w);
-                values.push(if in_window && *keep != 0.0 { 0.0 } else { MASKED });
-            }
-        }
-    }
-    Tensor::from_vec(values, (batch, 1, len, len), device)
-}
-
 /// The sizes one transformer layer is built from. ACE-Step's stacks and the Qwen3 text encoder
 /// share the layer (same tensor names, same pre-norm structure), but not the config type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,12 +87,6 @@ impl From<&AceStepConfig> for LayerDims {
             rms_norm_eps: cfg.rms_norm_eps,
         }
     }
-}
-
-/// Additive causal mask, (1, 1, L, L): query i sees keys 0..=i.
-pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { MASKED })).collect();
-    Tensor::from_vec(values, (1, 1, len, len), device)
 }
 
 /// Grouped-query attention with RMSNorm on each query and key head (`AceStepAttention`).

@@ -20,7 +20,7 @@ use candle_nn::{Activation, Embedding, Init, RmsNorm, VarBuilder};
 use candle_transformers::models::qwen3::Config;
 
 use super::config::LayerType;
-use super::attention::Mask;
+use crate::kernels::attention::Mask;
 use super::nn::{rms_norm, EncoderLayer, LayerDims, RotaryEmbedding};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 

@@ -34,12 +34,11 @@ use crate::sampling::{
 };
 use crate::store::{ResidentDit, SharedModels};
 use crate::task::TaskType;
+use crate::timing::LATENT_FRAMES_PER_SECOND;
 use recipe::Recipe;
 use source::LatentCache;
 use task_inputs::TaskInputs;
 
-/// Latent frames per second: 48 kHz audio over the VAE's hop of 1920 samples.
-pub const FRAMES_PER_SECOND: f64 = 25.0;
 /// Upstream's CPU tile for the VAE decode (`vae_decode.py`), and the overlap on each side.
 const DECODE_CHUNK_FRAMES: usize = 256;
 const DECODE_OVERLAP_FRAMES: usize = 64;
@@ -109,8 +108,8 @@ impl Pipeline {
         ctx.stage("text");
         let text_stage = |clock: &mut StageClock| -> candle_core::Result<(Tensor, Tensor, (Tensor, Tensor), Option<(Tensor, Tensor)>)> {
             clock.time("dit_text_encoder_time_cost", || {
-                let prompt = &inputs.prompt;
-                let (lyrics, lyric_mask) = self.lyric_embeddings(prompt, batch)?;
+                let prompt = PromptInputs::new(&resolved.recipe).with_duration(inputs.prompt_duration);
+                let (lyrics, lyric_mask) = self.lyric_embeddings(&prompt, batch)?;
                 let caption = self.caption_states(&prompt.caption_prompt(), batch)?;
                 let switches = resolved.task_type == TaskType::Cover && resolved.audio_cover_strength < 1.0;
                 let non_cover = if switches { Some(self.caption_states(&prompt.non_cover_caption_prompt(), batch)?) } else { None };
@@ -146,7 +145,7 @@ impl Pipeline {
             source: inputs.source.as_ref().map(|s| s.record.clone()),
             reference: inputs.reference.as_ref().map(|r| r.record.clone()),
             sample_rate: MODEL_SAMPLE_RATE,
-            duration_s: frames as f64 / FRAMES_PER_SECOND,
+            duration_s: frames as f64 / LATENT_FRAMES_PER_SECOND,
             engine: format!("backline-engine {}", env!("CARGO_PKG_VERSION")),
             time_costs: clock.costs,
         };
@@ -345,7 +344,7 @@ struct Texts<'a> {
 }
 
 /// Frames of reference latents the timbre encoder takes (30 s).
-const REFERENCE_FRAMES: usize = source::REFERENCE_SECONDS * FRAMES_PER_SECOND as usize;
+const REFERENCE_FRAMES: usize = source::REFERENCE_SECONDS * LATENT_FRAMES_PER_SECOND as usize;
 
 /// Refuse NaN or infinite latents from `stage` with an error naming what held them.
 fn check_finite(t: &Tensor, stage: &'static str, what: &str) -> Result<(), JobError> {

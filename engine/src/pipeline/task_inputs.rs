@@ -29,6 +29,7 @@ use crate::prompt::PromptInputs;
 use crate::request::SourceSpan;
 use crate::sampling::{RepaintGuide, RepaintMode, SeededNoise};
 use crate::task::TaskType;
+use crate::timing::{FALLBACK_DURATION_S, HOP, MIN_LATENT_FRAMES};
 
 /// The VAE encode's tile: windows of this many latent frames (20 s) with this many frames of
 /// context on each side, decoded and thrown away. The encoder sees about 6 frames either side
@@ -88,8 +89,9 @@ impl Splice {
 pub struct TaskInputs {
     /// Latent frames of the result.
     pub frames: usize,
-    /// The prompts' inputs, with the duration the metas state.
-    pub prompt: PromptInputs,
+    /// The duration the prompt's metas state: the request's for text2music, the (unpadded)
+    /// source's for the audio tasks (`core/generation/handler/batch_prep.py:100`).
+    pub prompt_duration: Option<f64>,
     /// `[batch, frames, 64]` and `[batch, frames, 64]`.
     pub context_source: Tensor,
     pub chunk_mask: Tensor,
@@ -118,15 +120,15 @@ impl TaskInputs {
         };
 
         let (Some(input), Some(span)) = (&job.source, job.span) else {
-            let duration = resolved.duration_s.unwrap_or(30.0);
+            let duration = resolved.duration_s.unwrap_or(FALLBACK_DURATION_S);
             // `floor(round(duration, 1)·48000) // 1920`, at least upstream's 128 frames.
             let samples = ((duration * 10.0).round() / 10.0 * MODEL_SAMPLE_RATE as f64).floor() as usize;
-            let frames = (samples / hop).max(128);
+            let frames = (samples / hop).max(MIN_LATENT_FRAMES);
             let silence = p.silence_frames(frames, batch).map_err(fail)?;
             let context = task_context(TaskType::Text2Music, &silence, &silence, None).map_err(fail)?;
             return Ok(Self {
                 frames,
-                prompt: resolved.prompt.clone(),
+                prompt_duration: PromptInputs::new(&resolved.recipe).duration,
                 context_source: context.context_source,
                 chunk_mask: context.chunk_mask,
                 is_cover: false,
@@ -178,7 +180,7 @@ impl TaskInputs {
         }
         Ok(Self {
             frames,
-            prompt: resolved.prompt_for_source(source_s),
+            prompt_duration: Some(source_s),
             context_source,
             chunk_mask,
             is_cover: task == TaskType::Cover,
@@ -207,8 +209,6 @@ pub fn window_frames(start_s: f64, end_s: f64, frames: usize) -> (usize, usize) 
     (start, end)
 }
 
-/// The VAE's hop: samples per latent frame.
-const HOP: usize = 1920;
 
 /// The task's part of the DiT's context.
 pub struct TaskContext {

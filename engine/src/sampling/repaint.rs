@@ -42,7 +42,7 @@ impl RepaintMode {
                 let keep = 1.0 - strength.clamp(0.0, 1.0);
                 RepaintSettings {
                     injection_ratio: keep,
-                    crossfade_frames: (25.0 * keep).round_ties_even() as usize,
+                    crossfade_frames: (crate::timing::LATENT_FRAMES_PER_SECOND * keep).round_ties_even() as usize,
                     splice_crossfade_s: 0.05 * keep,
                 }
             }

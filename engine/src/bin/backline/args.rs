@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use backline_engine::audio::OutputFormat;
 use backline_engine::request::{AudioFormat, GenerationRequest};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
@@ -127,113 +127,158 @@ impl Format {
     }
 }
 
-/// The request's fields as flags. Every value is optional: unset flags leave the request file's
-/// value (or the engine's default) alone.
-#[derive(Args)]
+/// How a request field's flag reads its value (always as text: the engine parses it, so a bad
+/// value gets the same message as in a REST body or a preset).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    /// May be negative (`-1`, `-3.5`), which clap would otherwise take for a flag.
+    Signed,
+    /// `--flag` alone means true; `--flag=false` turns it off.
+    Switch,
+    /// Repeat the flag or separate the values with commas.
+    List,
+}
+
+/// One request field as a flag: `--` and the field's name in kebab-case.
+struct Flag {
+    field: &'static str,
+    help: &'static str,
+    kind: Kind,
+    value_name: Option<&'static str>,
+    /// A second spelling shown in the help.
+    alias: Option<&'static str>,
+}
+
+const fn flag(field: &'static str, kind: Kind, help: &'static str) -> Flag {
+    Flag { field, help, kind, value_name: None, alias: None }
+}
+
+/// The request's fields as flags, in the order `--help` lists them: the one table the CLI's
+/// request flags come from.
+const FLAGS: &[Flag] = &[
+    flag("task_type", Kind::Text, "text2music, repaint, cover, lego, extract or complete. Default text2music."),
+    flag("caption", Kind::Text, "What the music is: genre, instruments, mood."),
+    flag("lyrics", Kind::Text, "Lyrics; tags such as [Verse] are plain text."),
+    flag("instrumental", Kind::Switch, "No vocals (replaces the lyrics with [Instrumental]); `--instrumental=false` turns it off."),
+    flag("vocal_language", Kind::Text, "Language code of the lyrics, e.g. en, de, ja."),
+    flag("bpm", Kind::Text, "Beats per minute, 30 to 300."),
+    Flag { alias: Some("key"), ..flag("keyscale", Kind::Text, "Key, e.g. \"F# minor\".") },
+    Flag { alias: Some("time-signature"), ..flag("timesignature", Kind::Text, "Time signature: 2, 3, 4, 6, 2/4, 3/4, 4/4 or 6/8.") },
+    flag("duration", Kind::Signed, "Seconds to generate (text2music), 10 to 600."),
+    Flag { value_name: Some("PATH"), ..flag("src_audio", Kind::Text, "The source audio file (every task but text2music).") },
+    Flag { value_name: Some("PATH"), ..flag("reference_audio", Kind::Text, "Audio whose timbre conditions the result.") },
+    Flag {
+        value_name: Some("SECONDS"),
+        ..flag("repainting_start", Kind::Signed, "Start of the repaint/lego window in seconds (negative out-paints before the source).")
+    },
+    Flag { value_name: Some("SECONDS"), ..flag("repainting_end", Kind::Signed, "End of the repaint/lego window in seconds (-1: the source's end).") },
+    flag("repaint_mode", Kind::Text, "aggressive, balanced or conservative."),
+    flag("repaint_strength", Kind::Text, "Balanced mode's dial, 0 to 1."),
+    flag("audio_cover_strength", Kind::Text, "Share of the steps that follow the source's structure (cover), 0 to 1."),
+    flag("cover_noise_strength", Kind::Text, "How close to the source the noise starts (cover), 0 to 1."),
+    flag("track_name", Kind::Text, "The track lego adds or extract pulls out, e.g. drums, bass, vocals."),
+    flag("track_classes", Kind::List, "The tracks complete adds; repeat the flag or separate with commas."),
+    flag("inference_steps", Kind::Text, "Model evaluations (default 8 on turbo, 32 on base)."),
+    flag("shift", Kind::Text, "Timestep shift, 1 to 5."),
+    flag("guidance_scale", Kind::Text, "CFG strength on base/SFT, 1 to 15."),
+    flag("cfg_interval_start", Kind::Text, "Timestep where CFG starts applying, 0 to 1."),
+    flag("cfg_interval_end", Kind::Text, "Timestep where CFG stops applying, 0 to 1."),
+    flag("use_adg", Kind::Switch, "Adaptive dual guidance instead of APG (base/SFT)."),
+    flag("infer_method", Kind::Text, "ode or sde."),
+    flag("timesteps", Kind::Text, "A custom schedule from 1 down, comma-separated, e.g. 0.97,0.76,0.5,0.28,0."),
+    flag("seed", Kind::Signed, "A seed (item i gets seed + i), or one per item, comma-separated; -1 draws one."),
+    flag("use_random_seed", Kind::Switch, "Draw every seed, ignoring the request file's."),
+    flag("batch_size", Kind::Text, "Items to generate, 1 to 8 (default 2, or one per seed given)."),
+    flag("instruction", Kind::Text, "The caption prompt's instruction block, replacing the task's own."),
+    Flag {
+        value_name: Some("NAME"),
+        ..flag(
+            "model",
+            Kind::Text,
+            "The DiT folder in the checkpoints folder, or turbo, base or sft. Default: the task's usual model \
+             (turbo for text2music, cover and repaint; base for lego, extract and complete).",
+        )
+    },
+];
+
+/// The two flags that are not request fields.
+const REQUEST_FILE: &str = "request";
+const LYRICS_FILE: &str = "lyrics_file";
+
+impl Flag {
+    fn arg(&self) -> Arg {
+        let mut arg = Arg::new(self.field).long(self.field.replace('_', "-")).help(self.help);
+        if let Some(name) = self.value_name {
+            arg = arg.value_name(name);
+        }
+        if let Some(alias) = self.alias {
+            arg = arg.visible_alias(alias);
+        }
+        match self.kind {
+            Kind::Text => arg,
+            Kind::Signed => arg.allow_negative_numbers(true),
+            Kind::Switch => arg.num_args(0..=1).require_equals(true).default_missing_value("true").value_name("BOOL"),
+            Kind::List => arg.value_delimiter(',').action(ArgAction::Append),
+        }
+    }
+}
+
+/// The request's fields as flags ([`FLAGS`]). Every value is optional: unset flags leave the
+/// request file's value (or the engine's default) alone.
 pub struct RequestFlags {
-    /// Start from this JSON request (or a recipe written beside an earlier result); flags override
-    /// its fields.
-    #[arg(long, value_name = "FILE.json")]
+    /// Start from this JSON request (or a recipe), flags overriding its fields.
     pub request: Option<PathBuf>,
-    /// text2music, repaint, cover, lego, extract or complete. Default text2music.
-    #[arg(long)]
-    pub task_type: Option<String>,
-    /// What the music is: genre, instruments, mood.
-    #[arg(long)]
-    pub caption: Option<String>,
-    /// Lyrics; tags such as [Verse] are plain text.
-    #[arg(long, conflicts_with = "lyrics_file")]
-    pub lyrics: Option<String>,
-    /// Read the lyrics from a text file.
-    #[arg(long, value_name = "PATH")]
     pub lyrics_file: Option<PathBuf>,
-    /// No vocals (replaces the lyrics with [Instrumental]); `--instrumental=false` turns it off.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    pub instrumental: Option<String>,
-    /// Language code of the lyrics, e.g. en, de, ja.
-    #[arg(long)]
-    pub vocal_language: Option<String>,
-    /// Beats per minute, 30 to 300.
-    #[arg(long)]
-    pub bpm: Option<String>,
-    /// Key, e.g. "F# minor".
-    #[arg(long, visible_alias = "key")]
-    pub keyscale: Option<String>,
-    /// Time signature: 2, 3, 4, 6, 2/4, 3/4, 4/4 or 6/8.
-    #[arg(long, visible_alias = "time-signature")]
-    pub timesignature: Option<String>,
-    /// Seconds to generate (text2music), 10 to 600.
-    #[arg(long, allow_negative_numbers = true)]
-    pub duration: Option<String>,
-    /// The source audio file (every task but text2music).
-    #[arg(long, value_name = "PATH")]
-    pub src_audio: Option<String>,
-    /// Audio whose timbre conditions the result.
-    #[arg(long, value_name = "PATH")]
-    pub reference_audio: Option<String>,
-    /// Start of the repaint/lego window in seconds (negative out-paints before the source).
-    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
-    pub repainting_start: Option<String>,
-    /// End of the repaint/lego window in seconds (-1: the source's end).
-    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
-    pub repainting_end: Option<String>,
-    /// aggressive, balanced or conservative.
-    #[arg(long)]
-    pub repaint_mode: Option<String>,
-    /// Balanced mode's dial, 0 to 1.
-    #[arg(long)]
-    pub repaint_strength: Option<String>,
-    /// Share of the steps that follow the source's structure (cover), 0 to 1.
-    #[arg(long)]
-    pub audio_cover_strength: Option<String>,
-    /// How close to the source the noise starts (cover), 0 to 1.
-    #[arg(long)]
-    pub cover_noise_strength: Option<String>,
-    /// The track lego adds or extract pulls out, e.g. drums, bass, vocals.
-    #[arg(long)]
-    pub track_name: Option<String>,
-    /// The tracks complete adds; repeat the flag or separate with commas.
-    #[arg(long, value_delimiter = ',')]
-    pub track_classes: Vec<String>,
-    /// Model evaluations (default 8 on turbo, 32 on base).
-    #[arg(long)]
-    pub inference_steps: Option<String>,
-    /// Timestep shift, 1 to 5.
-    #[arg(long)]
-    pub shift: Option<String>,
-    /// CFG strength on base/SFT, 1 to 15.
-    #[arg(long)]
-    pub guidance_scale: Option<String>,
-    /// Timestep where CFG starts applying, 0 to 1.
-    #[arg(long)]
-    pub cfg_interval_start: Option<String>,
-    /// Timestep where CFG stops applying, 0 to 1.
-    #[arg(long)]
-    pub cfg_interval_end: Option<String>,
-    /// Adaptive dual guidance instead of APG (base/SFT).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    pub use_adg: Option<String>,
-    /// ode or sde.
-    #[arg(long)]
-    pub infer_method: Option<String>,
-    /// A custom schedule from 1 down, comma-separated, e.g. 0.97,0.76,0.5,0.28,0.
-    #[arg(long)]
-    pub timesteps: Option<String>,
-    /// A seed (item i gets seed + i), or one per item, comma-separated; -1 draws one.
-    #[arg(long, allow_negative_numbers = true)]
-    pub seed: Option<String>,
-    /// Draw every seed, ignoring the request file's.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    pub use_random_seed: Option<String>,
-    /// Items to generate, 1 to 8 (default 2, or one per seed given).
-    #[arg(long)]
-    pub batch_size: Option<String>,
-    /// The caption prompt's instruction block, replacing the task's own.
-    #[arg(long)]
-    pub instruction: Option<String>,
-    /// The DiT folder in the checkpoints folder. Default acestep-v15-turbo.
-    #[arg(long, value_name = "NAME")]
-    pub model: Option<String>,
+    /// The request fields given as flags, under their canonical names, as text.
+    given: Vec<(&'static str, Value)>,
+}
+
+impl Args for RequestFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let request = Arg::new(REQUEST_FILE)
+            .long(REQUEST_FILE)
+            .value_name("FILE.json")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Start from this JSON request (or a recipe written beside an earlier result); flags override its fields.");
+        let lyrics_file = Arg::new(LYRICS_FILE)
+            .long("lyrics-file")
+            .value_name("PATH")
+            .value_parser(clap::value_parser!(PathBuf))
+            .conflicts_with("lyrics")
+            .help("Read the lyrics from a text file.");
+        FLAGS.iter().fold(cmd.arg(request).arg(lyrics_file), |cmd, flag| cmd.arg(flag.arg()))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for RequestFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let given = FLAGS
+            .iter()
+            .filter_map(|flag| {
+                let mut values = matches.get_many::<String>(flag.field)?;
+                let value = match flag.kind {
+                    Kind::List => Value::Array(values.map(|v| Value::String(v.trim().to_string())).collect()),
+                    _ => Value::String(values.next()?.clone()),
+                };
+                Some((flag.field, value))
+            })
+            .collect();
+        Ok(Self {
+            request: matches.get_one::<PathBuf>(REQUEST_FILE).cloned(),
+            lyrics_file: matches.get_one::<PathBuf>(LYRICS_FILE).cloned(),
+            given,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 impl RequestFlags {
@@ -243,60 +288,15 @@ impl RequestFlags {
             Some(path) => read_request_file(path)?,
             None => Map::new(),
         };
-        for (field, value) in self.given()? {
-            body.insert(field.to_string(), value);
+        for (field, value) in &self.given {
+            body.insert(field.to_string(), value.clone());
+        }
+        if let Some(path) = &self.lyrics_file {
+            let lyrics =
+                fs::read_to_string(path).map_err(|e| format!("cannot read the lyrics file {}: {e}", path.display()))?;
+            body.insert("lyrics".into(), Value::String(lyrics));
         }
         GenerationRequest::from_value(Value::Object(body)).map_err(|e| format!("invalid request: {e}"))
-    }
-
-    /// The flags that were given, under the request's canonical field names.
-    fn given(&self) -> Result<Vec<(&'static str, Value)>, String> {
-        let lyrics = match &self.lyrics_file {
-            Some(path) => Some(
-                fs::read_to_string(path).map_err(|e| format!("cannot read the lyrics file {}: {e}", path.display()))?,
-            ),
-            None => self.lyrics.clone(),
-        };
-        let texts = [
-            ("task_type", &self.task_type),
-            ("caption", &self.caption),
-            ("lyrics", &lyrics),
-            ("instrumental", &self.instrumental),
-            ("vocal_language", &self.vocal_language),
-            ("bpm", &self.bpm),
-            ("keyscale", &self.keyscale),
-            ("timesignature", &self.timesignature),
-            ("duration", &self.duration),
-            ("src_audio", &self.src_audio),
-            ("reference_audio", &self.reference_audio),
-            ("repainting_start", &self.repainting_start),
-            ("repainting_end", &self.repainting_end),
-            ("repaint_mode", &self.repaint_mode),
-            ("repaint_strength", &self.repaint_strength),
-            ("audio_cover_strength", &self.audio_cover_strength),
-            ("cover_noise_strength", &self.cover_noise_strength),
-            ("track_name", &self.track_name),
-            ("inference_steps", &self.inference_steps),
-            ("shift", &self.shift),
-            ("guidance_scale", &self.guidance_scale),
-            ("cfg_interval_start", &self.cfg_interval_start),
-            ("cfg_interval_end", &self.cfg_interval_end),
-            ("use_adg", &self.use_adg),
-            ("infer_method", &self.infer_method),
-            ("timesteps", &self.timesteps),
-            ("seed", &self.seed),
-            ("use_random_seed", &self.use_random_seed),
-            ("batch_size", &self.batch_size),
-            ("instruction", &self.instruction),
-            ("model", &self.model),
-        ];
-        let mut given: Vec<(&'static str, Value)> =
-            texts.into_iter().filter_map(|(field, value)| Some((field, Value::String(value.clone()?)))).collect();
-        if !self.track_classes.is_empty() {
-            let classes = self.track_classes.iter().map(|c| Value::String(c.trim().to_string())).collect();
-            given.push(("track_classes", Value::Array(classes)));
-        }
-        Ok(given)
     }
 }
 
@@ -315,5 +315,38 @@ fn read_request_file(path: &Path) -> Result<Map<String, Value>, String> {
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(_) => Err("a request did not serialise to a JSON object".into()),
         Err(e) => Err(format!("cannot re-read the request {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backline_engine::request::{RequestError, Seed};
+    use serde_json::json;
+
+    #[test]
+    fn every_flag_is_a_request_field() {
+        for flag in FLAGS {
+            let body = json!({ flag.field: "?" });
+            if let Err(RequestError::UnknownField { field, .. }) = GenerationRequest::from_value(body) {
+                panic!("--{} is not a request field ({field})", flag.field.replace('_', "-"));
+            }
+        }
+    }
+
+    #[test]
+    fn flags_reach_the_request_under_their_fields() {
+        let cli = Cli::try_parse_from([
+            "backline", "generate", "--key", "F# minor", "--seed", "-1", "--instrumental", "--track-classes",
+            "drums, bass", "--track-classes", "keyboard", "--repainting-start", "-2.5", "--use-adg=false",
+        ])
+        .unwrap();
+        let Command::Generate(args) = cli.command else { panic!("not generate") };
+        let request = args.request.build().unwrap();
+        assert_eq!(request.keyscale.as_deref(), Some("F# minor"));
+        assert_eq!(request.seed, Some(Seed::One(-1)));
+        assert!(request.instrumental && !request.use_adg);
+        assert_eq!(request.track_classes, ["drums", "bass", "keyboard"]);
+        assert_eq!(request.repainting_start, -2.5);
     }
 }

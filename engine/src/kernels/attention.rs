@@ -9,6 +9,9 @@
 //! were copied once per query head, and masked scores were computed only to be thrown away: the
 //! text encoder's attention took 12 ms a layer that way, 3 ms this way.
 //!
+//! candle-nn 0.11's own `flash_attn` CPU kernel is not used: it refuses a batch above 1 with an
+//! explicit mask, and the encoders need batched key-padding masks and windows.
+//!
 //! Other devices and dtypes take the op-by-op path, with the mask built as upstream builds it
 //! (additive, `f32::MIN` where a key is hidden). Skipping hidden keys gives the same result:
 //! upstream's `exp(score + f32::MIN - max)` is exactly 0.
@@ -18,7 +21,41 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::cpu_f32::CpuF32;
-use super::nn::{bidirectional_mask, causal_mask};
+use candle_core::Device;
+
+/// The value upstream fills masked attention scores with (`torch.finfo(float32).min`).
+pub const MASKED: f32 = f32::MIN;
+
+/// Additive bidirectional attention mask, (B, 1, L, L): query i may see key j when
+/// `|i - j| <= window` (if a window is given) and key j is not padding (`key_padding[b, j] != 0`).
+pub fn bidirectional_mask(
+    batch: usize,
+    len: usize,
+    window: Option<usize>,
+    key_padding: Option<&Tensor>,
+    device: &Device,
+) -> Result<Tensor> {
+    let keep_key: Vec<Vec<f32>> = match key_padding {
+        Some(mask) => mask.to_dtype(DType::F32)?.to_vec2()?,
+        None => vec![vec![1.0; len]; batch],
+    };
+    let mut values = Vec::with_capacity(batch * len * len);
+    for keys in &keep_key {
+        for i in 0..len {
+            for (j, keep) in keys.iter().enumerate() {
+                let in_window = window.is_none_or(|w| i.abs_diff(j) <= w);
+                values.push(if in_window && *keep != 0.0 { 0.0 } else { MASKED });
+            }
+        }
+    }
+    Tensor::from_vec(values, (batch, 1, len, len), device)
+}
+
+/// Additive causal mask, (1, 1, L, L): query i sees keys 0..=i.
+pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { MASKED })).collect();
+    Tensor::from_vec(values, (1, 1, len, len), device)
+}
 
 /// Which keys each query may see.
 #[derive(Debug, Clone, Copy)]

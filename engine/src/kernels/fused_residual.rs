@@ -30,8 +30,7 @@ pub struct SnakeParams<'a> {
 impl SnakeParams<'_> {
     #[inline]
     fn apply(&self, channel: usize, v: f32) -> f32 {
-        let s = (self.alpha[channel] * v).sin();
-        v + self.inv_beta[channel] * s * s
+        super::snake::snake(v, self.alpha[channel], self.inv_beta[channel])
     }
 }
 
