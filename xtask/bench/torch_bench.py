@@ -178,7 +178,9 @@ def stage_dit(args, torch):
     return load, timings, shapes
 
 
-def stage_vae(args, torch):
+def load_vae(args, torch):
+    """diffusers' `AutoencoderOobleck` from `vae/` in f32, every weight present; its load report
+    and its hop (samples per latent frame)."""
     from diffusers import AutoencoderOobleck
 
     folder = args.checkpoints / "vae"
@@ -186,15 +188,19 @@ def stage_vae(args, torch):
         folder, torch_dtype=torch.float32, output_loading_info=True))
     require_all_weights("VAE", info)
     require_f32("VAE", vae, torch)
-    if args.load_only:
-        return load, {}, {}
-    vae.eval()
-    channels = vae.config.decoder_input_channels
-    latents = torch.randn(1, channels, args.vae_frames, generator=torch.Generator().manual_seed(args.seed))
-    timings = {"decode": time_runs(lambda: vae.decode(latents).sample, args.runs, torch)}
     hop = 1
     for r in vae.config.downsampling_ratios:
         hop *= r
+    return vae.eval(), load, hop
+
+
+def stage_vae(args, torch):
+    vae, load, hop = load_vae(args, torch)
+    if args.load_only:
+        return load, {}, {}
+    channels = vae.config.decoder_input_channels
+    latents = torch.randn(1, channels, args.vae_frames, generator=torch.Generator().manual_seed(args.seed))
+    timings = {"decode": time_runs(lambda: vae.decode(latents).sample, args.runs, torch)}
     shapes = {"frames": args.vae_frames, "latent_channels": channels, "samples": args.vae_frames * hop,
               "seconds": args.vae_frames * hop / vae.config.sampling_rate}
     return load, timings, shapes
@@ -209,8 +215,6 @@ def bench_audio(samples, torch):
 
 def stage_vae_encode(args, torch):
     import importlib.util
-
-    from diffusers import AutoencoderOobleck
 
     def handler_module(name):
         """One file of upstream's handler package, without the package's `__init__` (which pulls
@@ -234,14 +238,10 @@ def stage_vae_encode(args, torch):
         def _get_effective_mps_memory_gb(self):
             return None
 
-    folder = args.checkpoints / "vae"
-    (vae, info), load = timed_load(lambda: AutoencoderOobleck.from_pretrained(
-        folder, torch_dtype=torch.float32, output_loading_info=True))
-    require_all_weights("VAE", info)
-    require_f32("VAE", vae, torch)
+    vae, load, hop = load_vae(args, torch)
     if args.load_only:
         return load, {}, {}
-    host = Host(vae.eval())
+    host = Host(vae)
     seconds = int(args.stage.removeprefix("vae-encode-").removesuffix("s"))
     samples = seconds * vae.config.sampling_rate
     audio = bench_audio(samples, torch)
@@ -253,9 +253,6 @@ def stage_vae_encode(args, torch):
         return latents
 
     timings = {"encode": time_runs(encode, args.runs, torch)}
-    hop = 1
-    for r in vae.config.downsampling_ratios:
-        hop *= r
     if encoded["frames"] != samples // hop:
         raise SystemExit(f"upstream encoded {encoded['frames']} frames, expected {samples // hop}")
     shapes = {"seconds": seconds, "samples": samples, "frames": samples // hop,
