@@ -280,7 +280,8 @@ fn key(dir: &Path, device: &Device, dtype: DType) -> Key {
     Key { dir: dir.to_path_buf(), device: format!("{:?}", device.location()), dtype }
 }
 
-fn folder_name(dir: &Path) -> String {
+/// A folder's own name (its last path component), as requests and recipes name models.
+pub(crate) fn folder_name(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string())
 }
 

@@ -13,7 +13,7 @@ use crate::audio::{read_audio, to_model_format, AudioBuffer};
 use crate::checkpoint::{CheckpointError, DitFolder};
 use crate::error::{AudioRole, InputError, JobError};
 use crate::request::{RequestError, ResolvedRequest, SourceSpan};
-use crate::store::ModelStore;
+use crate::store::{folder_name, ModelStore};
 use crate::task::{ModelKind, TaskType};
 
 /// Audio quieter than this everywhere (−90 dBFS) counts as silence: nothing for the model to
@@ -188,8 +188,4 @@ pub fn choose_dit(root: &Path, asked: Option<&str>, task: TaskType) -> Result<Di
         return Err(RequestError::TaskNeedsBaseModel { task, model }.into());
     }
     Ok(folder.clone())
-}
-
-fn folder_name(dir: &Path) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
