@@ -1,48 +1,73 @@
 //! Backline: ACE-Step 1.5 music generation inside the DAW, as a CLAP and VST3 plugin.
 //!
-//! This file holds the plugin struct, its lifecycle and the exports. The audio thread's work per
-//! block: read the host transport (`transport.rs`), publish it for the editor, measure input
-//! levels, and output the main input (plus the guide click, `click.rs`) at the output gain.
+//! The plugin is split by the thread that owns each part:
+//! - [`processor::Processor`], built in `activate`, is all the audio thread touches: transport,
+//!   guide click, capture writer, take voices and the audio ends of the bridge;
+//! - [`session::Session`] is everything else (engine backend, captured bars, takes, the session
+//!   ends of the bridge, the service thread), shared with the editor;
+//! - [`bridge`] holds the wait-free queues between them.
+//!
+//! This file holds the plugin struct, its lifecycle and the exports.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use nice_plug::prelude::*;
 use nice_plug_egui::{EguiEditor, EguiEditorState, RepaintNotifier};
 
+pub mod bridge;
+pub mod capture;
+pub mod capture_store;
 pub mod click;
+pub mod draft;
 pub mod editor;
 pub mod params;
+pub mod playback;
+pub mod processor;
+pub mod session;
+pub mod settings;
 pub mod state;
+pub mod takes;
 pub mod transport;
 
-use click::GuideClick;
 use params::BacklineParams;
-use transport::{SharedTransport, TransportSnapshot};
+use processor::Processor;
+use session::Session;
+use transport::SharedTransport;
 
-/// What the audio thread shares with the editor. Written by the audio thread only, lock-free.
+/// What the audio thread publishes for the other threads. Written by the audio thread only,
+/// lock-free.
 #[derive(Default)]
 pub struct AudioShared {
     pub transport: SharedTransport,
     /// Peak absolute sample of the last block on the main and sidechain inputs.
     pub main_in_peak: AtomicF32,
     pub sidechain_in_peak: AtomicF32,
+    /// Counts the times the Generate parameter turned on; the session submits on each.
+    pub generate_requests: AtomicU64,
+    /// The transport of the block in which Generate last turned on: the job is cut to that
+    /// tempo and meter even if the session sees the request a few blocks later.
+    pub generate_transport: SharedTransport,
+    /// Capture blocks lost because the capture thread fell behind.
+    pub capture_dropped_blocks: AtomicU64,
+    /// Slot 1 is auditioning (playing with the transport stopped).
+    pub auditioning: AtomicBool,
 }
 
 pub struct Backline {
-    /// Shared with the host and the editor; the audio thread reads smoothed values.
+    /// Shared with the host, the editor and the session.
     params: Arc<BacklineParams>,
-    /// Audio thread writes, editor reads.
+    /// Audio thread writes, everyone else reads.
     shared: Arc<AudioShared>,
+    /// Main/GUI/service/worker threads; never the audio thread.
+    session: Arc<Session>,
     /// Editor window size and open flag; the audio thread only asks `is_open`.
     editor_state: Arc<EguiEditorState>,
-    /// Audio thread pokes it so the open editor redraws with the new transport.
+    /// The audio thread pokes it so the open editor redraws with the new transport.
     repaint: RepaintNotifier,
-    /// Audio thread only. Set in `activate`.
-    sample_rate: f32,
-    click: GuideClick,
-    blocks_processed: u64,
+    /// Audio thread, between `activate` (main thread, which builds it) and the next `activate`.
+    processor: Option<Processor>,
     /// Debug builds only: allocate inside `process` when the environment asks, so a test can
     /// prove that `assert_process_allocs` is armed (the host must abort). Read in `activate`.
     #[cfg(debug_assertions)]
@@ -50,25 +75,32 @@ pub struct Backline {
 }
 
 impl Default for Backline {
-    // Cheap: hosts create instances to scan them. Nothing here loads or allocates much.
+    // Cheap: hosts create instances to scan them. Nothing here loads, spawns or allocates much.
     fn default() -> Self {
+        let params = Arc::new(BacklineParams::default());
+        let shared = Arc::new(AudioShared::default());
         Self {
-            params: Arc::new(BacklineParams::default()),
-            shared: Arc::new(AudioShared::default()),
+            session: Session::new(Arc::clone(&params), Arc::clone(&shared)),
+            params,
+            shared,
             editor_state: editor::default_state(),
             repaint: RepaintNotifier::new(),
-            sample_rate: 48_000.0,
-            click: GuideClick::new(48_000.0),
-            blocks_processed: 0,
+            processor: None,
             #[cfg(debug_assertions)]
             debug_alloc_in_process: false,
         }
     }
 }
 
-fn peak(channels: &[&mut [f32]]) -> f32 {
-    channels.iter().flat_map(|c| c.iter()).fold(0.0f32, |m, s| m.max(s.abs()))
+impl Drop for Backline {
+    fn drop(&mut self) {
+        // The engine's worker is joined here, on the host's main thread.
+        self.session.shutdown();
+    }
 }
+
+/// Names of the take output buses, one per slot.
+const TAKE_BUS_NAMES: [&str; bridge::TAKE_SLOTS] = ["Take 1", "Take 2", "Take 3", "Take 4"];
 
 impl Plugin for Backline {
     const NAME: &'static str = "Backline";
@@ -81,15 +113,15 @@ impl Plugin for Backline {
         main_input_channels: NonZeroU32::new(2),
         main_output_channels: NonZeroU32::new(2),
         aux_input_ports: &[new_nonzero_u32(2)],
-        aux_output_ports: &[],
+        aux_output_ports: &[new_nonzero_u32(2); bridge::TAKE_SLOTS],
         names: PortNames {
-            layout: Some("Stereo + sidechain"),
+            layout: Some("Stereo + sidechain, 4 take buses"),
             // Left unset on purpose: nice-plug 0.4.2's `main_output_name()` returns the *input*
             // name when one is set; unset, the ports are "Input" and "Output".
             main_input: None,
             main_output: None,
             aux_inputs: &["Sidechain"],
-            aux_outputs: &[],
+            aux_outputs: &TAKE_BUS_NAMES,
         },
     }];
 
@@ -102,12 +134,7 @@ impl Plugin for Backline {
     }
 
     fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
-        editor::create(
-            self.params.clone(),
-            self.shared.clone(),
-            self.editor_state.clone(),
-            self.repaint.clone(),
-        )
+        editor::create(Arc::clone(&self.session), self.editor_state.clone(), self.repaint.clone())
     }
 
     fn filter_state(state: &mut PluginState) {
@@ -120,10 +147,17 @@ impl Plugin for Backline {
         buffer_config: &BufferConfig,
         _context: &mut impl ActivateContext<Self>,
     ) -> bool {
-        // The sample rate may differ from the last activation; everything timed restarts here.
-        self.sample_rate = buffer_config.sample_rate;
-        self.click = GuideClick::new(buffer_config.sample_rate);
-        self.blocks_processed = 0;
+        // Main thread. Everything timed restarts here: the rate and block size may have changed.
+        self.session.start();
+        let max_block = buffer_config.max_buffer_size as usize;
+        let ends = self.session.connect(buffer_config.sample_rate, buffer_config.max_buffer_size);
+        self.processor = Some(Processor::new(
+            Arc::clone(&self.params),
+            Arc::clone(&self.shared),
+            buffer_config.sample_rate,
+            max_block,
+            ends,
+        ));
         #[cfg(debug_assertions)]
         {
             self.debug_alloc_in_process =
@@ -133,7 +167,9 @@ impl Plugin for Backline {
     }
 
     fn reset(&mut self) {
-        self.click.reset();
+        if let Some(processor) = &mut self.processor {
+            processor.reset();
+        }
     }
 
     fn process(
@@ -142,35 +178,16 @@ impl Plugin for Backline {
         aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        let snapshot =
-            TransportSnapshot::from_host(context.transport(), self.sample_rate, self.blocks_processed);
-        self.blocks_processed = self.blocks_processed.wrapping_add(1);
-        self.shared.transport.publish(&snapshot);
         #[cfg(debug_assertions)]
         if self.debug_alloc_in_process {
             std::hint::black_box(vec![0u8; 64]);
         }
-
-        // The meters are for the editor only: skip the scan while it is closed.
-        if self.editor_state.is_open() {
-            self.shared.main_in_peak.store(peak(buffer.as_slice_immutable()), Ordering::Relaxed);
-            let sidechain_peak = aux.inputs.first().map_or(0.0, |b| peak(b.as_slice_immutable()));
-            self.shared.sidechain_in_peak.store(sidechain_peak, Ordering::Relaxed);
+        let editor_open = self.editor_state.is_open();
+        if let Some(processor) = &mut self.processor {
+            processor.process(buffer, aux, context.transport(), editor_open);
+        }
+        if editor_open {
             self.repaint.request_repaint();
-        }
-
-        if self.params.bypass.value() {
-            // The host's buffer already holds the main input: leave it untouched.
-            return ProcessStatus::Normal;
-        }
-
-        self.click.start_block(&snapshot, self.params.click.value(), buffer.samples());
-        for (i, frame) in buffer.iter_samples().enumerate() {
-            let gain = self.params.gain.smoothed.next();
-            let click = self.click.next_sample(i);
-            for sample in frame {
-                *sample = (*sample + click) * gain;
-            }
         }
         ProcessStatus::Normal
     }

@@ -1,10 +1,8 @@
 //! Host-visible parameters. IDs are short and never renamed: hosts store automation by them.
 
-use std::sync::{Arc, RwLock};
-
 use nice_plug::prelude::*;
 
-use crate::state::SessionState;
+use crate::state::SessionField;
 
 /// Range of the gain-style parameters, in dB.
 pub const GAIN_MIN_DB: f32 = -60.0;
@@ -21,6 +19,23 @@ pub enum CaptureSource {
     Sidechain,
 }
 
+/// How the takes meet the input on the main output.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixMode {
+    /// Input plus takes: a layer over what the track plays.
+    #[id = "add"]
+    #[name = "Add to input"]
+    Add,
+    /// Takes in place of the input wherever a take plays; the input elsewhere.
+    #[id = "replace"]
+    #[name = "Replace input"]
+    Replace,
+    /// Takes only; the input is muted.
+    #[id = "take_only"]
+    #[name = "Takes only"]
+    TakesOnly,
+}
+
 #[derive(Params)]
 pub struct BacklineParams {
     /// Output gain applied to everything the plugin outputs.
@@ -34,12 +49,18 @@ pub struct BacklineParams {
     pub click: BoolParam,
     #[id = "capture"]
     pub capture_source: EnumParam<CaptureSource>,
+    #[id = "mix"]
+    pub mix: EnumParam<MixMode>,
+    /// Submits the drafted request when it turns on (a button a controller or automation can
+    /// press too). Turning it off does nothing.
+    #[id = "generate"]
+    pub generate: BoolParam,
     /// Bypass: the main input passes through untouched.
     #[id = "bypass"]
     pub bypass: BoolParam,
-    /// The request being drafted in the editor (see `state.rs`).
+    /// The request being drafted and the takes (see `state.rs`).
     #[persist = "session"]
-    pub session: Arc<RwLock<SessionState>>,
+    pub session: SessionField,
 }
 
 fn gain_param(name: &str) -> FloatParam {
@@ -65,11 +86,13 @@ impl Default for BacklineParams {
             take_level: gain_param("Take level"),
             click: BoolParam::new("Guide click", false),
             capture_source: EnumParam::new("Capture source", CaptureSource::Main),
+            mix: EnumParam::new("Mix", MixMode::Add),
+            generate: BoolParam::new("Generate", false),
             bypass: BoolParam::new("Bypass", false)
                 .with_value_to_string(formatters::v2s_bool_bypass())
                 .with_string_to_value(formatters::s2v_bool_bypass())
                 .make_bypass(),
-            session: Arc::new(RwLock::new(SessionState::default())),
+            session: SessionField::default(),
         }
     }
 }

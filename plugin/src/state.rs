@@ -5,12 +5,20 @@
 //! [`SessionState::restore`] reads what it can, fills the rest with defaults, and leaves a
 //! `load_notice` the editor shows when something was lost or migrated. All migrations live here.
 //!
-//! Threads: the GUI reads and writes the session; the host's state calls (main thread) replace
-//! it. The audio thread never touches it.
+//! Threads: the GUI edits the draft, the engine worker adds takes, the session's service thread
+//! reloads takes after a restore; all through [`SessionField`]'s lock, held only to copy or
+//! write. The host's state calls (main thread) replace it. The audio thread never touches it.
 
-use backline_engine::task::{is_valid_keyscale, TaskType};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use backline_engine::pipeline::recipe::Recipe;
+use backline_engine::task::{is_valid_keyscale, TaskType, TRACK_NAMES};
+use nice_plug::params::persist::PersistentField;
 use nice_plug::prelude::PluginState;
 use serde::{Deserialize, Serialize};
+
+use crate::bridge::TAKE_SLOTS;
 
 /// Key of the session in nice-plug's state blob (the `#[persist]` key in `params.rs`).
 pub const SESSION_KEY: &str = "session";
@@ -39,6 +47,25 @@ pub struct SessionState {
     pub start_bar: u32,
     /// Length of the region in bars.
     pub length_bars: u32,
+    /// The track lego adds, extract pulls out, complete adds (one of `task::TRACK_NAMES`).
+    pub track_name: String,
+    /// How much of the source's structure cover keeps, 0 to 1.
+    pub strength: f64,
+    /// DiT steps; 0 takes the model's default.
+    pub steps: u32,
+    /// The seed; -1 draws a new one for every job.
+    pub seed: i64,
+    /// The DiT folder to use; empty picks one that runs the task.
+    pub model: String,
+    /// Where take files go; empty uses the machine's default take folder.
+    pub take_folder: String,
+    /// Every take made in this project, oldest first.
+    pub takes: Vec<TakeRecord>,
+    /// The take in each playback slot, by id. Slot 1 is the A/B choice; each slot also plays
+    /// on its own output bus.
+    pub slots: [Option<u64>; TAKE_SLOTS],
+    /// The id the next take gets.
+    pub next_take_id: u64,
     /// Set when loading lost or changed something; shown by the editor, never saved.
     #[serde(skip_serializing)]
     pub load_notice: Option<String>,
@@ -55,6 +82,15 @@ impl Default for SessionState {
             keyscale: String::new(),
             start_bar: 0,
             length_bars: 4,
+            track_name: "drums".into(),
+            strength: 1.0,
+            steps: 0,
+            seed: -1,
+            model: String::new(),
+            take_folder: String::new(),
+            takes: Vec::new(),
+            slots: [None; TAKE_SLOTS],
+            next_take_id: 1,
             load_notice: None,
         }
     }
@@ -112,6 +148,26 @@ impl SessionState {
             notes.push(format!("Unknown key {:?} was cleared.", self.keyscale));
             self.keyscale.clear();
         }
+        if !TRACK_NAMES.iter().any(|t| t.eq_ignore_ascii_case(&self.track_name)) {
+            notes.push(format!("Unknown track {:?} is now drums.", self.track_name));
+            self.track_name = "drums".into();
+        }
+        if !(0.0..=1.0).contains(&self.strength) {
+            self.strength = if self.strength.is_nan() { 1.0 } else { self.strength.clamp(0.0, 1.0) };
+            notes.push(format!("Strength was out of range and is now {}.", self.strength));
+        }
+        let before = self.takes.len();
+        self.takes.retain(|t| t.placement.bpm.is_finite() && t.placement.bpm > 0.0 && t.bars > 0);
+        if self.takes.len() != before {
+            notes.push(format!("{} take(s) with an unreadable placement were left out.", before - self.takes.len()));
+        }
+        for slot in &mut self.slots {
+            if slot.is_some_and(|id| !self.takes.iter().any(|t| t.id == id)) {
+                *slot = None;
+            }
+        }
+        let next = self.takes.iter().map(|t| t.id + 1).max().unwrap_or(1);
+        self.next_take_id = self.next_take_id.max(next);
         notes
     }
 
@@ -136,6 +192,72 @@ impl SessionState {
         }
         serde_json::to_string(&Handoff { session: self, load_notice: &self.load_notice })
             .expect("a session of strings and numbers always serialises")
+    }
+}
+
+/// One generated take as the project remembers it: its audio lives in `file`, checked against
+/// `audio_sha256` when the project opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakeRecord {
+    pub id: u64,
+    pub name: String,
+    pub file: String,
+    /// SHA-256 of the file's bytes, as written.
+    pub audio_sha256: String,
+    pub placement: SavedPlacement,
+    /// The first bar (0-based) and the bars it lasts.
+    pub start_bar: u32,
+    pub bars: u32,
+    /// The meter it was made in, e.g. "7/8".
+    pub meter: String,
+    /// Everything that decided the audio: request, seeds, models, source hashes.
+    pub recipe: Recipe,
+}
+
+/// Where a take sits on the timeline, independent of the sample rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SavedPlacement {
+    pub start_quarters: f64,
+    /// The host tempo the take was cut to.
+    pub bpm: f64,
+    pub gain: f32,
+}
+
+/// The `#[persist]` field: the session behind a lock, and a count of restores so the session's
+/// service thread can reload take audio after the host loads a project.
+#[derive(Debug, Default)]
+pub struct SessionField {
+    state: RwLock<SessionState>,
+    restores: AtomicU64,
+}
+
+impl SessionField {
+    /// A panic elsewhere while holding the lock must not lock the user out of their session.
+    pub fn read(&self) -> RwLockReadGuard<'_, SessionState> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, SessionState> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many times the host has loaded a state into this field.
+    pub fn restores(&self) -> u64 {
+        self.restores.load(Ordering::Acquire)
+    }
+}
+
+impl<'a> PersistentField<'a, SessionState> for SessionField {
+    fn set(&self, new_value: SessionState) {
+        *self.write() = new_value;
+        self.restores.fetch_add(1, Ordering::Release);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&SessionState) -> R,
+    {
+        f(&self.read())
     }
 }
 

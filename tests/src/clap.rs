@@ -70,6 +70,8 @@ pub struct ClapPlugin {
     _entry: PluginEntry,
     pub params: Vec<ParamDesc>,
     steady_time: u64,
+    output_ports: usize,
+    buses: Vec<[Vec<f32>; 2]>,
 }
 
 impl ClapPlugin {
@@ -86,8 +88,17 @@ impl ClapPlugin {
         let instance =
             PluginInstance::<TestHost>::new(|_| TestShared, |_| (), &entry, &id, &host_info)
                 .expect("create instance");
-        let mut plugin = Self { processor: None, instance, _entry: entry, params: Vec::new(), steady_time: 0 };
+        let mut plugin = Self {
+            processor: None,
+            instance,
+            _entry: entry,
+            params: Vec::new(),
+            steady_time: 0,
+            output_ports: 0,
+            buses: Vec::new(),
+        };
         plugin.params = plugin.read_params();
+        plugin.output_ports = plugin.audio_ports(false).len();
         plugin
     }
 
@@ -174,7 +185,7 @@ impl ClapPlugin {
     }
 
     /// Process one block: `main` and `sidechain` are stereo inputs of equal length; returns the
-    /// stereo output.
+    /// stereo main output. The take buses' outputs are kept in [`buses`](Self::buses).
     pub fn process(
         &mut self,
         main: [&[f32]; 2],
@@ -184,10 +195,10 @@ impl ClapPlugin {
     ) -> [Vec<f32>; 2] {
         let len = main[0].len();
         let mut inputs: Vec<Vec<f32>> = main.iter().chain(&sidechain).map(|c| c.to_vec()).collect();
-        let mut outputs = [vec![0.0f32; len], vec![0.0f32; len]];
+        let mut outputs: Vec<Vec<f32>> = vec![vec![0.0f32; len]; 2 * self.output_ports];
         let (main_in, side_in) = inputs.split_at_mut(2);
         let mut in_ports = AudioPorts::with_capacity(4, 2);
-        let mut out_ports = AudioPorts::with_capacity(2, 1);
+        let mut out_ports = AudioPorts::with_capacity(outputs.len(), self.output_ports);
         let ins = in_ports.with_input_buffers([
             AudioPortBuffer {
                 latency: 0,
@@ -198,10 +209,10 @@ impl ClapPlugin {
                 channels: AudioPortBufferType::f32_input_only(as_channels(side_in)),
             },
         ]);
-        let mut outs = out_ports.with_output_buffers([AudioPortBuffer {
+        let mut outs = out_ports.with_output_buffers(outputs.chunks_mut(2).map(|port| AudioPortBuffer {
             latency: 0,
-            channels: AudioPortBufferType::f32_output_only(outputs.iter_mut().map(|c| c.as_mut_slice())),
-        }]);
+            channels: AudioPortBufferType::f32_output_only(port.iter_mut().map(|c| c.as_mut_slice())),
+        }));
         let mut event_buffer = EventBuffer::with_capacity(events.len());
         for e in events {
             event_buffer.push(e);
@@ -219,7 +230,15 @@ impl ClapPlugin {
             )
             .expect("process");
         self.steady_time += len as u64;
-        outputs
+        let mut ports = outputs.chunks_exact(2).map(|p| [p[0].clone(), p[1].clone()]);
+        let main_out = ports.next().expect("a main output");
+        self.buses = ports.collect();
+        main_out
+    }
+
+    /// The take buses' output of the last `process` call (stereo each, in port order).
+    pub fn buses(&self) -> &[[Vec<f32>; 2]] {
+        &self.buses
     }
 
     pub fn save_state(&mut self) -> Vec<u8> {

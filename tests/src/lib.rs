@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub mod clap;
 pub mod clicks;
 pub mod parity;
+pub mod workflow;
 
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {

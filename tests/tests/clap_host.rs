@@ -50,9 +50,13 @@ fn describes_itself_to_the_host() {
         plugin.audio_ports(true),
         [PortDesc { name: "Input".into(), channels: 2 }, PortDesc { name: "Sidechain".into(), channels: 2 }]
     );
-    assert_eq!(plugin.audio_ports(false), [PortDesc { name: "Output".into(), channels: 2 }]);
+    let outputs: Vec<PortDesc> = ["Output", "Take 1", "Take 2", "Take 3", "Take 4"]
+        .iter()
+        .map(|name| PortDesc { name: name.to_string(), channels: 2 })
+        .collect();
+    assert_eq!(plugin.audio_ports(false), outputs);
     let names: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
-    for name in ["Output gain", "Take level", "Guide click", "Capture source", "Bypass"] {
+    for name in ["Output gain", "Take level", "Guide click", "Capture source", "Mix", "Generate", "Bypass"] {
         assert!(names.contains(&name), "missing parameter {name:?} in {names:?}");
     }
     for p in &plugin.params {

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use backline_tests::workflow::{scratch, use_tiny_checkpoints};
 use backline_tests::{artifacts_dir, existing, workspace_root};
+
+/// One Xvfb at a time: two tests picking a display number at once could pick the same one.
+static DISPLAY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills the child process when dropped, so a failing test leaves nothing running.
 struct Killed(Child);
@@ -41,7 +45,7 @@ fn start_xvfb() -> (Killed, String) {
         .expect("a free X display number");
     let display = format!(":{number}");
     let child = Command::new("Xvfb")
-        .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
+        .args([&display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -66,52 +70,38 @@ fn find_window(display: &str, name: &str) -> Option<(String, u32, u32)> {
     })
 }
 
-#[test]
-fn the_editor_opens_under_xvfb_and_draws_itself() {
-    let (_xvfb, display) = start_xvfb();
-    let app = Command::new(standalone())
-        .args(["--backend", "dummy", "--tempo", "128", "--timesig-num", "7", "--timesig-denom", "8"])
-        .env("DISPLAY", &display)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the standalone app");
-    let _app = Killed(app);
-
-    let (id, width, height) =
-        wait_for("the Backline window", Duration::from_secs(60), || find_window(&display, "Backline"));
-    assert!(width >= 400 && height >= 300, "window is {width}x{height}");
-    // Let egui draw a few frames with the transport running.
-    std::thread::sleep(Duration::from_secs(3));
-
-    let png = artifacts_dir().join("editor.png");
+/// Saves a screenshot of window `id` to `target/test-artifacts/<name>` and returns its RGB rows.
+fn screenshot(display: &str, id: &str, name: &str) -> (Vec<[u8; 3]>, u32, u32) {
+    let png = artifacts_dir().join(name);
     let status = Command::new("import")
-        .args(["-window", &id, png.to_str().unwrap()])
-        .env("DISPLAY", &display)
+        .args(["-window", id, png.to_str().unwrap()])
+        .env("DISPLAY", display)
         .status()
         .expect("run ImageMagick import");
     assert!(status.success(), "screenshot failed");
-
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!((info.width, info.height), (width, height));
     let channels = info.color_type.samples();
-    let luma: Vec<f32> = pixels[..info.buffer_size()]
+    let rgb = pixels[..info.buffer_size()]
         .chunks(channels)
-        .map(|p| (p[0] as f32 + p[1.min(channels - 1)] as f32 + p[2.min(channels - 1)] as f32) / 3.0)
+        .map(|p| [p[0], p[1.min(channels - 1)], p[2.min(channels - 1)]])
         .collect();
+    (rgb, info.width, info.height)
+}
+
+/// A drawn editor, not a blank or black window: brightness varies in every third of its height
+/// and antialiased text gives many colours.
+fn assert_drawn(rgb: &[[u8; 3]], width: u32, height: u32) {
+    let luma: Vec<f32> = rgb.iter().map(|p| (p[0] as f32 + p[1] as f32 + p[2] as f32) / 3.0).collect();
     let mean = luma.iter().sum::<f32>() / luma.len() as f32;
     let spread = (luma.iter().map(|l| (l - mean).powi(2)).sum::<f32>() / luma.len() as f32).sqrt();
-    let mut distinct: Vec<[u8; 3]> = pixels[..info.buffer_size()].chunks(channels).map(|p| [p[0], p[1], p[2]]).collect();
+    let mut distinct = rgb.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
-    // A blank, black or single-colour window has no spread and a handful of colours; text and
-    // widgets (antialiased) give hundreds.
     assert!(spread > 5.0, "screenshot looks blank: luma spread {spread}");
     assert!(distinct.len() > 50, "screenshot has only {} colours", distinct.len());
-    // Text is drawn across the window, not in one corner: each third of the height has detail.
     for third in 0..3 {
         let rows = (third * height as usize / 3)..((third + 1) * height as usize / 3);
         let band = &luma[rows.start * width as usize..rows.end * width as usize];
@@ -119,4 +109,90 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
         let band_spread = (band.iter().map(|l| (l - band_mean).powi(2)).sum::<f32>() / band.len() as f32).sqrt();
         assert!(band_spread > 2.0, "third {third} of the editor is empty (spread {band_spread})");
     }
+}
+
+/// Starts the standalone app (dummy audio backend, transport playing at `tempo` in 7/8) on
+/// `display`; returns it and its window's id and size.
+fn start_app(display: &str, tempo: &str) -> (Killed, String, u32, u32) {
+    let app = Command::new(standalone())
+        .args(["--backend", "dummy", "--tempo", tempo, "--timesig-num", "7", "--timesig-denom", "8"])
+        .env("DISPLAY", display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the standalone app");
+    let app = Killed(app);
+    let (id, width, height) =
+        wait_for("the Backline window", Duration::from_secs(60), || find_window(display, "Backline"));
+    assert!(width >= 400 && height >= 300, "window is {width}x{height}");
+    (app, id, width, height)
+}
+
+fn xdotool(display: &str, args: &[&str]) {
+    let status = Command::new("xdotool").args(args).env("DISPLAY", display).status().expect("run xdotool");
+    assert!(status.success(), "xdotool {args:?} failed");
+}
+
+/// Clicks at (x, y) inside window `id`.
+fn click(display: &str, id: &str, x: u32, y: u32) {
+    xdotool(display, &["mousemove", "--window", id, &x.to_string(), &y.to_string()]);
+    std::thread::sleep(Duration::from_millis(150));
+    xdotool(display, &["click", "1"]);
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+#[test]
+fn the_editor_opens_under_xvfb_and_draws_itself() {
+    let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (_xvfb, display) = start_xvfb();
+    let (_app, id, width, height) = start_app(&display, "128");
+    // Let egui draw a few frames with the transport running.
+    std::thread::sleep(Duration::from_secs(3));
+    let (rgb, w, h) = screenshot(&display, &id, "editor.png");
+    assert_eq!((w, h), (width, height));
+    assert_drawn(&rgb, w, h);
+}
+
+/// Where the widgets are in the default window (logical pixels at scale 1): the task picker's
+/// box, its "Generate (text to music)" entry once open, and the Generate button.
+const TASK_BOX: (u32, u32) = (183, 377);
+const TASK_ITEM: (u32, u32) = (148, 404);
+const GENERATE_BUTTON: (u32, u32) = (61, 642);
+
+/// The producer's way in: the editor under Xvfb, driven with xdotool. Choose the task, press
+/// Generate, and wait for the take to be written and listed; the screenshots show the job's
+/// progress and then the take list.
+#[test]
+fn generate_from_the_editor_under_xvfb() {
+    let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    use_tiny_checkpoints("editor");
+    let takes = scratch("editor-takes");
+    std::env::set_var("BACKLINE_TAKES", &takes);
+    let (_xvfb, display) = start_xvfb();
+    let (_app, id, _, _) = start_app(&display, "140");
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, w, h) = screenshot(&display, &id, "editor-before.png");
+
+    click(&display, &id, TASK_BOX.0, TASK_BOX.1);
+    click(&display, &id, TASK_ITEM.0, TASK_ITEM.1);
+    click(&display, &id, GENERATE_BUTTON.0, GENERATE_BUTTON.1);
+    std::thread::sleep(Duration::from_millis(300));
+    screenshot(&display, &id, "editor-progress.png");
+
+    let wav = wait_for("a take file", Duration::from_secs(300), || {
+        std::fs::read_dir(&takes).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wav"))
+    });
+    assert!(std::fs::metadata(&wav).unwrap().len() > 44, "{} is empty", wav.display());
+    std::thread::sleep(Duration::from_secs(1));
+    let (after, w2, h2) = screenshot(&display, &id, "editor-take.png");
+    assert_eq!((w, h), (w2, h2));
+    assert_drawn(&after, w, h);
+    // The take list grew below the Generate button: rows there changed.
+    let changed_rows = (GENERATE_BUTTON.1 + 40..h)
+        .filter(|&y| {
+            let row = (y * w) as usize..((y + 1) * w) as usize;
+            before[row.clone()] != after[row]
+        })
+        .count();
+    assert!(changed_rows > 20, "the take list did not appear ({changed_rows} rows changed)");
 }

@@ -37,7 +37,9 @@ const BLOCK: usize = 512;
 const GAIN: &str = "Output gain";
 const CLICK: &str = "Guide click";
 const BYPASS: &str = "Bypass";
-const TITLES: [&str; 5] = [GAIN, "Take level", CLICK, "Capture source", BYPASS];
+const TITLES: [&str; 7] = [GAIN, "Take level", CLICK, "Capture source", "Mix", "Generate", BYPASS];
+/// The main output and the four take buses.
+const OUTPUT_BUSES: usize = 5;
 
 type Stereo = [Vec<f32>; 2];
 
@@ -255,17 +257,15 @@ impl Backline {
     fn activate(&mut self, sample_rate: f64, max_block: usize) {
         unsafe {
             let mut ins = [SpeakerArr::kStereo; 2];
-            let mut outs = [SpeakerArr::kStereo];
+            let mut outs = [SpeakerArr::kStereo; OUTPUT_BUSES];
             assert_eq!(
-                self.processor.setBusArrangements(ins.as_mut_ptr(), 2, outs.as_mut_ptr(), 1),
+                self.processor.setBusArrangements(ins.as_mut_ptr(), 2, outs.as_mut_ptr(), OUTPUT_BUSES as i32),
                 kResultOk
             );
             let audio = MediaTypes_::kAudio as i32;
-            for (dir, index) in [
-                (BusDirections_::kInput, 0),
-                (BusDirections_::kInput, 1),
-                (BusDirections_::kOutput, 0),
-            ] {
+            let inputs = [(BusDirections_::kInput, 0), (BusDirections_::kInput, 1)];
+            let outputs = (0..OUTPUT_BUSES as i32).map(|i| (BusDirections_::kOutput, i));
+            for (dir, index) in inputs.into_iter().chain(outputs) {
                 assert_eq!(self.component.activateBus(audio, dir as i32, index, 1), kResultOk);
             }
             self.setup(sample_rate, max_block);
@@ -304,19 +304,31 @@ impl Backline {
         context: Option<&ProcessContext>,
         changes: &[(ParamID, f64)],
     ) -> Stereo {
+        self.process_buses(main, sidechain, context, changes).swap_remove(0)
+    }
+
+    /// Like [`process`](Self::process), returning every output bus: the main output, then the
+    /// take buses.
+    fn process_buses(
+        &self,
+        main: &Stereo,
+        sidechain: &Stereo,
+        context: Option<&ProcessContext>,
+        changes: &[(ParamID, f64)],
+    ) -> Vec<Stereo> {
         let n = main[0].len();
         let (mut main, mut sidechain) = (main.clone(), sidechain.clone());
-        let mut out: Stereo = [vec![0.0; n], vec![0.0; n]];
+        let mut out: Vec<Stereo> = (0..OUTPUT_BUSES).map(|_| [vec![0.0; n], vec![0.0; n]]).collect();
         let mut ptrs = [main[0].as_mut_ptr(), main[1].as_mut_ptr()];
         let mut side_ptrs = [sidechain[0].as_mut_ptr(), sidechain[1].as_mut_ptr()];
-        let mut out_ptrs = [out[0].as_mut_ptr(), out[1].as_mut_ptr()];
+        let mut out_ptrs: Vec<[*mut f32; 2]> = out.iter_mut().map(|b| [b[0].as_mut_ptr(), b[1].as_mut_ptr()]).collect();
         let bus = |ptrs: &mut [*mut f32; 2]| AudioBusBuffers {
             numChannels: 2,
             silenceFlags: 0,
             __field0: AudioBusBuffers__type0 { channelBuffers32: ptrs.as_mut_ptr() },
         };
         let mut inputs = [bus(&mut ptrs), bus(&mut side_ptrs)];
-        let mut outputs = [bus(&mut out_ptrs)];
+        let mut outputs: Vec<AudioBusBuffers> = out_ptrs.iter_mut().map(bus).collect();
         let changes = ComWrapper::new(ParamChanges {
             queues: changes
                 .iter()
@@ -329,7 +341,7 @@ impl Backline {
             symbolicSampleSize: SymbolicSampleSizes_::kSample32 as i32,
             numSamples: n as i32,
             numInputs: 2,
-            numOutputs: 1,
+            numOutputs: OUTPUT_BUSES as i32,
             inputs: inputs.as_mut_ptr(),
             outputs: outputs.as_mut_ptr(),
             inputParameterChanges: changes.as_com_ref::<IParameterChanges>().unwrap().as_ptr(),
@@ -564,7 +576,7 @@ fn describes_itself() {
         let audio = MediaTypes_::kAudio as i32;
         let (input, output) = (BusDirections_::kInput as i32, BusDirections_::kOutput as i32);
         assert_eq!(plugin.component.getBusCount(audio, input), 2);
-        assert_eq!(plugin.component.getBusCount(audio, output), 1);
+        assert_eq!(plugin.component.getBusCount(audio, output), OUTPUT_BUSES as i32);
         assert_eq!(plugin.component.getBusCount(MediaTypes_::kEvent as i32, input), 0);
         let bus = |dir, index| {
             let mut info: BusInfo = std::mem::zeroed();
@@ -575,11 +587,14 @@ fn describes_itself() {
         assert_eq!(bus(input, 0), ("Input".into(), main, 2));
         assert_eq!(bus(input, 1), ("Sidechain".into(), aux, 2));
         assert_eq!(bus(output, 0), ("Output".into(), main, 2));
+        for k in 1..OUTPUT_BUSES as i32 {
+            assert_eq!(bus(output, k), (format!("Take {k}"), aux, 2));
+        }
         // A host offering a mono main input is told no.
         let mut ins = [SpeakerArr::kMono, SpeakerArr::kStereo];
-        let mut outs = [SpeakerArr::kStereo];
+        let mut outs = [SpeakerArr::kStereo; OUTPUT_BUSES];
         assert_ne!(
-            plugin.processor.setBusArrangements(ins.as_mut_ptr(), 2, outs.as_mut_ptr(), 1),
+            plugin.processor.setBusArrangements(ins.as_mut_ptr(), 2, outs.as_mut_ptr(), OUTPUT_BUSES as i32),
             kResultOk
         );
     }
@@ -592,7 +607,7 @@ fn describes_itself() {
         assert_eq!(p.flags & kIsBypass != 0, title == BYPASS, "{title}: kIsBypass");
     }
     let steps: Vec<i32> = plugin.params.iter().map(|p| p.stepCount).collect();
-    assert_eq!(steps, [0, 0, 1, 1, 1], "continuous gains, switch-like click/source/bypass");
+    assert_eq!(steps, [0, 0, 1, 1, 2, 1, 1], "continuous gains, switch-like click/source/generate/bypass, three mix modes");
     assert_eq!(plugin.value(CLICK), 0.0, "the click starts off");
     assert_eq!(plugin.value(BYPASS), 0.0);
     assert!(close(plugin.value(GAIN), plugin.normalized(GAIN, 1.0)), "gain starts at 0 dB");
@@ -806,4 +821,70 @@ fn sample_rate_and_block_size_changes() {
             plugin.render_with(&mut song, &silence(len), None, &[1, 7, 64, 480, 4096, 8192], &[]);
         assert_clicks(&out, 1.0, &song, 1, &format!("{rate} Hz, varying blocks"));
     }
+}
+
+/// The producer's workflow through VST3 on the tiny checkpoint set: capture a click track from
+/// the sidechain, press Generate (a parameter change from the host), keep processing while the
+/// job runs, then replay: the take starts on bar 1's sample, lasts exactly four bars, and plays
+/// on the main output and on bus "Take 1".
+#[test]
+fn capture_generate_and_replay() {
+    use backline_tests::workflow::{click_track, edit_session, read_take, scratch, session, use_tiny_checkpoints};
+    use_tiny_checkpoints("vst3-host");
+    let (bpm, four_four) = (120.0, meter(4, 4));
+    let bar = 96_000usize;
+    let mut plugin = Backline::new();
+    plugin.activate(SAMPLE_RATE, BLOCK);
+    let takes_dir = scratch("vst3-workflow");
+    let mut state = plugin.get_state_json();
+    edit_session(&mut state, |s| {
+        s["task"] = "lego".into();
+        s["track_name"] = "guitar".into();
+        s["length_bars"] = 4.into();
+        s["steps"] = 2.into();
+        s["seed"] = 9.into();
+        s["take_folder"] = takes_dir.display().to_string().into();
+    });
+    assert_eq!(plugin.set_state(&serde_json::to_vec(&state).unwrap()), kResultOk);
+
+    let len = bar * 5 + bar / 5;
+    let clicks = click_track(bpm, four_four, SAMPLE_RATE, 0.0, len);
+    let mut song = Song::playing(bpm, four_four, SAMPLE_RATE, 0.0);
+    let capture = plugin.param("Capture source");
+    plugin.render_with(&mut song, &silence(len), Some(&[clicks.clone(), clicks]), &[BLOCK], &[(capture, 1.0)]);
+
+    let generate = plugin.param("Generate");
+    let mut stopped = Song { playing: false, ..Song::playing(bpm, four_four, SAMPLE_RATE, 0.0) };
+    plugin.render(&mut stopped, &silence(BLOCK), &[(generate, 1.0)]);
+    plugin.render(&mut stopped, &silence(BLOCK), &[(generate, 0.0)]);
+    let started = std::time::Instant::now();
+    let take = loop {
+        plugin.render(&mut stopped, &silence(BLOCK * 10), &[]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Some(take) = session(&plugin.get_state_json())["takes"].get(0).cloned() {
+            break take;
+        }
+        assert!(started.elapsed().as_secs() < 300, "no take after 300 s");
+    };
+    assert_eq!(take["recipe"]["request"]["track_name"], "guitar");
+    let audio = read_take(take["file"].as_str().unwrap());
+    assert_eq!(audio[0].len(), 4 * bar, "exactly four bars");
+
+    let mut replay = Song::playing(bpm, four_four, SAMPLE_RATE, -4.0);
+    let mut buses = Vec::new();
+    let mut main: Stereo = [Vec::new(), Vec::new()];
+    for _ in 0..(6 * bar / BLOCK) {
+        let got = plugin.process_buses(&silence(BLOCK), &silence(BLOCK), Some(&replay.context()), &[]);
+        replay.advance(BLOCK);
+        for ch in 0..2 {
+            main[ch].extend_from_slice(&got[0][ch]);
+        }
+        buses.extend_from_slice(&got[1][0]);
+    }
+    for ch in 0..2 {
+        assert!(main[ch][..bar].iter().all(|&x| x == 0.0), "silent before bar 1");
+        assert_eq!(&main[ch][bar..5 * bar], &audio[ch][..], "the take, from bar 1's sample");
+        assert!(main[ch][5 * bar..].iter().all(|&x| x == 0.0), "nothing after four bars");
+    }
+    assert_eq!(buses, main[0], "bus Take 1 carries the take");
 }

@@ -6,12 +6,13 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages the tests need: Xvfb + ImageMagick + x11-utils for the editor screenshot,
+/// Debian packages the tests need: Xvfb + ImageMagick + x11-utils + xdotool for the editor test,
 /// ALSA/JACK headers for the standalone app, python3-venv for the DawDreamer render.
 const APT_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "x11-utils",
+    "xdotool",
     "imagemagick",
     "pkg-config",
     "libasound2-dev",

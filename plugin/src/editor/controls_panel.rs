@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 
-use crate::params::BacklineParams;
-use crate::AudioShared;
+use crate::session::Session;
 
 fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
     let db = util::gain_to_db(peak.max(1e-6));
@@ -20,7 +19,8 @@ fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
     });
 }
 
-pub fn show(ui: &mut egui::Ui, params: &BacklineParams, shared: &AudioShared, gui: &GuiContext) {
+pub fn show(ui: &mut egui::Ui, session: &Session, gui: &GuiContext) {
+    let (params, shared) = (&session.params, &session.audio);
     let setter = gui.param_setter();
     egui::Grid::new("controls").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
         for (label, param) in [("Output gain", &params.gain), ("Take level", &params.take_level)] {
@@ -30,6 +30,9 @@ pub fn show(ui: &mut egui::Ui, params: &BacklineParams, shared: &AudioShared, gu
         }
         ui.label("Capture source");
         ui.add(ParamSlider::for_param(&params.capture_source, &setter));
+        ui.end_row();
+        ui.label("Mix");
+        ui.add(ParamSlider::for_param(&params.mix, &setter));
         ui.end_row();
         ui.label("Guide click");
         ui.add(ParamSlider::for_param(&params.click, &setter));

@@ -1,8 +1,10 @@
-//! The egui editor: live transport, the request being drafted, and the plugin's controls.
+//! The egui editor: the producer's whole workflow on one scrolling page, top to bottom in the
+//! order it is used: transport, models, capture, request (with Generate and the job queue),
+//! takes, and the plugin's controls.
 //!
-//! The editor holds `Arc` clones of what it shows, never the plugin. It reads the transport
-//! through the lock-free snapshot and edits the session (a GUI-thread-only `RwLock`); the audio
-//! thread is never waited on.
+//! The editor holds an `Arc` of the [`Session`], never the plugin. It reads the transport through
+//! the lock-free snapshot and edits the session through its short locks; the audio thread is
+//! never waited on. Closing it changes nothing about running jobs.
 
 use std::sync::Arc;
 
@@ -13,15 +15,17 @@ use nice_plug_egui::{
     RepaintNotifier,
 };
 
-use crate::params::BacklineParams;
-use crate::AudioShared;
+use crate::session::Session;
 
+mod capture_panel;
 mod controls_panel;
+mod models_panel;
 mod request_panel;
+mod takes_panel;
 mod transport_panel;
 
-pub const WIDTH: f64 = 640.0;
-pub const HEIGHT: f64 = 560.0;
+pub const WIDTH: f64 = 760.0;
+pub const HEIGHT: f64 = 820.0;
 
 pub fn default_state() -> Arc<EguiEditorState> {
     EguiEditorState::from_size(LogicalSize::new(WIDTH, HEIGHT), 1.0)
@@ -29,23 +33,57 @@ pub fn default_state() -> Arc<EguiEditorState> {
 
 /// The editor app. Lives on the GUI thread while the window is open.
 pub struct BacklineEditor {
-    params: Arc<BacklineParams>,
-    shared: Arc<AudioShared>,
+    session: Arc<Session>,
     gui: Option<GuiContext>,
+    models: models_panel::ModelsPanel,
+    capture: capture_panel::CapturePanel,
+    takes: takes_panel::TakesPanel,
 }
 
 pub fn create(
-    params: Arc<BacklineParams>,
-    shared: Arc<AudioShared>,
+    session: Arc<Session>,
     state: Arc<EguiEditorState>,
     repaint: RepaintNotifier,
 ) -> Option<EguiEditor<BacklineEditor>> {
+    let models = models_panel::ModelsPanel::new(&session);
     create_egui_editor(
         state,
         repaint,
         EguiNiceSettings::new().with_tile("Backline"),
-        BacklineEditor { params, shared, gui: None },
+        BacklineEditor { session, gui: None, models, capture: Default::default(), takes: Default::default() },
     )
+}
+
+fn section(ui: &mut egui::Ui, title: &str, add: impl FnOnce(&mut egui::Ui)) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        ui.strong(title);
+        add(ui);
+    });
+    ui.add_space(6.0);
+}
+
+/// The session's notices and the saved state's load notice, each dismissable.
+fn show_notices(ui: &mut egui::Ui, session: &Session) {
+    let warn = ui.visuals().warn_fg_color;
+    let load_notice = session.params.session.read().load_notice.clone();
+    if let Some(notice) = load_notice {
+        ui.horizontal_wrapped(|ui| {
+            ui.colored_label(warn, format!("Note: {notice}"));
+            if ui.button("Dismiss").clicked() {
+                session.params.session.write().load_notice = None;
+            }
+        });
+    }
+    let notices = session.notices();
+    if !notices.is_empty() {
+        for notice in &notices {
+            ui.colored_label(warn, notice);
+        }
+        if ui.button("Dismiss messages").clicked() {
+            session.dismiss_notices();
+        }
+    }
 }
 
 impl NiceEguiApp for BacklineEditor {
@@ -60,25 +98,21 @@ impl NiceEguiApp for BacklineEditor {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
-        let transport = self.shared.transport.read();
+        let transport = self.session.audio.transport.read();
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Backline");
-            ui.add_space(4.0);
-            request_panel::show_load_notice(ui, &self.params);
-            egui::Frame::group(ui.style()).show(ui, |ui| {
-                transport_panel::show(ui, &transport);
-            });
-            ui.add_space(6.0);
-            egui::Frame::group(ui.style()).show(ui, |ui| {
-                request_panel::show(ui, &self.params, &transport);
-            });
-            ui.add_space(6.0);
+            show_notices(ui, &self.session);
+            section(ui, "Transport", |ui| transport_panel::show(ui, &transport));
+            section(ui, "Models", |ui| self.models.show(ui, &self.session));
+            section(ui, "Capture", |ui| self.capture.show(ui, &self.session, &transport));
+            section(ui, "Request", |ui| request_panel::show(ui, &self.session, &transport));
+            section(ui, "Takes", |ui| self.takes.show(ui, &self.session));
             if let Some(gui) = self.gui.as_ref() {
-                egui::Frame::group(ui.style()).show(ui, |ui| {
-                    controls_panel::show(ui, &self.params, &self.shared, gui);
-                });
+                section(ui, "Controls", |ui| controls_panel::show(ui, &self.session, gui));
             }
         });
+        // Jobs and captures move without host redraws while the transport is stopped.
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
     }
 
     fn editor_closed(&mut self) {

@@ -1,9 +1,12 @@
-//! The request being drafted: task, caption, lyrics, key and the bar range it applies to.
+//! The request being drafted (task, caption, lyrics, key, bars, track, strength, steps, seed,
+//! model), the Generate and Cancel buttons, and the job queue with each job's stage and step.
 
-use backline_engine::task::{keyscale_choices, TaskType};
+use std::sync::Arc;
 
-use crate::params::BacklineParams;
-use crate::state::{SessionState, MAX_BARS};
+use backline_engine::task::{keyscale_choices, TaskType, TRACK_NAMES};
+
+use crate::session::{JobState, Session};
+use crate::state::MAX_BARS;
 use crate::transport::TransportSnapshot;
 
 fn task_label(task: TaskType) -> &'static str {
@@ -17,28 +20,9 @@ fn task_label(task: TaskType) -> &'static str {
     }
 }
 
-fn lock_session(params: &BacklineParams) -> std::sync::RwLockWriteGuard<'_, SessionState> {
-    // A panic elsewhere while holding the lock must not lock the user out of their session.
-    params.session.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A banner when loading the saved session lost or changed something.
-pub fn show_load_notice(ui: &mut egui::Ui, params: &BacklineParams) {
-    let mut session = lock_session(params);
-    let Some(notice) = session.load_notice.clone() else { return };
-    let warn = ui.visuals().warn_fg_color;
-    ui.horizontal_wrapped(|ui| {
-        ui.colored_label(warn, format!("Note: {notice}"));
-        if ui.button("Dismiss").clicked() {
-            session.load_notice = None;
-        }
-    });
-    ui.add_space(4.0);
-}
-
-pub fn show(ui: &mut egui::Ui, params: &BacklineParams, transport: &TransportSnapshot) {
+pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnapshot) {
     // Edit a copy, write back on change: the lock is held only for the copy and the write.
-    let before = lock_session(params).clone();
+    let before = session.params.session.read().clone();
     let mut s = before.clone();
 
     egui::Grid::new("request").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
@@ -95,6 +79,35 @@ pub fn show(ui: &mut egui::Ui, params: &BacklineParams, transport: &TransportSna
             ui.add(egui::DragValue::new(&mut s.length_bars).range(1..=MAX_BARS).suffix(" bars"));
         });
         ui.end_row();
+
+        if s.task.uses_track_names() {
+            ui.label("Track");
+            egui::ComboBox::from_id_salt("track").selected_text(s.track_name.clone()).show_ui(ui, |ui| {
+                for track in TRACK_NAMES {
+                    ui.selectable_value(&mut s.track_name, track.to_string(), track);
+                }
+            });
+            ui.end_row();
+        }
+        if s.task == TaskType::Cover {
+            ui.label("Strength");
+            ui.add(egui::Slider::new(&mut s.strength, 0.0..=1.0).text("of the source's structure"));
+            ui.end_row();
+        }
+
+        ui.label("Steps");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.steps).range(0..=200));
+            ui.weak(if s.steps == 0 { "model default" } else { "" });
+            ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut s.seed).range(-1..=u32::MAX as i64));
+            ui.weak(if s.seed < 0 { "new each time" } else { "" });
+        });
+        ui.end_row();
+
+        ui.label("Model");
+        ui.add(egui::TextEdit::singleline(&mut s.model).hint_text("any that runs the task").desired_width(240.0));
+        ui.end_row();
     });
 
     let grid = transport.grid();
@@ -109,6 +122,44 @@ pub fn show(ui: &mut egui::Ui, params: &BacklineParams, transport: &TransportSna
     ));
 
     if s != before {
-        *lock_session(params) = s;
+        // Only the draft's fields: takes may have arrived from the worker meanwhile.
+        let mut state = session.params.session.write();
+        let (takes, slots, next) = (std::mem::take(&mut state.takes), state.slots, state.next_take_id);
+        *state = s;
+        (state.takes, state.slots, state.next_take_id) = (takes, slots, next);
+    }
+
+    ui.horizontal(|ui| {
+        if ui.add(egui::Button::new("Generate").min_size(egui::vec2(110.0, 26.0))).clicked() {
+            session.generate();
+        }
+        let jobs = session.jobs();
+        if ui.add_enabled(!jobs.is_empty(), egui::Button::new("Cancel")).clicked() {
+            session.cancel_all();
+        }
+        if jobs.is_empty() {
+            ui.weak("No job running.");
+        }
+    });
+    for (i, job) in session.jobs().iter().enumerate() {
+        let state = job.state.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        ui.horizontal(|ui| {
+            ui.label(if i == 0 { "Running:" } else { "Queued:" });
+            ui.label(&job.title);
+            match state {
+                JobState::Queued { position } => {
+                    ui.weak(format!("{position} ahead"));
+                }
+                JobState::Loading { what } => {
+                    ui.add(egui::Spinner::new());
+                    ui.label(format!("loading {what}"));
+                }
+                JobState::Running { stage, step, steps } => {
+                    let fraction = if steps > 0 { step as f32 / steps as f32 } else { 0.0 };
+                    let text = if steps > 0 { format!("{stage} {step}/{steps}") } else { stage };
+                    ui.add(egui::ProgressBar::new(fraction).desired_width(220.0).text(text));
+                }
+            }
+        });
     }
 }

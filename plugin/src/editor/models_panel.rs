@@ -1,0 +1,88 @@
+//! The checkpoints folder: where it is (remembered for this machine), what it holds, which tasks
+//! each model runs, what is loaded and the memory it takes. A wrong folder is a message that says
+//! how to get the weights.
+
+use std::time::{Duration, Instant};
+
+use backline_engine::backend::ModelsInfo;
+
+use crate::session::Session;
+
+/// How often the panel reads the folder again while open (it may be filled by a download).
+const REFRESH: Duration = Duration::from_secs(3);
+
+pub struct ModelsPanel {
+    folder: String,
+    info: Option<Result<ModelsInfo, String>>,
+    read_at: Option<Instant>,
+}
+
+impl ModelsPanel {
+    pub fn new(session: &Session) -> Self {
+        Self { folder: session.machine().checkpoints, info: None, read_at: None }
+    }
+
+    pub fn show(&mut self, ui: &mut egui::Ui, session: &Session) {
+        ui.horizontal(|ui| {
+            ui.label("Checkpoints folder");
+            let edit = ui.add(
+                egui::TextEdit::singleline(&mut self.folder)
+                    .hint_text("/path/to/ACE-Step-1.5/checkpoints")
+                    .desired_width(420.0),
+            );
+            let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Use").clicked() || entered {
+                session.set_checkpoints(self.folder.trim().to_owned());
+                self.read_at = None;
+            }
+        });
+        if self.read_at.is_none_or(|t| t.elapsed() > REFRESH) {
+            self.info = Some(session.models());
+            self.read_at = Some(Instant::now());
+        }
+        match &self.info {
+            Some(Ok(info)) => show_info(ui, info),
+            Some(Err(message)) => {
+                ui.colored_label(ui.visuals().warn_fg_color, message);
+            }
+            None => {}
+        }
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    if bytes < 1 << 30 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    }
+}
+
+fn show_info(ui: &mut egui::Ui, info: &ModelsInfo) {
+    let warn = ui.visuals().warn_fg_color;
+    if let Some(problem) = &info.shared_problem {
+        ui.colored_label(warn, format!("{problem}. {}", crate::session::HOW_TO_GET_WEIGHTS));
+    }
+    if info.dits.is_empty() {
+        ui.colored_label(warn, format!("No ACE-Step DiT folder (acestep-v15-*) here. {}", crate::session::HOW_TO_GET_WEIGHTS));
+    }
+    egui::Grid::new("models").num_columns(4).spacing([12.0, 4.0]).show(ui, |ui| {
+        for dit in &info.dits {
+            ui.monospace(&dit.name);
+            match &dit.problem {
+                Some(problem) => {
+                    ui.colored_label(warn, problem);
+                }
+                None => {
+                    let tasks: Vec<&str> = dit.tasks.iter().map(|t| t.as_str()).collect();
+                    ui.label(tasks.join(", "));
+                    ui.label(gib(dit.bytes));
+                    ui.label(if dit.loaded { "loaded" } else { "not loaded" });
+                }
+            }
+            ui.end_row();
+        }
+    });
+    let resident: u64 = info.resident.iter().map(|r| r.bytes).sum();
+    ui.weak(format!("In memory: {} of a {} budget for the DiTs (shared by every Backline in this DAW)", gib(resident), gib(info.budget_bytes)));
+}

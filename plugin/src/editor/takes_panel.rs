@@ -1,0 +1,114 @@
+//! The take list: A/B between takes while the song plays (the choice plays in slot 1), put a take
+//! on another output bus (slots 2-4), audition it with the transport stopped, rename, re-roll
+//! with a new seed, delete, and export (copy the file's path, or show the file in its folder).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::bridge::TAKE_SLOTS;
+use crate::session::Session;
+
+#[derive(Default)]
+pub struct TakesPanel {
+    /// The take being renamed and the text so far.
+    renaming: Option<(u64, String)>,
+}
+
+/// Opens the folder holding `path` in the system's file manager.
+fn reveal(path: &str) -> std::io::Result<()> {
+    let folder = std::path::Path::new(path).parent().unwrap_or(std::path::Path::new("."));
+    let program = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(target_os = "windows") {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(program).arg(folder).spawn().map(|_| ())
+}
+
+impl TakesPanel {
+    pub fn show(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
+        let (takes, slots) = {
+            let state = session.params.session.read();
+            (state.takes.clone(), state.slots)
+        };
+        if takes.is_empty() {
+            ui.weak("No takes yet: press Generate.");
+            return;
+        }
+        ui.horizontal(|ui| {
+            let auditioning = session.audio.auditioning.load(Ordering::Relaxed);
+            if ui.button(if auditioning { "Stop audition" } else { "Audition A/B take" }).clicked() {
+                session.audition(!auditioning);
+            }
+            ui.weak("The A/B take plays on the main output and on bus \"Take 1\".");
+        });
+        egui::Grid::new("takes").num_columns(4).spacing([8.0, 4.0]).striped(true).show(ui, |ui| {
+            for take in takes.iter().rev() {
+                let mut chosen = slots[0] == Some(take.id);
+                if ui.radio(chosen, "").on_hover_text("Play this take (A/B)").clicked() && !chosen {
+                    chosen = true;
+                    session.assign_slot(0, Some(take.id));
+                }
+                let _ = chosen;
+                match &mut self.renaming {
+                    Some((id, text)) if *id == take.id => {
+                        let edit = ui.text_edit_singleline(text);
+                        if edit.lost_focus() {
+                            session.rename_take(take.id, text.trim().to_owned());
+                            self.renaming = None;
+                        }
+                    }
+                    _ => {
+                        let details = format!(
+                            "bars {}–{} in {} at {:.2} BPM\n{}\nDouble-click to rename",
+                            take.start_bar + 1,
+                            take.start_bar + take.bars,
+                            take.meter,
+                            take.placement.bpm,
+                            take.file
+                        );
+                        if ui.label(&take.name).on_hover_text(details).double_clicked() {
+                            self.renaming = Some((take.id, take.name.clone()));
+                        }
+                    }
+                }
+                let current = (1..TAKE_SLOTS).find(|&k| slots[k] == Some(take.id));
+                let label = current.map_or("no bus".to_owned(), |k| format!("bus Take {}", k + 1));
+                egui::ComboBox::from_id_salt(("slot", take.id)).selected_text(label).width(90.0).show_ui(ui, |ui| {
+                    if ui.selectable_label(current.is_none(), "no bus").clicked() {
+                        if let Some(k) = current {
+                            session.assign_slot(k, None);
+                        }
+                    }
+                    for k in 1..TAKE_SLOTS {
+                        if ui.selectable_label(current == Some(k), format!("bus Take {}", k + 1)).clicked() {
+                            if let Some(old) = current {
+                                session.assign_slot(old, None);
+                            }
+                            session.assign_slot(k, Some(take.id));
+                        }
+                    }
+                });
+                ui.horizontal(|ui| {
+                    if ui.small_button("Re-roll").on_hover_text("Same settings, new seed").clicked() {
+                        session.reroll(take.id);
+                    }
+                    if ui.small_button("Copy path").clicked() {
+                        ui.ctx().copy_text(take.file.clone());
+                    }
+                    if ui.small_button("Show file").clicked() {
+                        if let Err(e) = reveal(&take.file) {
+                            session.notice(format!("Could not open the take folder: {e}"));
+                        }
+                    }
+                    if ui.small_button("Delete").on_hover_text("Remove from the list; the file stays").clicked() {
+                        session.delete_take(take.id);
+                    }
+                });
+                ui.end_row();
+            }
+        });
+    }
+}

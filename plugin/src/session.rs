@@ -1,0 +1,525 @@
+//! [`Session`]: the plugin instance's side that is not the audio thread. It owns the engine
+//! backend, the captured bars, the loaded take audio and the session's ends of the bridge, and
+//! the editor shares it. Jobs belong to it, not to the editor: closing the editor neither stops
+//! nor repeats a job, and a finished job becomes a take with the editor closed.
+//!
+//! Threads:
+//! - the service thread (started in `initialize`) drains capture blocks into the store, frees
+//!   takes the audio thread retired, submits when the Generate parameter turns on, and reloads
+//!   take audio after the host loads a project or re-activates at a new rate;
+//! - the engine worker runs each job's callback: progress into [`JobView`]s, results into takes;
+//! - the GUI thread calls the rest.
+//!
+//! Every lock here is held for a copy or a short edit, never across a model call or file I/O
+//! that another thread waits on, and never by the audio thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use backline_engine::audio::grid::Grid;
+use backline_engine::backend::{Backend, LocalBackend, LocalSettings, ModelsInfo};
+use backline_engine::job::{JobControl, JobEvent};
+use backline_engine::pipeline::Generation;
+use backline_engine::task::TaskType;
+
+use crate::bridge::{self, AudioEnds, SessionEnds, ToAudio, TAKE_SLOTS};
+use crate::capture_store::{CaptureStore, DEFAULT_CAPTURE_LIMIT_S};
+use crate::draft::{job_request, task_title, TakePlan};
+use crate::params::BacklineParams;
+use crate::playback::TakeAudio;
+use crate::settings::MachineSettings;
+use crate::state::{SessionState, TakeRecord};
+use crate::takes::{self, cut_to_plan, file_name, load_take, saved_placement, write_take};
+use crate::transport::TransportSnapshot;
+use crate::AudioShared;
+
+/// How often the service thread wakes: capture blocks are 5 ms, and the ring holds 5 s.
+const SERVICE_PERIOD: Duration = Duration::from_millis(5);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic on another thread must not lock the user out of their session.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a job is, for the editor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Queued { position: usize },
+    Loading { what: String },
+    Running { stage: String, step: usize, steps: usize },
+}
+
+/// One queued or running job.
+pub struct JobView {
+    pub title: String,
+    pub state: Mutex<JobState>,
+    pub control: OnceLock<JobControl>,
+}
+
+/// The audio thread's activation as the session knows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Activation {
+    sample_rate: f32,
+    max_block: u32,
+}
+
+pub struct Session {
+    /// The host-visible parameters and the persisted session (draft, takes, slots).
+    pub params: Arc<BacklineParams>,
+    /// What the audio thread publishes (transport, meters, counters).
+    pub audio: Arc<AudioShared>,
+    ends: Mutex<Option<SessionEnds>>,
+    activation: Mutex<Option<Activation>>,
+    capture: Mutex<CaptureStore>,
+    /// Loaded take audio at the current host rate, by take id.
+    take_audio: Mutex<HashMap<u64, Arc<TakeAudio>>>,
+    backend: Mutex<Option<Arc<LocalBackend>>>,
+    machine: Mutex<MachineSettings>,
+    jobs: Mutex<Vec<Arc<JobView>>>,
+    /// Messages for the editor, newest last: failed jobs, missing take files, rate changes.
+    notices: Mutex<Vec<String>>,
+    /// Set by `connect`/restores: the service thread reloads takes and resends the slots.
+    reload: AtomicBool,
+    stop: AtomicBool,
+    service: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Session {
+    /// Cheap: hosts create instances just to scan them. Threads start in [`start`](Self::start).
+    pub fn new(params: Arc<BacklineParams>, audio: Arc<AudioShared>) -> Arc<Self> {
+        Arc::new(Self {
+            params,
+            audio,
+            ends: Mutex::new(None),
+            activation: Mutex::new(None),
+            capture: Mutex::new(CaptureStore::new(DEFAULT_CAPTURE_LIMIT_S)),
+            take_audio: Mutex::new(HashMap::new()),
+            backend: Mutex::new(None),
+            machine: Mutex::new(MachineSettings::load()),
+            jobs: Mutex::new(Vec::new()),
+            notices: Mutex::new(Vec::new()),
+            reload: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            service: Mutex::new(None),
+        })
+    }
+
+    /// Starts the service thread (once).
+    pub fn start(self: &Arc<Self>) {
+        let mut service = lock(&self.service);
+        if service.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("backline-session".into()).spawn(move || service_loop(weak));
+        match spawned {
+            Ok(handle) => *service = Some(handle),
+            Err(e) => self.notice(format!("Backline could not start its background thread ({e}); capture and takes are off.")),
+        }
+    }
+
+    /// Stops the service thread and the engine (cancelling its jobs). Main thread, on drop of
+    /// the plugin: the backend is dropped here, never on its own worker.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(handle) = lock(&self.service).take() {
+            let _ = handle.join();
+        }
+        let backend = lock(&self.backend).take();
+        drop(backend);
+    }
+
+    /// Main thread (`activate`): fresh queues for a new processor. Takes are reloaded for the
+    /// (maybe new) rate and put back in their slots by the service thread.
+    pub fn connect(&self, sample_rate: f32, max_block: u32) -> AudioEnds {
+        let (session_ends, audio_ends) = bridge::new();
+        *lock(&self.ends) = Some(session_ends);
+        let now = Activation { sample_rate, max_block };
+        let before = lock(&self.activation).replace(now);
+        if let Some(before) = before.filter(|b| b.sample_rate != sample_rate) {
+            lock(&self.take_audio).clear();
+            let mut capture = lock(&self.capture);
+            let had_capture = !capture.summary().is_empty();
+            capture.clear();
+            let dropped = if had_capture { " The captured bars were cleared: play them again." } else { "" };
+            self.notice(format!(
+                "The host changed the sample rate from {} Hz to {} Hz: takes are resampled.{dropped}",
+                before.sample_rate, sample_rate
+            ));
+        } else if let Some(before) = before.filter(|b| b.max_block != max_block) {
+            self.notice(format!("The host changed the block size from {} to {} samples.", before.max_block, max_block));
+        }
+        self.reload.store(true, Ordering::Release);
+        audio_ends
+    }
+
+    pub fn notice(&self, text: String) {
+        let mut notices = lock(&self.notices);
+        notices.push(text);
+        let excess = notices.len().saturating_sub(20);
+        notices.drain(..excess);
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        lock(&self.notices).clone()
+    }
+
+    pub fn dismiss_notices(&self) {
+        lock(&self.notices).clear();
+    }
+
+    pub fn machine(&self) -> MachineSettings {
+        lock(&self.machine).clone()
+    }
+
+    /// Points the session at another checkpoints folder and remembers it for this machine.
+    pub fn set_checkpoints(&self, folder: String) {
+        let mut machine = lock(&self.machine);
+        if machine.checkpoints == folder {
+            return;
+        }
+        machine.checkpoints = folder;
+        if let Err(e) = machine.save() {
+            self.notice(format!("The checkpoints folder is used but not remembered: {e}"));
+        }
+        drop(machine);
+        let old = lock(&self.backend).take();
+        drop(old);
+    }
+
+    /// The backend for the configured folder, made on first use.
+    fn backend(&self) -> Result<Arc<LocalBackend>, String> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err("Backline is closing.".into());
+        }
+        let folder = lock(&self.machine).checkpoints.clone();
+        if folder.is_empty() {
+            return Err(format!("Choose the folder that holds the ACE-Step 1.5 checkpoints first. {HOW_TO_GET_WEIGHTS}"));
+        }
+        let mut backend = lock(&self.backend);
+        if let Some(b) = backend.as_ref() {
+            return Ok(Arc::clone(b));
+        }
+        let made = LocalBackend::new(LocalSettings::cpu(PathBuf::from(&folder)))
+            .map_err(|e| format!("The engine could not start: {e}"))?;
+        let made = Arc::new(made);
+        *backend = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
+    /// What the checkpoints folder holds, or why it cannot be read (with how to get weights).
+    pub fn models(&self) -> Result<ModelsInfo, String> {
+        let backend = self.backend()?;
+        backend.models().map_err(|e| format!("{e}. {HOW_TO_GET_WEIGHTS}"))
+    }
+
+    /// The captured bars (behind the lock; hold it briefly).
+    pub fn capture(&self) -> MutexGuard<'_, CaptureStore> {
+        lock(&self.capture)
+    }
+
+    pub fn jobs(&self) -> Vec<Arc<JobView>> {
+        lock(&self.jobs).clone()
+    }
+
+    /// Cancels every queued and running job.
+    pub fn cancel_all(&self) {
+        for job in self.jobs() {
+            if let Some(control) = job.control.get() {
+                control.cancel();
+            }
+        }
+    }
+
+    /// Submits the draft at the host's current tempo and meter. Errors are notices.
+    pub fn generate(self: &Arc<Self>) {
+        let draft = self.params.session.read().clone();
+        if let Err(e) = self.submit(&draft, &self.audio.transport.read()) {
+            self.notice(e);
+        }
+    }
+
+    /// Submits the take's settings again with a new seed.
+    pub fn reroll(self: &Arc<Self>, id: u64) {
+        let Some(record) = self.params.session.read().takes.iter().find(|t| t.id == id).cloned() else { return };
+        let r = &record.recipe.request;
+        let draft = SessionState {
+            task: r.task_type,
+            caption: r.caption.clone(),
+            lyrics: r.lyrics.clone(),
+            instrumental: r.instrumental,
+            keyscale: r.keyscale.clone().unwrap_or_default(),
+            start_bar: record.start_bar,
+            length_bars: record.bars,
+            track_name: r.track_name.clone().or_else(|| r.track_classes.first().cloned()).unwrap_or_else(|| "drums".into()),
+            strength: r.audio_cover_strength,
+            steps: r.inference_steps.unwrap_or(0),
+            seed: -1,
+            model: r.model.clone().unwrap_or_default(),
+            ..self.params.session.read().clone()
+        };
+        if let Err(e) = self.submit(&draft, &self.audio.transport.read()) {
+            self.notice(e);
+        }
+    }
+
+    fn submit(self: &Arc<Self>, draft: &SessionState, transport: &TransportSnapshot) -> Result<(), String> {
+        let grid: Grid = transport.grid();
+        let captured = if draft.task.needs_source_audio() {
+            let region = self.capture().region(draft.start_bar as i64, draft.length_bars.max(1));
+            match region {
+                Ok(region) if region.audio.sample_rate as f64 != grid.sample_rate().round() => {
+                    return Err("The captured bars are at another sample rate: play them again.".into())
+                }
+                Ok(region) => Some(region),
+                Err(e) => return Err(format!("{}: {e}.", task_title(draft.task))),
+            }
+        } else {
+            None
+        };
+        let (job, plan) = job_request(draft, &grid, captured.as_ref())?;
+        let backend = self.backend()?;
+        let title = match draft.task {
+            TaskType::Lego | TaskType::Extract | TaskType::Complete => {
+                format!("{} ({}), bars {}–{}", task_title(draft.task), draft.track_name, plan.start_bar + 1, plan.start_bar + plan.bars)
+            }
+            _ => format!("{}, bars {}–{}", task_title(draft.task), plan.start_bar + 1, plan.start_bar + plan.bars),
+        };
+        let view = Arc::new(JobView { title, state: Mutex::new(JobState::Queued { position: 0 }), control: OnceLock::new() });
+        lock(&self.jobs).push(Arc::clone(&view));
+        let weak = Arc::downgrade(self);
+        let callback_view = Arc::clone(&view);
+        let caption = draft.caption.clone();
+        let control = backend.submit_with(
+            job,
+            Box::new(move |event| {
+                if let Some(session) = weak.upgrade() {
+                    session.on_event(&callback_view, event, &plan, &caption);
+                }
+            }),
+        );
+        let _ = view.control.set(control);
+        Ok(())
+    }
+
+    /// The engine worker (or the submitting thread, for `Queued`): one event of one job.
+    fn on_event(&self, view: &Arc<JobView>, event: JobEvent<Generation>, plan: &TakePlan, caption: &str) {
+        let terminal = event.is_terminal();
+        match event {
+            JobEvent::Queued { position } => *lock(&view.state) = JobState::Queued { position },
+            JobEvent::Started => *lock(&view.state) = JobState::Running { stage: "starting".into(), step: 0, steps: 0 },
+            JobEvent::Loading { what } => *lock(&view.state) = JobState::Loading { what },
+            JobEvent::Stage { name } => *lock(&view.state) = JobState::Running { stage: name, step: 0, steps: 0 },
+            JobEvent::Step { index, count } => {
+                let mut state = lock(&view.state);
+                if let JobState::Running { step, steps, .. } = &mut *state {
+                    (*step, *steps) = (index + 1, count);
+                }
+            }
+            JobEvent::Done(generation) => {
+                if let Err(e) = self.add_takes(&view.title, generation, plan, caption) {
+                    self.notice(format!("{}: the result could not be kept: {e}", view.title));
+                }
+            }
+            JobEvent::Failed(error) => self.notice(format!("{} failed: {error}", view.title)),
+            JobEvent::Cancelled => {}
+        }
+        if terminal {
+            lock(&self.jobs).retain(|j| !Arc::ptr_eq(j, view));
+        }
+    }
+
+    /// Cuts, writes and lists each item of a generation; the first becomes the A/B choice.
+    fn add_takes(&self, title: &str, generation: Generation, plan: &TakePlan, caption: &str) -> Result<(), String> {
+        let folder = self.take_folder();
+        let seeds = generation.recipe.seeds();
+        for (item, audio) in generation.audio.iter().enumerate() {
+            let take = cut_to_plan(audio, plan)?;
+            let id = {
+                let mut state = self.params.session.write();
+                let id = state.next_take_id;
+                state.next_take_id += 1;
+                id
+            };
+            let seed = seeds.get(item).copied();
+            let name = file_name(id, &format!("{} {}", generation.recipe.request.task_type.as_str(), caption), seed);
+            let (path, sha) = write_take(&folder, &name, &take)?;
+            let mut recipe = generation.recipe.clone();
+            recipe.request.seed = seed.map(|s| backline_engine::request::Seed::One(s as i64));
+            let record = TakeRecord {
+                id,
+                name: format!("{title}{}", seed.map(|s| format!(", seed {s}")).unwrap_or_default()),
+                file: path.display().to_string(),
+                audio_sha256: sha,
+                placement: saved_placement(plan),
+                start_bar: plan.start_bar,
+                bars: plan.bars,
+                meter: plan.grid.meter().to_string(),
+                recipe,
+            };
+            let audio = Arc::new(take);
+            lock(&self.take_audio).insert(id, Arc::clone(&audio));
+            {
+                let mut state = self.params.session.write();
+                state.takes.push(record);
+                state.slots[0] = Some(id);
+            }
+            self.send_slot(0);
+        }
+        Ok(())
+    }
+
+    fn take_folder(&self) -> PathBuf {
+        let project = self.params.session.read().take_folder.clone();
+        if project.is_empty() {
+            lock(&self.machine).default_take_folder()
+        } else {
+            PathBuf::from(project)
+        }
+    }
+
+    /// Puts take `id` (or nothing) in `slot` and tells the audio thread.
+    pub fn assign_slot(&self, slot: usize, id: Option<u64>) {
+        if slot >= TAKE_SLOTS {
+            return;
+        }
+        self.params.session.write().slots[slot] = id;
+        self.send_slot(slot);
+    }
+
+    /// Plays slot 1's take from its start, whatever the transport does (or stops).
+    pub fn audition(&self, on: bool) {
+        self.send(ToAudio::Audition { slot: 0, on });
+    }
+
+    pub fn rename_take(&self, id: u64, name: String) {
+        if let Some(t) = self.params.session.write().takes.iter_mut().find(|t| t.id == id) {
+            t.name = name;
+        }
+    }
+
+    /// Removes a take from the list and its slots. The file stays (a producer may have dragged
+    /// it into the DAW); the editor says where it is.
+    pub fn delete_take(&self, id: u64) {
+        let slots: Vec<usize> = {
+            let mut state = self.params.session.write();
+            state.takes.retain(|t| t.id != id);
+            (0..TAKE_SLOTS).filter(|&k| state.slots[k] == Some(id)).collect()
+        };
+        for slot in slots {
+            self.assign_slot(slot, None);
+        }
+        lock(&self.take_audio).remove(&id);
+    }
+
+    /// Tells the audio thread what slot `slot` holds now.
+    fn send_slot(&self, slot: usize) {
+        let Some(activation) = *lock(&self.activation) else { return };
+        let (id, record) = {
+            let state = self.params.session.read();
+            let id = state.slots[slot];
+            (id, id.and_then(|id| state.takes.iter().find(|t| t.id == id).cloned()))
+        };
+        let take = id.and_then(|id| lock(&self.take_audio).get(&id).cloned());
+        let placement = record
+            .map(|r| takes::placement(&r.placement, activation.sample_rate))
+            .unwrap_or(crate::playback::Placement { start_quarters: 0.0, samples_per_quarter: 1.0, gain: 0.0 });
+        self.send(ToAudio::SetTake { slot, take, placement });
+    }
+
+    fn send(&self, command: ToAudio) {
+        if let Some(ends) = lock(&self.ends).as_mut() {
+            if ends.commands.push(command).is_err() {
+                self.notice("The audio thread is not taking commands (is the host processing?); try again.".into());
+            }
+        }
+    }
+
+    /// Service thread: loads the audio of every take in a slot that is not loaded at the current
+    /// rate, and resends every slot. Missing or changed files are notices.
+    fn reload_takes(&self) {
+        let Some(activation) = *lock(&self.activation) else { return };
+        let (records, slots) = {
+            let state = self.params.session.read();
+            (state.takes.clone(), state.slots)
+        };
+        for record in records.iter().filter(|r| slots.contains(&Some(r.id))) {
+            if lock(&self.take_audio).contains_key(&record.id) {
+                continue;
+            }
+            match load_take(record, activation.sample_rate) {
+                Ok(audio) => {
+                    lock(&self.take_audio).insert(record.id, Arc::new(audio));
+                }
+                Err(e) => self.notice(format!("Take \"{}\" cannot play: {e}.", record.name)),
+            }
+        }
+        for slot in 0..TAKE_SLOTS {
+            self.send_slot(slot);
+        }
+    }
+
+    /// Service thread: one round of its chores.
+    fn service(self: &Arc<Self>, seen_generate: &mut u64, seen_restores: &mut u64) {
+        if let Some(ends) = lock(&self.ends).as_mut() {
+            let mut capture = lock(&self.capture);
+            while let Ok(block) = ends.capture.pop() {
+                capture.add(&block);
+            }
+            let evicted = capture.take_evicted();
+            drop(capture);
+            while let Ok(take) = ends.retired.pop() {
+                drop(take);
+            }
+            if evicted > 0 {
+                self.notice(format!(
+                    "The capture limit ({:.0} s) was reached: the {evicted} bar(s) recorded longest ago were dropped.",
+                    DEFAULT_CAPTURE_LIMIT_S
+                ));
+            }
+        }
+        let restores = self.params.session.restores();
+        if restores != *seen_restores {
+            *seen_restores = restores;
+            lock(&self.take_audio).clear();
+            self.reload.store(true, Ordering::Release);
+        }
+        if self.reload.swap(false, Ordering::AcqRel) {
+            self.reload_takes();
+        }
+        let requests = self.audio.generate_requests.load(Ordering::Acquire);
+        if requests != *seen_generate {
+            *seen_generate = requests;
+            // At the tempo and meter of the block in which Generate turned on.
+            let draft = self.params.session.read().clone();
+            if let Err(e) = self.submit(&draft, &self.audio.generate_transport.read()) {
+                self.notice(e);
+            }
+        }
+    }
+}
+
+fn service_loop(session: Weak<Session>) {
+    let (mut seen_generate, mut seen_restores) = match session.upgrade() {
+        Some(s) => (s.audio.generate_requests.load(Ordering::Acquire), 0),
+        None => return,
+    };
+    loop {
+        let Some(s) = session.upgrade() else { return };
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        s.service(&mut seen_generate, &mut seen_restores);
+        drop(s);
+        std::thread::sleep(SERVICE_PERIOD);
+    }
+}
+
+/// Said wherever a folder holds no usable weights.
+pub const HOW_TO_GET_WEIGHTS: &str = "Download ACE-Step 1.5 from https://huggingface.co/ACE-Step/Ace-Step1.5 \
+(the folders acestep-v15-turbo, vae and Qwen3-Embedding-0.6B; acestep-v15-base for lego, extract and complete) \
+and choose the folder that holds them.";

@@ -1,0 +1,179 @@
+//! Takes as files: a generation cut to its bars at the host rate ([`cut_to_plan`]), written as a
+//! WAV file in the take folder with its SHA-256 ([`write_take`]), and read back when a project
+//! opens ([`load_take`]), where a missing or changed file is a notice, never a failed load.
+//!
+//! Runs on the engine worker (new takes) and the session's service thread (reloads), never on
+//! the audio thread.
+
+use std::path::{Path, PathBuf};
+
+use backline_engine::audio::{decode_bytes, resample, to_stereo, write_audio, AudioBuffer, AudioError, OutputFormat};
+use sha2::{Digest, Sha256};
+
+use crate::draft::TakePlan;
+use crate::playback::{Placement, TakeAudio};
+use crate::state::{SavedPlacement, TakeRecord};
+
+/// The engine's audio as a take: stereo at the host rate, exactly the plan's bars. A result a few
+/// frames short (the model works in 40 ms frames) is padded with silence.
+pub fn cut_to_plan(audio: &AudioBuffer, plan: &TakePlan) -> Result<TakeAudio, String> {
+    let host_rate = plan.grid.sample_rate().round() as u32;
+    let stereo = to_stereo(audio).and_then(|a| resample(&a, host_rate)).map_err(|e| e.to_string())?;
+    let mut channels = stereo.channels.into_iter();
+    let cut = |c: Option<Vec<f32>>| {
+        let mut c = c.unwrap_or_default();
+        c.resize(plan.frames, 0.0);
+        c
+    };
+    let (left, right) = (cut(channels.next()), cut(channels.next()));
+    Ok(TakeAudio { left, right, sample_rate: host_rate as f32 })
+}
+
+/// The placement a take of `plan` plays at.
+pub fn saved_placement(plan: &TakePlan) -> SavedPlacement {
+    SavedPlacement { start_quarters: plan.start_quarters, bpm: plan.grid.bpm(), gain: 1.0 }
+}
+
+/// The placement at the host's current rate.
+pub fn placement(saved: &SavedPlacement, sample_rate: f32) -> Placement {
+    Placement {
+        start_quarters: saved.start_quarters,
+        samples_per_quarter: sample_rate as f64 * 60.0 / saved.bpm,
+        gain: saved.gain,
+    }
+}
+
+/// A file name that says what the take is: "007 lego bass s1234.wav".
+pub fn file_name(id: u64, what: &str, seed: Option<u32>) -> String {
+    let words: String = what
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == ' ' || c == '-' { c } else { ' ' })
+        .collect::<String>()
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let seed = seed.map(|s| format!(" s{s}")).unwrap_or_default();
+    format!("{id:03} {words}{seed}.wav")
+}
+
+/// Writes the take as 32-bit float WAV in `folder` (created if needed); returns its path and
+/// the SHA-256 of the file's bytes.
+pub fn write_take(folder: &Path, name: &str, take: &TakeAudio) -> Result<(PathBuf, String), String> {
+    std::fs::create_dir_all(folder).map_err(|e| format!("cannot create the take folder {}: {e}", folder.display()))?;
+    let buffer = AudioBuffer::new(take.sample_rate.round() as u32, vec![take.left.clone(), take.right.clone()]);
+    // Another instance (or project) may use the same folder: never overwrite, take the next name.
+    let stem = name.strip_suffix(".wav").unwrap_or(name);
+    let mut path = folder.join(name);
+    for n in 2.. {
+        match write_audio(&path, &buffer, OutputFormat::WavF32, false) {
+            Ok(()) => break,
+            Err(AudioError::AlreadyExists { .. }) if n < 1000 => path = folder.join(format!("{stem} ({n}).wav")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read back {}: {e}", path.display()))?;
+    Ok((path, sha256_hex(&bytes)))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a saved take could not be played.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakeLoadError {
+    Missing { path: String },
+    Changed { path: String },
+    Unreadable { path: String, reason: String },
+}
+
+impl std::fmt::Display for TakeLoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing { path } => write!(f, "its file {path} is missing (moved or deleted)"),
+            Self::Changed { path } => write!(f, "its file {path} was changed since Backline wrote it"),
+            Self::Unreadable { path, reason } => write!(f, "its file {path} cannot be read: {reason}"),
+        }
+    }
+}
+
+/// Reads a take's file, checks its hash, and converts it to the host rate.
+pub fn load_take(record: &TakeRecord, sample_rate: f32) -> Result<TakeAudio, TakeLoadError> {
+    let path = record.file.clone();
+    let bytes = std::fs::read(&record.file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => TakeLoadError::Missing { path: path.clone() },
+        _ => TakeLoadError::Unreadable { path: path.clone(), reason: e.to_string() },
+    })?;
+    if sha256_hex(&bytes) != record.audio_sha256 {
+        return Err(TakeLoadError::Changed { path });
+    }
+    let unreadable = |reason: String| TakeLoadError::Unreadable { path: path.clone(), reason };
+    let audio = decode_bytes(&bytes, Some("wav")).map_err(|e| unreadable(e.to_string()))?;
+    let audio = to_stereo(&audio).and_then(|a| resample(&a, sample_rate.round() as u32)).map_err(|e| unreadable(e.to_string()))?;
+    let mut channels = audio.channels.into_iter();
+    let (left, right) = (channels.next().unwrap_or_default(), channels.next().unwrap_or_default());
+    Ok(TakeAudio { left, right, sample_rate })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backline_engine::audio::grid::{Grid, TimeSignature};
+
+    fn plan(rate: f64, bars: u32) -> TakePlan {
+        let grid = Grid::new(93.0, TimeSignature::new(7, 8).unwrap(), rate).unwrap();
+        let frames = (grid.bars_to_seconds(bars as f64) * rate).round() as usize;
+        TakePlan { start_bar: 0, bars, start_quarters: 0.0, grid, frames }
+    }
+
+    #[test]
+    fn cuts_to_exactly_the_bars_at_the_host_rate() {
+        let model = AudioBuffer::new(48_000, vec![vec![0.25; 48_000 * 20], vec![-0.25; 48_000 * 20]]);
+        for rate in [44_100.0, 48_000.0, 96_000.0] {
+            let p = plan(rate, 4);
+            let take = cut_to_plan(&model, &p).unwrap();
+            assert_eq!((take.left.len(), take.right.len()), (p.frames, p.frames), "{rate}");
+            assert_eq!(take.sample_rate, rate as f32);
+            assert!((take.left[p.frames / 2] - 0.25).abs() < 1e-3);
+        }
+        // Short by a few frames: padded with silence, never longer or shorter than the bars.
+        let short = AudioBuffer::new(48_000, vec![vec![0.5; 1000]]);
+        let p = plan(48_000.0, 1);
+        let take = cut_to_plan(&short, &p).unwrap();
+        assert_eq!((take.left.len(), take.right[999], take.right[1000]), (p.frames, 0.5, 0.0));
+    }
+
+    #[test]
+    fn a_written_take_loads_back_and_a_changed_or_missing_one_says_so() {
+        let dir = std::env::temp_dir().join(format!("backline-takes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let take = TakeAudio { left: (0..4800).map(|i| (i as f32 * 0.01).sin()).collect(), right: vec![0.1; 4800], sample_rate: 48_000.0 };
+        let name = file_name(7, "lego: bass / drums!", Some(1234));
+        assert_eq!(name, "007 lego bass drums s1234.wav");
+        let (path, sha) = write_take(&dir, &name, &take).unwrap();
+        let record = TakeRecord {
+            id: 7,
+            name: "bass".into(),
+            file: path.display().to_string(),
+            audio_sha256: sha,
+            placement: SavedPlacement { start_quarters: 0.0, bpm: 120.0, gain: 1.0 },
+            start_bar: 0,
+            bars: 1,
+            meter: "4/4".into(),
+            recipe: serde_json::from_value(serde_json::json!({
+                "request": {}, "model_kind": "turbo", "models": [], "source": null, "reference": null,
+                "sample_rate": 48000, "duration_s": 0.1, "engine": "test"
+            })).unwrap(),
+        };
+        assert_eq!(load_take(&record, 48_000.0).unwrap(), take);
+        assert_eq!(load_take(&record, 96_000.0).unwrap().frames(), 9600, "resampled to the host");
+        let (second, _) = write_take(&dir, &name, &take).unwrap();
+        assert_eq!(second.file_name().unwrap(), "007 lego bass drums s1234 (2).wav", "never overwrites a take");
+        std::fs::write(&path, b"RIFF....").unwrap();
+        assert!(matches!(load_take(&record, 48_000.0), Err(TakeLoadError::Changed { .. })));
+        std::fs::remove_file(&path).unwrap();
+        let err = load_take(&record, 48_000.0).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

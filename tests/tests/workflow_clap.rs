@@ -1,0 +1,236 @@
+//! The producer's workflow in a real CLAP host (clack-host) on the tiny checkpoint set: capture
+//! bars from the sidechain, press Generate, keep processing while the job runs, and hear the take
+//! at the bars it was made for, on the main output and on its own bus; then save a project with
+//! two takes, open it in a new instance, and open it again with a take file deleted.
+
+use std::time::{Duration, Instant};
+
+use backline_engine::audio::grid::{Grid, TimeSignature};
+use backline_tests::clap::{set_param, state_bytes, state_json, ClapPlugin, HostTransport};
+use backline_tests::workflow::{click_track, edit_session, read_take, scratch, session, use_tiny_checkpoints};
+use backline_tests::{clap_bundle, Build};
+use clack_host::events::event_types::ParamValueEvent;
+use serde_json::{json, Value};
+
+const RATE: f64 = 48_000.0;
+const BLOCK: usize = 512;
+/// Longest a tiny job may take before the test gives up (the debug build is slow).
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn load(build: Build) -> ClapPlugin {
+    use_tiny_checkpoints("workflow-clap");
+    ClapPlugin::load(&clap_bundle(build))
+}
+
+/// What one stretch of processing produced.
+struct Render {
+    main: [Vec<f32>; 2],
+    /// Take buses 1-4.
+    buses: Vec<[Vec<f32>; 2]>,
+}
+
+/// Processes `len` samples from song position `from_quarters` at `bpm`/`meter`, the transport
+/// playing (and moving) or stopped, with `sidechain` (else silence) on the sidechain and silence
+/// on the main input; `events` go with the first block.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    plugin: &mut ClapPlugin,
+    bpm: f64,
+    meter: (u16, u16),
+    from_quarters: f64,
+    len: usize,
+    playing: bool,
+    sidechain: Option<&[f32]>,
+    events: &[ParamValueEvent],
+) -> Render {
+    let spq = RATE * 60.0 / bpm;
+    let silence = vec![0.0f32; BLOCK];
+    let mut render = Render { main: [Vec::new(), Vec::new()], buses: vec![[Vec::new(), Vec::new()]; 4] };
+    let mut done = 0;
+    let mut events = events;
+    while done < len {
+        let n = BLOCK.min(len - done);
+        let quarters = if playing { from_quarters + done as f64 / spq } else { from_quarters };
+        let transport = HostTransport { playing, tempo: Some(bpm), meter: Some(meter), quarters };
+        let side = sidechain.map_or(&silence[..n], |s| &s[done..done + n]);
+        let out = plugin.process([&silence[..n], &silence[..n]], [side, side], events, Some(&transport.event()));
+        events = &[];
+        for ch in 0..2 {
+            render.main[ch].extend_from_slice(&out[ch]);
+            for (bus, got) in render.buses.iter_mut().zip(plugin.buses()) {
+                bus[ch].extend_from_slice(&got[ch]);
+            }
+        }
+        done += n;
+    }
+    render
+}
+
+/// Presses Generate (on, then off, as a button does) with the transport stopped.
+fn press_generate(plugin: &mut ClapPlugin, bpm: f64, meter: (u16, u16)) {
+    let id = plugin.param("Generate");
+    run(plugin, bpm, meter, 0.0, BLOCK, false, None, &[set_param(id, 1.0)]);
+    run(plugin, bpm, meter, 0.0, BLOCK, false, None, &[set_param(id, 0.0)]);
+}
+
+/// Keeps processing (transport stopped, in real time) until the session lists `count` takes;
+/// returns the saved state then.
+fn wait_for_takes(plugin: &mut ClapPlugin, bpm: f64, meter: (u16, u16), count: usize) -> Value {
+    let started = Instant::now();
+    loop {
+        for _ in 0..10 {
+            run(plugin, bpm, meter, 0.0, BLOCK, false, None, &[]);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let state = state_json(&plugin.save_state());
+        if session(&state)["takes"].as_array().map_or(0, Vec::len) >= count {
+            return state;
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "no take after {JOB_TIMEOUT:?}: {}", session(&state));
+    }
+}
+
+/// Sets the draft and where takes go, through the saved state as a project would.
+fn set_draft(plugin: &mut ClapPlugin, draft: Value) {
+    let mut state = state_json(&plugin.save_state());
+    edit_session(&mut state, |s| {
+        for (key, value) in draft.as_object().unwrap() {
+            s[key] = value.clone();
+        }
+    });
+    plugin.load_state(&state_bytes(&state)).expect("load the draft");
+}
+
+/// The first sample where `signal` is not silent.
+fn first_sound(signal: &[f32]) -> Option<usize> {
+    signal.iter().position(|&x| x != 0.0)
+}
+
+fn lego_on_captured_bars(bpm: f64, meter: (u16, u16), build: Build) {
+    let what = format!("{bpm} BPM {}/{}, {build:?}", meter.0, meter.1);
+    let mut plugin = load(build);
+    plugin.activate(RATE, BLOCK as u32);
+    let takes_dir = scratch(&format!("workflow-lego-{bpm}-{}-{}-{build:?}", meter.0, meter.1));
+    set_draft(&mut plugin, json!({
+        "task": "lego", "track_name": "bass", "start_bar": 0, "length_bars": 4,
+        "steps": 2, "seed": 5, "take_folder": takes_dir.display().to_string(),
+    }));
+    let grid = Grid::new(bpm, TimeSignature::new(meter.0 as u32, meter.1 as u32).unwrap(), RATE).unwrap();
+    let bar = grid.samples_per_bar();
+
+    // Capture bars 1-4 (and a little of bar 5) of a click track on the sidechain.
+    let capture_len = (5.2 * bar) as usize;
+    let clicks = click_track(bpm, grid.meter(), RATE, 0.0, capture_len);
+    let sidechain = plugin.param("Capture source");
+    run(&mut plugin, bpm, meter, 0.0, capture_len, true, Some(&clicks), &[set_param(sidechain, 1.0)]);
+
+    // Generate, and keep processing blocks while the job runs.
+    press_generate(&mut plugin, bpm, meter);
+    let state = wait_for_takes(&mut plugin, bpm, meter, 1);
+    let s = session(&state);
+    let take = &s["takes"][0];
+    assert_eq!((take["start_bar"].as_u64(), take["bars"].as_u64()), (Some(0), Some(4)), "{what}");
+    assert_eq!(take["meter"], format!("{}/{}", meter.0, meter.1));
+    assert_eq!(take["recipe"]["request"]["task_type"], "lego");
+    assert_eq!(take["recipe"]["request"]["track_name"], "bass");
+    assert_eq!(s["slots"][0], take["id"], "the new take is the A/B choice");
+    let file = take["file"].as_str().unwrap();
+    assert!(file.starts_with(takes_dir.to_str().unwrap()), "{file}");
+    let audio = read_take(file);
+    let frames = (grid.bars_to_seconds(4.0) * RATE).round() as usize;
+    assert_eq!(audio[0].len(), frames, "{what}: exactly 4 bars at the host rate");
+    assert!(audio[0].iter().any(|&x| x != 0.0), "{what}: the take is not silence");
+
+    // Replay from one bar before bar 1: the take starts on bar 1's sample and lasts 4 bars.
+    let render = run(&mut plugin, bpm, meter, -grid.meter().quarters_per_bar(), (6.0 * bar) as usize, true, None, &[]);
+    let start = bar.round() as usize;
+    let first = first_sound(&render.main[0]).expect("the take plays");
+    let lead = first_sound(&audio[0]).unwrap();
+    assert_eq!(first, start + lead, "{what}: the take starts on bar 1's sample");
+    for ch in 0..2 {
+        assert_eq!(&render.main[ch][start..start + frames], &audio[ch][..], "{what}: the take, sample for sample");
+        assert!(render.main[ch][start + frames..].iter().all(|&x| x == 0.0), "{what}: nothing after 4 bars");
+        assert_eq!(render.buses[0][ch], render.main[ch], "{what}: bus Take 1 carries the take");
+        assert!(render.buses[1][ch].iter().all(|&x| x == 0.0), "{what}: bus Take 2 is empty");
+    }
+
+    // Stopped: silent.
+    let stopped = run(&mut plugin, bpm, meter, 4.0, 8 * BLOCK, false, None, &[]);
+    assert!(stopped.main[0].iter().all(|&x| x == 0.0), "{what}: silent while stopped");
+}
+
+#[test]
+fn lego_on_captured_bars_at_120_in_4_4() {
+    lego_on_captured_bars(120.0, (4, 4), Build::Release);
+}
+
+#[test]
+fn lego_on_captured_bars_at_93_in_7_8() {
+    lego_on_captured_bars(93.0, (7, 8), Build::Release);
+}
+
+/// The debug bundle aborts on any allocation inside `process`: the whole flow, with a job
+/// running while blocks are processed, must get through.
+#[test]
+fn the_flow_never_allocates_on_the_audio_thread() {
+    lego_on_captured_bars(120.0, (4, 4), Build::Debug);
+}
+
+#[test]
+fn a_project_with_two_takes_reopens_and_a_missing_file_is_contained() {
+    let (bpm, meter) = (120.0, (4, 4));
+    let bar = 96_000usize;
+    let mut plugin = load(Build::Release);
+    plugin.activate(RATE, BLOCK as u32);
+    let takes_dir = scratch("workflow-reopen");
+    set_draft(&mut plugin, json!({
+        "task": "text2music", "caption": "dusty drums", "start_bar": 0, "length_bars": 2,
+        "steps": 2, "take_folder": takes_dir.display().to_string(),
+    }));
+    press_generate(&mut plugin, bpm, meter);
+    wait_for_takes(&mut plugin, bpm, meter, 1);
+    press_generate(&mut plugin, bpm, meter);
+    let mut state = wait_for_takes(&mut plugin, bpm, meter, 2);
+    let s = session(&state);
+    let (first, second) = (s["takes"][0].clone(), s["takes"][1].clone());
+    assert_ne!(first["audio_sha256"], second["audio_sha256"], "two seeds, two takes");
+    assert_eq!(s["slots"][0], second["id"]);
+    // The producer puts the first take on bus Take 2.
+    edit_session(&mut state, |s| s["slots"][1] = first["id"].clone());
+    let saved = state_bytes(&state);
+    let (a, b) = (read_take(second["file"].as_str().unwrap()), read_take(first["file"].as_str().unwrap()));
+
+    let reopen = |saved: &[u8]| {
+        let mut plugin = load(Build::Release);
+        plugin.load_state(saved).expect("the project loads");
+        plugin.activate(RATE, BLOCK as u32);
+        // Takes load off the audio thread; give the session a moment while processing.
+        for _ in 0..20 {
+            run(&mut plugin, bpm, meter, 0.0, BLOCK, false, None, &[]);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let render = run(&mut plugin, bpm, meter, 0.0, 2 * bar, true, None, &[]);
+        (plugin, render)
+    };
+
+    let (_, render) = reopen(&saved);
+    for ch in 0..2 {
+        assert_eq!(render.buses[0][ch], a[ch], "bus Take 1: the A/B take");
+        assert_eq!(render.buses[1][ch], b[ch], "bus Take 2: the first take");
+        for i in (0..2 * bar).step_by(997) {
+            assert!((render.main[ch][i] - (a[ch][i] + b[ch][i])).abs() < 1e-6, "main = both takes");
+        }
+    }
+
+    // The A/B take's file is deleted behind the plugin's back: the project still opens, that
+    // take is silent, the other still plays, and both stay listed.
+    std::fs::remove_file(second["file"].as_str().unwrap()).unwrap();
+    let (mut plugin, render) = reopen(&saved);
+    for ch in 0..2 {
+        assert!(render.buses[0][ch].iter().all(|&x| x == 0.0), "the missing take is silent");
+        assert_eq!(render.buses[1][ch], b[ch], "the other take plays");
+        assert_eq!(render.main[ch], b[ch]);
+    }
+    let listed = session(&state_json(&plugin.save_state()))["takes"].as_array().unwrap().len();
+    assert_eq!(listed, 2, "a missing file never drops the take from the project");
+}
