@@ -84,5 +84,9 @@ fn show_info(ui: &mut egui::Ui, info: &ModelsInfo) {
         }
     });
     let resident: u64 = info.resident.iter().map(|r| r.bytes).sum();
-    ui.weak(format!("In memory: {} of a {} budget for the DiTs (shared by every Backline in this DAW)", gib(resident), gib(info.budget_bytes)));
+    ui.weak(format!(
+        "In memory: {} of models, shared by every Backline in this DAW (DiT budget {})",
+        gib(resident),
+        gib(info.budget_bytes)
+    ));
 }

@@ -6,7 +6,10 @@
 //! - playing a take: the result on the timeline in slot 1.
 //!
 //! Each figure includes the test host's own per-call work (copying the buffers in and out), which
-//! the idle row bounds. Run with `cargo run --release -p backline-tests --bin process-bench`.
+//! the idle row bounds. Wall time counts the moments the OS gives the core to the job's threads
+//! (this host thread has no real-time priority, as a DAW's audio thread has); the thread's CPU
+//! time does not, so both are reported. Run with
+//! `cargo run --release --features backline-engine/cli -p backline-tests --bin process-bench`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,6 +23,17 @@ const RATE: f64 = 48_000.0;
 const BLOCK: usize = 64;
 const BPM: f64 = 120.0;
 
+/// CPU time this thread has used, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// One block's cost: wall seconds and this thread's CPU seconds.
+type Cost = (f64, f64);
+
 struct Host {
     plugin: ClapPlugin,
     quarters: f64,
@@ -28,15 +42,15 @@ struct Host {
 }
 
 impl Host {
-    /// One block of the song, playing; returns the seconds `process` took.
-    fn block(&mut self, playing: bool) -> f64 {
+    /// One block of the song, playing; returns what `process` took.
+    fn block(&mut self, playing: bool) -> Cost {
         let at = ((self.quarters * RATE * 60.0 / BPM) as usize) % (self.clicks.len() - BLOCK);
         let side = &self.clicks[at..at + BLOCK];
         let t = HostTransport { playing, tempo: Some(BPM), meter: Some((4, 4)), quarters: self.quarters };
         let event = t.event();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), thread_cpu_s());
         self.plugin.process([&self.silence, &self.silence], [side, side], &[], Some(&event));
-        let took = started.elapsed().as_secs_f64();
+        let took = (started.elapsed().as_secs_f64(), thread_cpu_s() - cpu);
         if playing {
             self.quarters += BLOCK as f64 / (RATE * 60.0 / BPM);
         }
@@ -44,23 +58,20 @@ impl Host {
     }
 }
 
-fn report(what: &str, mut times: Vec<f64>) {
-    times.sort_by(f64::total_cmp);
+fn report(what: &str, costs: Vec<Cost>) {
     let period = BLOCK as f64 / RATE;
-    let pct = |t: f64| 100.0 * t / period;
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
-    let max = *times.last().unwrap();
-    println!(
-        "| {what} | {} | {:.1} µs ({:.2}%) | {:.1} µs ({:.2}%) | {:.1} µs ({:.2}%) |",
-        times.len(),
-        mean * 1e6,
-        pct(mean),
-        p99 * 1e6,
-        pct(p99),
-        max * 1e6,
-        pct(max)
-    );
+    let stats = |mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+        let max = *times.last().unwrap();
+        let cell = |t: f64| format!("{:.1} µs ({:.2}%)", t * 1e6, 100.0 * t / period);
+        format!("{} | {} | {}", cell(mean), cell(p99), cell(max))
+    };
+    let wall = stats(costs.iter().map(|c| c.0).collect());
+    let cpu = stats(costs.iter().map(|c| c.1).collect());
+    println!("| {what}, wall | {} | {wall} |", costs.len());
+    println!("| {what}, thread CPU | {} | {cpu} |", costs.len());
 }
 
 fn main() {
@@ -88,7 +99,7 @@ fn main() {
 
     println!("| state | blocks | mean | p99 | max |\n|---|---|---|---|---|");
     // Five bars captured (and the idle figure on the way).
-    let idle: Vec<f64> = (0..(RATE * 10.0) as usize / BLOCK).map(|_| host.block(true)).collect();
+    let idle: Vec<Cost> = (0..(RATE * 10.0) as usize / BLOCK).map(|_| host.block(true)).collect();
     report("idle (playing, capturing)", idle);
 
     let on = HostTransport { playing: false, tempo: Some(BPM), meter: Some((4, 4)), quarters: 0.0 }.event();
@@ -117,6 +128,6 @@ fn main() {
     report("while a lego job runs", during);
 
     host.quarters = 0.0;
-    let playing: Vec<f64> = (0..(RATE * 8.0) as usize / BLOCK).map(|_| host.block(true)).collect();
+    let playing: Vec<Cost> = (0..(RATE * 8.0) as usize / BLOCK).map(|_| host.block(true)).collect();
     report("playing the take (slot 1)", playing);
 }

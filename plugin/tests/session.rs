@@ -1,0 +1,129 @@
+//! The session as the editor drives it, on the tiny checkpoint set, without a host: Cancel ends a
+//! running job within a step and leaves no take; a job the engine refuses becomes a message; a
+//! finished job becomes a take (file, hash, recipe, slot 1) with nobody watching.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use backline_engine::audio::grid::TimeSignature;
+use backline_engine::checkpoint::synth::{self, SynthSize};
+use backline_plugin::params::BacklineParams;
+use backline_plugin::session::{JobState, Session};
+use backline_plugin::transport::TransportSnapshot;
+use backline_plugin::AudioShared;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("session-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The tiny set, and this machine's settings pointing at it (set before any session exists).
+fn machine() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let root = scratch("machine");
+        synth::write_set(&root.join("checkpoints"), SynthSize::Tiny, 3).unwrap();
+        std::env::set_var("XDG_CONFIG_HOME", root.join("config"));
+        std::env::set_var("BACKLINE_CHECKPOINTS", root.join("checkpoints"));
+    });
+}
+
+/// A session whose host plays at 120 BPM in 4/4, with takes going to `takes`.
+fn session(takes: &Path) -> Arc<Session> {
+    machine();
+    let params = Arc::new(BacklineParams::default());
+    let shared = Arc::new(AudioShared::default());
+    shared.transport.publish(&TransportSnapshot {
+        playing: true,
+        bpm: 120.0,
+        tempo_from_host: true,
+        meter: TimeSignature::FOUR_FOUR,
+        meter_from_host: true,
+        pos_quarters: Some(0.0),
+        pos_samples: Some(0),
+        ..TransportSnapshot::default()
+    });
+    let session = Session::new(params, shared);
+    session.start();
+    // The audio ends stay with the test: nothing plays, the commands just queue.
+    std::mem::forget(session.connect(48_000.0, 512));
+    session.params.session.write().take_folder = takes.display().to_string();
+    session
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn cancel_ends_a_running_job_within_a_step_and_leaves_no_take() {
+    let takes = scratch("cancel-takes");
+    let s = session(&takes);
+    {
+        let mut draft = s.params.session.write();
+        draft.length_bars = 64; // 128 s at 120 BPM
+        draft.steps = 200;
+        draft.model = "acestep-v15-base".into();
+    }
+    s.generate();
+    let mut seen_step = 0;
+    wait_until("the first DiT steps", Duration::from_secs(120), || {
+        let jobs = s.jobs();
+        let state = jobs.first().map(|j| j.state.lock().unwrap().clone());
+        if let Some(JobState::Running { stage, step, .. }) = state {
+            seen_step = step;
+            return stage == "diffusion" && step >= 2;
+        }
+        false
+    });
+    s.cancel_all();
+    let cancelled_at = Instant::now();
+    wait_until("the job to end", Duration::from_secs(60), || s.jobs().is_empty());
+    let took = cancelled_at.elapsed();
+    assert!(seen_step < 200);
+    assert!(s.params.session.read().takes.is_empty(), "a cancelled job makes no take");
+    assert_eq!(std::fs::read_dir(&takes).map(|d| d.count()).unwrap_or(0), 0, "and writes no file");
+    assert!(s.notices().is_empty(), "a cancel is not an error: {:?}", s.notices());
+    // A step of this job takes milliseconds; ending within a step is far under a second.
+    assert!(took < Duration::from_secs(5), "cancel took {took:?}");
+    s.shutdown();
+}
+
+#[test]
+fn a_refused_job_is_a_message_and_a_finished_one_a_take() {
+    let takes = scratch("message-takes");
+    let s = session(&takes);
+    s.params.session.write().model = "acestep-v15-nonexistent".into();
+    s.generate();
+    wait_until("the failure", Duration::from_secs(60), || !s.notices().is_empty());
+    let notice = s.notices().join(" ");
+    assert!(notice.contains("failed") && notice.contains("acestep-v15-nonexistent"), "{notice}");
+    assert!(s.params.session.read().takes.is_empty());
+
+    s.dismiss_notices();
+    {
+        let mut draft = s.params.session.write();
+        draft.model.clear();
+        draft.steps = 2;
+        draft.seed = 42;
+        draft.length_bars = 2;
+    }
+    s.generate();
+    wait_until("the take", Duration::from_secs(120), || !s.params.session.read().takes.is_empty());
+    let state = s.params.session.read().clone();
+    let take = &state.takes[0];
+    assert_eq!(state.slots[0], Some(take.id), "the new take is the A/B choice");
+    assert_eq!((take.bars, take.meter.as_str(), take.placement.bpm), (2, "4/4", 120.0));
+    assert_eq!(take.recipe.seeds(), vec![42]);
+    let bytes = std::fs::read(&take.file).unwrap();
+    assert_eq!(backline_plugin::takes::sha256_hex(&bytes), take.audio_sha256);
+    assert!(s.notices().is_empty(), "{:?}", s.notices());
+    s.shutdown();
+}
