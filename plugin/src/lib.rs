@@ -24,6 +24,7 @@ pub mod draft;
 pub mod editor;
 pub mod params;
 pub mod playback;
+pub mod presets;
 pub mod processor;
 pub mod session;
 pub mod settings;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use backline_engine::task::{keyscale_choices, TaskType, TRACK_NAMES};
 
+use crate::presets;
 use crate::session::{JobState, Session};
 use crate::state::MAX_BARS;
 use crate::transport::TransportSnapshot;
@@ -26,15 +27,35 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
     let mut s = before.clone();
 
     egui::Grid::new("request").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
+        ui.label("Preset");
+        egui::ComboBox::from_id_salt("preset").selected_text("Start from a preset…").width(240.0).show_ui(ui, |ui| {
+            for preset in presets::all() {
+                if ui.selectable_label(false, &preset.name).clicked() {
+                    preset.apply(&mut s);
+                }
+            }
+        });
+        ui.end_row();
+
         ui.label("Task");
-        egui::ComboBox::from_id_salt("task")
-            .selected_text(task_label(s.task))
-            .width(240.0)
-            .show_ui(ui, |ui| {
-                for task in TaskType::ALL {
-                    ui.selectable_value(&mut s.task, task, task_label(task));
+        ui.horizontal(|ui| {
+            egui::ComboBox::from_id_salt("task")
+                .selected_text(task_label(s.task))
+                .width(240.0)
+                .show_ui(ui, |ui| {
+                    for task in TaskType::ALL {
+                        ui.selectable_value(&mut s.task, task, task_label(task));
+                    }
+                });
+            // A preset fills the task, the bars and the fields it sets.
+            egui::ComboBox::from_id_salt("preset").selected_text("Preset…").width(120.0).show_ui(ui, |ui| {
+                for preset in presets::all() {
+                    if ui.selectable_label(false, &preset.name).clicked() {
+                        preset.apply(&mut s);
+                    }
                 }
             });
+        });
         ui.end_row();
 
         ui.label("Caption");
