@@ -27,16 +27,6 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
     let mut s = before.clone();
 
     egui::Grid::new("request").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
-        ui.label("Preset");
-        egui::ComboBox::from_id_salt("preset").selected_text("Start from a preset…").width(240.0).show_ui(ui, |ui| {
-            for preset in presets::all() {
-                if ui.selectable_label(false, &preset.name).clicked() {
-                    preset.apply(&mut s);
-                }
-            }
-        });
-        ui.end_row();
-
         ui.label("Task");
         ui.horizontal(|ui| {
             egui::ComboBox::from_id_salt("task")
