@@ -127,3 +127,25 @@ fn a_refused_job_is_a_message_and_a_finished_one_a_take() {
     assert!(s.notices().is_empty(), "{:?}", s.notices());
     s.shutdown();
 }
+
+#[test]
+fn a_folder_without_weights_says_how_to_get_them_and_nothing_breaks() {
+    let takes = scratch("no-weights-takes");
+    let s = session(&takes);
+    let empty = scratch("not-a-checkpoints-folder");
+    s.set_checkpoints(empty.display().to_string());
+    // The models panel lists no DiT and names the missing shared folders; it adds how to get
+    // the weights (`HOW_TO_GET_WEIGHTS`) to both.
+    let info = s.models().expect("an empty folder is read, not an error");
+    assert!(info.dits.is_empty(), "{:?}", info.dits);
+    assert!(info.shared_problem.is_some());
+    s.generate();
+    wait_until("the message", Duration::from_secs(60), || !s.notices().is_empty());
+    let notice = s.notices().join(" ");
+    assert!(notice.contains("failed"), "{notice}");
+    assert!(s.params.session.read().takes.is_empty());
+    // Pointing back at the weights works without restarting anything.
+    s.set_checkpoints(std::env::var("BACKLINE_CHECKPOINTS").unwrap());
+    assert!(s.models().is_ok());
+    s.shutdown();
+}
