@@ -204,8 +204,9 @@ fn a_project_with_two_takes_reopens_and_a_missing_file_is_contained() {
         let mut plugin = load(Build::Release);
         plugin.load_state(saved).expect("the project loads");
         plugin.activate(RATE, BLOCK as u32);
-        // Takes load off the audio thread; give the session a moment while processing.
-        for _ in 0..20 {
+        // Takes load off the audio thread; give the session a second while processing (other
+        // tests' jobs may be running on the same cores).
+        for _ in 0..100 {
             run(&mut plugin, bpm, meter, 0.0, BLOCK, false, None, &[]);
             std::thread::sleep(Duration::from_millis(10));
         }
