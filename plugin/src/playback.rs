@@ -96,6 +96,11 @@ impl Voice {
         self.audition = on.then_some(0);
     }
 
+    /// Nothing to play and nothing fading: `render` would add nothing.
+    pub fn is_idle(&self) -> bool {
+        self.take.is_none() && self.fade_out.is_none()
+    }
+
     pub fn is_auditioning(&self) -> bool {
         self.audition.is_some()
     }

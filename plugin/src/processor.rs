@@ -179,6 +179,14 @@ impl Processor {
         let mut retired: [Option<Arc<TakeAudio>>; TAKE_SLOTS] = Default::default();
         for (k, (voice, scratch)) in self.voices.iter_mut().zip(&mut self.slots).enumerate() {
             let (l, r) = (&mut scratch.left[..len], &mut scratch.right[..len]);
+            if voice.is_idle() {
+                // An empty slot only silences its bus.
+                if let Some([bus_l, bus_r, ..]) = aux.outputs.get_mut(k).map(|b| b.as_slice()) {
+                    bus_l[..len].fill(0.0);
+                    bus_r[..len].fill(0.0);
+                }
+                continue;
+            }
             l.fill(0.0);
             r.fill(0.0);
             retired[k] = voice.render(&snapshot, l, r, presence);

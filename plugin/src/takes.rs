@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use backline_engine::audio::{decode_bytes, resample, to_stereo, write_audio, AudioBuffer, AudioError, OutputFormat};
+use backline_engine::pipeline::recipe::hex;
 use sha2::{Digest, Sha256};
 
 use crate::draft::TakePlan;
@@ -77,7 +78,7 @@ pub fn write_take(folder: &Path, name: &str, take: &TakeAudio) -> Result<(PathBu
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
 }
 
 /// Why a saved take could not be played.

@@ -165,10 +165,14 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
                     ui.add(egui::Spinner::new());
                     ui.label(format!("loading {what}"));
                 }
-                JobState::Running { stage, step, steps } => {
-                    let fraction = if steps > 0 { step as f32 / steps as f32 } else { 0.0 };
-                    let text = if steps > 0 { format!("{stage} {step}/{steps}") } else { stage };
-                    ui.add(egui::ProgressBar::new(fraction).desired_width(220.0).text(text));
+                // Stages without steps (encode, text, decode) spin; the DiT shows its steps.
+                JobState::Running { stage, step, steps } if steps > 0 => {
+                    let text = format!("{stage} {step}/{steps}");
+                    ui.add(egui::ProgressBar::new(step as f32 / steps as f32).desired_width(220.0).text(text));
+                }
+                JobState::Running { stage, .. } => {
+                    ui.add(egui::Spinner::new());
+                    ui.label(stage);
                 }
             }
         });
