@@ -1,9 +1,12 @@
 //! The audio thread's half of capture: while the transport plays, the chosen input is cut into
 //! fixed [`CaptureBlock`]s, each stamped with where it sits on the host timeline, and pushed to the
 //! capture thread (`capture_store.rs` keeps the bars). Nothing here allocates: the block being
-//! filled is a field, and a full ring drops blocks and counts them rather than wait.
+//! filled is a field. When the ring is full, a real-time render drops the block and counts it
+//! rather than wait; an offline render (a bounce, with no deadline) waits for room.
 
-use rtrb::Producer;
+use std::time::{Duration, Instant};
+
+use rtrb::{Producer, PushError};
 
 use crate::transport::TransportSnapshot;
 
@@ -44,9 +47,23 @@ impl CaptureBlock {
     }
 }
 
+/// What the writer does when the capture thread is a whole ring behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Real-time: lose the block (a hole the store marks) rather than block the audio thread.
+    Drop,
+    /// Offline render: the host runs faster than real time and has no deadline, so wait for
+    /// room and capture the pass whole. Bounded, so a stalled capture thread cannot hang a bounce.
+    Wait,
+}
+
+/// The longest an offline render waits for room before it drops a block after all.
+const OFFLINE_WAIT_LIMIT: Duration = Duration::from_secs(2);
+
 /// Audio thread: fills blocks and pushes them to the capture thread.
 pub struct CaptureWriter {
     ring: Producer<CaptureBlock>,
+    when_full: WhenFull,
     pending: Option<CaptureBlock>,
     pass: u32,
     /// The last block's stamp with the position where the next one must start to continue.
@@ -56,8 +73,8 @@ pub struct CaptureWriter {
 }
 
 impl CaptureWriter {
-    pub fn new(ring: Producer<CaptureBlock>) -> Self {
-        Self { ring, pending: None, pass: 0, last: None, dropped: 0 }
+    pub fn new(ring: Producer<CaptureBlock>, when_full: WhenFull) -> Self {
+        Self { ring, when_full, pending: None, pass: 0, last: None, dropped: 0 }
     }
 
     pub fn dropped_blocks(&self) -> u64 {
@@ -114,13 +131,25 @@ impl CaptureWriter {
     }
 
     fn push_pending(&mut self) {
-        if let Some(block) = self.pending.take() {
-            if self.ring.push(block).is_err() {
-                self.dropped += 1;
-                // A lost block is a hole: the frames after it start a new pass.
-                self.pass = self.pass.wrapping_add(1);
+        let Some(mut block) = self.pending.take() else { return };
+        let mut waiting_since = None;
+        loop {
+            match self.ring.push(block) {
+                Ok(()) => return,
+                Err(PushError::Full(back)) if self.when_full == WhenFull::Wait => {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= OFFLINE_WAIT_LIMIT {
+                        break;
+                    }
+                    block = back;
+                    std::thread::sleep(Duration::from_micros(250));
+                }
+                Err(PushError::Full(_)) => break,
             }
         }
+        self.dropped += 1;
+        // A lost block is a hole: the frames after it start a new pass.
+        self.pass = self.pass.wrapping_add(1);
     }
 
     fn stamp(t: &TransportSnapshot, pass: u32) -> Option<BlockStamp> {
@@ -184,7 +213,7 @@ mod tests {
     #[test]
     fn contiguous_host_blocks_become_full_stamped_blocks() {
         let (tx, mut rx) = rtrb::RingBuffer::new(64);
-        let mut writer = CaptureWriter::new(tx);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Drop);
         let spq = 24_000.0; // 120 BPM at 48 kHz
         let ramp: Vec<f32> = (0..1000).map(|i| i as f32).collect();
         for k in 0..10 {
@@ -213,7 +242,7 @@ mod tests {
     #[test]
     fn a_jump_flushes_and_starts_a_new_pass() {
         let (tx, mut rx) = rtrb::RingBuffer::new(64);
-        let mut writer = CaptureWriter::new(tx);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Drop);
         let x = [0.5f32; 100];
         writer.record(&playing_at(0.0, 120.0, 48_000.0), &x, &x);
         writer.record(&playing_at(8.0, 120.0, 48_000.0), &x, &x); // loop or locate
@@ -227,7 +256,7 @@ mod tests {
     #[test]
     fn a_block_that_starts_past_a_bar_line_carries_the_next_bar() {
         let (tx, mut rx) = rtrb::RingBuffer::new(64);
-        let mut writer = CaptureWriter::new(tx);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Drop);
         // Starts 10 frames before bar 2 (quarter 4 = sample 96000); 300 frames: the second
         // block (frame 256 on) begins in bar 2.
         let t = playing_at((96_000.0 - 10.0) / 24_000.0, 120.0, 48_000.0);
@@ -242,12 +271,35 @@ mod tests {
     #[test]
     fn a_full_ring_drops_and_counts_instead_of_waiting() {
         let (tx, _rx) = rtrb::RingBuffer::new(2);
-        let mut writer = CaptureWriter::new(tx);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Drop);
         let x = [0.0f32; CAPTURE_BLOCK_FRAMES];
         for k in 0..5 {
             let t = playing_at(k as f64 * CAPTURE_BLOCK_FRAMES as f64 / 24_000.0, 120.0, 48_000.0);
             writer.record(&t, &x, &x);
         }
         assert_eq!(writer.dropped_blocks(), 3);
+    }
+
+    /// A bounce runs faster than real time: the writer waits for the capture thread and loses
+    /// nothing, however far ahead of it the host is.
+    #[test]
+    fn an_offline_render_waits_for_room_and_loses_nothing() {
+        let (tx, mut rx) = rtrb::RingBuffer::new(2);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Wait);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 40 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                got.extend(drain(&mut rx).iter().map(|b| b.left[0]));
+            }
+            got
+        });
+        for k in 0..40 {
+            let t = playing_at(k as f64 * CAPTURE_BLOCK_FRAMES as f64 / 24_000.0, 120.0, 48_000.0);
+            let x = [k as f32; CAPTURE_BLOCK_FRAMES];
+            writer.record(&t, &x, &x);
+        }
+        assert_eq!(writer.dropped_blocks(), 0);
+        assert_eq!(reader.join().unwrap(), (0..40).map(|k| k as f32).collect::<Vec<_>>(), "every block, in order");
     }
 }

@@ -17,6 +17,8 @@ use crate::capture::{BlockStamp, CaptureBlock};
 
 /// How much audio the store keeps by default: ten minutes.
 pub const DEFAULT_CAPTURE_LIMIT_S: f64 = 600.0;
+/// The least it may keep: a few bars at any tempo a song uses.
+pub const MIN_CAPTURE_LIMIT_S: f64 = 10.0;
 /// Points of the waveform overview drawn per bar.
 pub const OVERVIEW_POINTS: usize = 32;
 
@@ -166,6 +168,12 @@ impl CaptureStore {
 
     pub fn limit_s(&self) -> f64 {
         self.limit_s
+    }
+
+    /// A new limit, applied now: a lower one drops the oldest bars at once.
+    pub fn set_limit_s(&mut self, limit_s: f64) {
+        self.limit_s = limit_s;
+        self.enforce_limit();
     }
 
     /// Adds a block's frames to the bars they fall in.
@@ -323,7 +331,7 @@ fn overview(take: &Take) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{CaptureWriter, CAPTURE_BLOCK_FRAMES};
+    use crate::capture::{CaptureWriter, WhenFull, CAPTURE_BLOCK_FRAMES};
     use crate::transport::TransportSnapshot;
     use backline_engine::audio::grid::TimeSignature;
 
@@ -372,7 +380,7 @@ mod tests {
 
     fn setup() -> (CaptureStore, CaptureWriter, rtrb::Consumer<CaptureBlock>) {
         let (tx, rx) = rtrb::RingBuffer::new(4096);
-        (CaptureStore::new(DEFAULT_CAPTURE_LIMIT_S), CaptureWriter::new(tx), rx)
+        (CaptureStore::new(DEFAULT_CAPTURE_LIMIT_S), CaptureWriter::new(tx, WhenFull::Drop), rx)
     }
 
     #[test]
@@ -459,7 +467,7 @@ mod tests {
     fn the_limit_drops_the_oldest_bars() {
         let (tx, mut rx) = rtrb::RingBuffer::new(4096);
         let mut store = CaptureStore::new(5.0);
-        let mut w = CaptureWriter::new(tx);
+        let mut w = CaptureWriter::new(tx, WhenFull::Drop);
         play(&mut store, &mut w, &mut rx, 120.0, (4, 4), 0.0, 96_000 * 4, CAPTURE_BLOCK_FRAMES);
         stop(&mut store, &mut w, &mut rx);
         assert!(store.seconds() <= 5.0);

@@ -16,12 +16,15 @@ use std::sync::Arc;
 use nice_plug::prelude::*;
 use nice_plug_egui::{EguiEditor, EguiEditorState, RepaintNotifier};
 
+#[cfg(feature = "alloc-check")]
+mod alloc_check;
 pub mod bridge;
 pub mod capture;
 pub mod capture_store;
 pub mod click;
 pub mod draft;
 pub mod editor;
+pub mod folder_dialog;
 pub mod params;
 pub mod playback;
 pub mod presets;
@@ -69,10 +72,11 @@ pub struct Backline {
     repaint: RepaintNotifier,
     /// Audio thread, between `activate` (main thread, which builds it) and the next `activate`.
     processor: Option<Processor>,
-    /// Debug builds only: allocate inside `process` when the environment asks, so a test can
-    /// prove that `assert_process_allocs` is armed (the host must abort). Read in `activate`.
-    #[cfg(debug_assertions)]
-    debug_alloc_in_process: bool,
+    /// Checked builds only (debug, or `alloc-check`): allocate inside `process` when the
+    /// environment asks, so a test can prove the allocation check is armed (the host must abort).
+    /// Read in `activate`.
+    #[cfg(any(debug_assertions, feature = "alloc-check"))]
+    alloc_probe: bool,
 }
 
 impl Default for Backline {
@@ -87,8 +91,8 @@ impl Default for Backline {
             editor_state: editor::default_state(),
             repaint: RepaintNotifier::new(),
             processor: None,
-            #[cfg(debug_assertions)]
-            debug_alloc_in_process: false,
+            #[cfg(any(debug_assertions, feature = "alloc-check"))]
+            alloc_probe: false,
         }
     }
 }
@@ -157,12 +161,12 @@ impl Plugin for Backline {
             Arc::clone(&self.shared),
             buffer_config.sample_rate,
             max_block,
+            buffer_config.process_mode,
             ends,
         ));
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "alloc-check"))]
         {
-            self.debug_alloc_in_process =
-                std::env::var_os("BACKLINE_DEBUG_ALLOC_IN_PROCESS").is_some();
+            self.alloc_probe = std::env::var_os("BACKLINE_ALLOC_PROBE").is_some();
         }
         true
     }
@@ -179,8 +183,23 @@ impl Plugin for Backline {
         aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        #[cfg(debug_assertions)]
-        if self.debug_alloc_in_process {
+        #[cfg(feature = "alloc-check")]
+        return alloc_check::forbid(|| self.process_block(buffer, aux, context));
+        #[cfg(not(feature = "alloc-check"))]
+        self.process_block(buffer, aux, context)
+    }
+}
+
+impl Backline {
+    /// Audio thread: one host block.
+    fn process_block(
+        &mut self,
+        buffer: &mut Buffer,
+        aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        #[cfg(any(debug_assertions, feature = "alloc-check"))]
+        if self.alloc_probe {
             std::hint::black_box(vec![0u8; 64]);
         }
         let editor_open = self.editor_state.is_open();

@@ -74,6 +74,15 @@ impl Voice {
     /// thread, if any: the one replaced, unless it is still fading out.
     #[must_use]
     pub fn set_take(&mut self, take: Option<Arc<TakeAudio>>, placement: Placement) -> Option<Arc<TakeAudio>> {
+        // What is already playing, sent again (a re-activation): nothing changes, no fade.
+        let same = match (&take, &self.take) {
+            (Some(new), Some(playing)) => Arc::ptr_eq(new, playing),
+            (None, None) => true,
+            _ => false,
+        };
+        if same && self.placement == Some(placement) {
+            return take;
+        }
         let old = std::mem::replace(&mut self.take, take);
         let old_placement = std::mem::replace(&mut self.placement, Some(placement));
         let mut retired = None;

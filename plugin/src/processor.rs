@@ -10,7 +10,7 @@ use nice_plug::prelude::*;
 use rtrb::{Consumer, Producer};
 
 use crate::bridge::{AudioEnds, ToAudio, TAKE_SLOTS};
-use crate::capture::CaptureWriter;
+use crate::capture::{CaptureWriter, WhenFull};
 use crate::click::GuideClick;
 use crate::params::{BacklineParams, CaptureSource, MixMode};
 use crate::playback::{TakeAudio, Voice};
@@ -51,6 +51,7 @@ impl Processor {
         shared: Arc<AudioShared>,
         sample_rate: f32,
         max_block: usize,
+        process_mode: ProcessMode,
         ends: AudioEnds,
     ) -> Self {
         let scratch = || SlotScratch { left: vec![0.0; max_block], right: vec![0.0; max_block] };
@@ -61,7 +62,10 @@ impl Processor {
             shared,
             sample_rate,
             click: GuideClick::new(sample_rate),
-            capture: CaptureWriter::new(capture),
+            capture: CaptureWriter::new(capture, match process_mode {
+                ProcessMode::Offline => WhenFull::Wait,
+                ProcessMode::Realtime | ProcessMode::Buffered => WhenFull::Drop,
+            }),
             voices: Default::default(),
             commands,
             retired,

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use backline_engine::pipeline::Generation;
 use backline_engine::task::TaskType;
 
 use crate::bridge::{self, AudioEnds, SessionEnds, ToAudio, TAKE_SLOTS};
-use crate::capture_store::{CaptureStore, DEFAULT_CAPTURE_LIMIT_S};
+use crate::capture_store::{CaptureStore, MIN_CAPTURE_LIMIT_S};
 use crate::draft::{job_request, task_title, TakePlan};
 use crate::params::BacklineParams;
 use crate::playback::TakeAudio;
@@ -82,8 +82,14 @@ pub struct Session {
     jobs: Mutex<Vec<Arc<JobView>>>,
     /// Messages for the editor, newest last: failed jobs, missing take files, rate changes.
     notices: Mutex<Vec<String>>,
-    /// Set by `connect`/restores: the service thread reloads takes and resends the slots.
+    /// Set when the slots' audio must be sent again: the service thread reloads takes and
+    /// resends the slots.
     reload: AtomicBool,
+    /// The state restore whose takes are loaded (restores are counted by the session field).
+    loaded_restores: AtomicU64,
+    /// Held while takes are loaded and sent, so `activate` and the service thread never load
+    /// the same take twice.
+    syncing: Mutex<()>,
     stop: AtomicBool,
     service: Mutex<Option<JoinHandle<()>>>,
 }
@@ -91,18 +97,21 @@ pub struct Session {
 impl Session {
     /// Cheap: hosts create instances just to scan them. Threads start in [`start`](Self::start).
     pub fn new(params: Arc<BacklineParams>, audio: Arc<AudioShared>) -> Arc<Self> {
+        let machine = MachineSettings::load();
         Arc::new(Self {
             params,
             audio,
             ends: Mutex::new(None),
             activation: Mutex::new(None),
-            capture: Mutex::new(CaptureStore::new(DEFAULT_CAPTURE_LIMIT_S)),
+            capture: Mutex::new(CaptureStore::new(machine.capture_limit_s)),
             take_audio: Mutex::new(HashMap::new()),
             backend: Mutex::new(None),
-            machine: Mutex::new(MachineSettings::load()),
+            machine: Mutex::new(machine),
             jobs: Mutex::new(Vec::new()),
             notices: Mutex::new(Vec::new()),
             reload: AtomicBool::new(true),
+            loaded_restores: AtomicU64::new(0),
+            syncing: Mutex::new(()),
             stop: AtomicBool::new(false),
             service: Mutex::new(None),
         })
@@ -115,7 +124,12 @@ impl Session {
             return;
         }
         let weak = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new().name("backline-session".into()).spawn(move || service_loop(weak));
+        // Read before the thread exists: a Generate pressed while it starts is a new request,
+        // not part of what it found.
+        let seen_generate = self.audio.generate_requests.load(Ordering::Acquire);
+        let spawned = std::thread::Builder::new()
+            .name("backline-session".into())
+            .spawn(move || service_loop(weak, seen_generate));
         match spawned {
             Ok(handle) => *service = Some(handle),
             Err(e) => self.notice(format!("Backline could not start its background thread ({e}); capture and takes are off.")),
@@ -133,8 +147,9 @@ impl Session {
         drop(backend);
     }
 
-    /// Main thread (`activate`): fresh queues for a new processor. Takes are reloaded for the
-    /// (maybe new) rate and put back in their slots by the service thread.
+    /// Main thread (`activate`): fresh queues for a new processor, with the slots' takes loaded
+    /// for the (maybe new) rate and already queued for it, so the first block plays them: a
+    /// host that activates right before an offline render (a bounce) hears every take.
     pub fn connect(&self, sample_rate: f32, max_block: u32) -> AudioEnds {
         let (session_ends, audio_ends) = bridge::new();
         *lock(&self.ends) = Some(session_ends);
@@ -153,11 +168,14 @@ impl Session {
         } else if let Some(before) = before.filter(|b| b.max_block != max_block) {
             self.notice(format!("The host changed the block size from {} to {} samples.", before.max_block, max_block));
         }
-        self.reload.store(true, Ordering::Release);
+        self.reload.store(false, Ordering::Release);
+        self.sync_takes();
         audio_ends
     }
 
+    /// A message for the editor; also written to the host's log, where it outlives the editor.
     pub fn notice(&self, text: String) {
+        nice_plug::nice_log!("{text}");
         let mut notices = lock(&self.notices);
         notices.push(text);
         let excess = notices.len().saturating_sub(20);
@@ -178,17 +196,31 @@ impl Session {
 
     /// Points the session at another checkpoints folder and remembers it for this machine.
     pub fn set_checkpoints(&self, folder: String) {
+        if self.remember("The checkpoints folder", |m| std::mem::replace(&mut m.checkpoints, folder.clone()) != folder) {
+            let old = lock(&self.backend).take();
+            drop(old);
+        }
+    }
+
+    /// How many seconds of input the capture keeps, remembered for this machine. A lower limit
+    /// drops the oldest bars now.
+    pub fn set_capture_limit(&self, seconds: f64) {
+        let seconds = seconds.max(MIN_CAPTURE_LIMIT_S);
+        lock(&self.capture).set_limit_s(seconds);
+        self.remember("The capture limit", |m| std::mem::replace(&mut m.capture_limit_s, seconds) != seconds);
+    }
+
+    /// Applies `change` to this machine's settings and saves them when it reports a change;
+    /// a failed save is a notice naming `what`. Returns whether anything changed.
+    fn remember(&self, what: &str, change: impl FnOnce(&mut MachineSettings) -> bool) -> bool {
         let mut machine = lock(&self.machine);
-        if machine.checkpoints == folder {
-            return;
+        if !change(&mut machine) {
+            return false;
         }
-        machine.checkpoints = folder;
         if let Err(e) = machine.save() {
-            self.notice(format!("The checkpoints folder is used but not remembered: {e}"));
+            self.notice(format!("{what} is used but not remembered: {e}"));
         }
-        drop(machine);
-        let old = lock(&self.backend).take();
-        drop(old);
+        true
     }
 
     /// The backend for the configured folder, made on first use.
@@ -373,7 +405,8 @@ impl Session {
         Ok(())
     }
 
-    fn take_folder(&self) -> PathBuf {
+    /// Where new takes go: the project's folder, else this machine's default.
+    pub fn take_folder(&self) -> PathBuf {
         let project = self.params.session.read().take_folder.clone();
         if project.is_empty() {
             lock(&self.machine).default_take_folder()
@@ -439,8 +472,18 @@ impl Session {
         }
     }
 
-    /// Service thread: loads the audio of every take in a slot that is not loaded at the current
-    /// rate, and resends every slot. Missing or changed files are notices.
+    /// Loads the takes in the slots (again, after a state restore) and sends every slot.
+    fn sync_takes(&self) {
+        let _one = lock(&self.syncing);
+        let restores = self.params.session.restores();
+        if self.loaded_restores.swap(restores, Ordering::AcqRel) != restores {
+            lock(&self.take_audio).clear();
+        }
+        self.reload_takes();
+    }
+
+    /// Loads the audio of every take in a slot that is not loaded at the current rate, and
+    /// resends every slot. Missing or changed files are notices.
     fn reload_takes(&self) {
         let Some(activation) = *lock(&self.activation) else { return };
         let (records, slots) = {
@@ -464,32 +507,27 @@ impl Session {
     }
 
     /// Service thread: one round of its chores.
-    fn service(self: &Arc<Self>, seen_generate: &mut u64, seen_restores: &mut u64) {
+    fn service(self: &Arc<Self>, seen_generate: &mut u64) {
         if let Some(ends) = lock(&self.ends).as_mut() {
             let mut capture = lock(&self.capture);
             while let Ok(block) = ends.capture.pop() {
                 capture.add(&block);
             }
             let evicted = capture.take_evicted();
+            let limit_s = capture.limit_s();
             drop(capture);
             while let Ok(take) = ends.retired.pop() {
                 drop(take);
             }
             if evicted > 0 {
                 self.notice(format!(
-                    "The capture limit ({:.0} s) was reached: the {evicted} bar(s) recorded longest ago were dropped.",
-                    DEFAULT_CAPTURE_LIMIT_S
+                    "The capture limit ({limit_s:.0} s) was reached: the {evicted} bar(s) recorded longest ago were dropped."
                 ));
             }
         }
-        let restores = self.params.session.restores();
-        if restores != *seen_restores {
-            *seen_restores = restores;
-            lock(&self.take_audio).clear();
-            self.reload.store(true, Ordering::Release);
-        }
-        if self.reload.swap(false, Ordering::AcqRel) {
-            self.reload_takes();
+        let restored = self.params.session.restores() != self.loaded_restores.load(Ordering::Acquire);
+        if self.reload.swap(false, Ordering::AcqRel) || restored {
+            self.sync_takes();
         }
         let requests = self.audio.generate_requests.load(Ordering::Acquire);
         if requests != *seen_generate {
@@ -503,17 +541,13 @@ impl Session {
     }
 }
 
-fn service_loop(session: Weak<Session>) {
-    let (mut seen_generate, mut seen_restores) = match session.upgrade() {
-        Some(s) => (s.audio.generate_requests.load(Ordering::Acquire), 0),
-        None => return,
-    };
+fn service_loop(session: Weak<Session>, mut seen_generate: u64) {
     loop {
         let Some(s) = session.upgrade() else { return };
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        s.service(&mut seen_generate, &mut seen_restores);
+        s.service(&mut seen_generate);
         drop(s);
         std::thread::sleep(SERVICE_PERIOD);
     }

@@ -1,5 +1,5 @@
-//! Settings that belong to the machine, not the project: where the ACE-Step checkpoints are and
-//! where takes go by default. Saved as JSON in the user's config folder, so every project and
+//! Settings that belong to the machine, not the project: where the ACE-Step checkpoints are,
+//! where takes go by default, and how much input the capture keeps. Saved as JSON in the user's config folder, so every project and
 //! every instance finds the weights without asking again.
 //!
 //! `BACKLINE_CHECKPOINTS` and `BACKLINE_TAKES`, when set, win over the file (a studio that keeps
@@ -9,13 +9,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+use crate::capture_store::DEFAULT_CAPTURE_LIMIT_S;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MachineSettings {
     /// The checkpoints folder (`acestep-v15-*/`, `vae/`, `Qwen3-Embedding-0.6B/`); empty = unset.
     pub checkpoints: String,
     /// The default take folder; empty = `<music folder>/Backline Takes`.
     pub take_folder: String,
+    /// How many seconds of input the capture keeps (its memory is this machine's).
+    pub capture_limit_s: f64,
+}
+
+impl Default for MachineSettings {
+    fn default() -> Self {
+        Self { checkpoints: String::new(), take_folder: String::new(), capture_limit_s: DEFAULT_CAPTURE_LIMIT_S }
+    }
 }
 
 impl MachineSettings {
@@ -84,7 +94,7 @@ mod tests {
     fn round_trips_and_an_unreadable_file_reads_as_unset() {
         let dir = std::env::temp_dir().join(format!("backline-settings-{}", std::process::id()));
         let file = dir.join("settings.json");
-        let s = MachineSettings { checkpoints: "/models/ace".into(), take_folder: String::new() };
+        let s = MachineSettings { checkpoints: "/models/ace".into(), take_folder: String::new(), capture_limit_s: 90.0 };
         save_to(&file, &s).unwrap();
         let back: MachineSettings = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert_eq!(back, s);

@@ -11,6 +11,8 @@ use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_plugin::params::BacklineParams;
 use backline_plugin::session::{JobState, Session};
 use backline_plugin::transport::TransportSnapshot;
+use backline_plugin::bridge::AudioEnds;
+use backline_plugin::capture::{CaptureWriter, WhenFull};
 use backline_plugin::AudioShared;
 
 fn scratch(name: &str) -> PathBuf {
@@ -33,6 +35,21 @@ fn machine() {
 
 /// A session whose host plays at 120 BPM in 4/4, with takes going to `takes`.
 fn session(takes: &Path) -> Arc<Session> {
+    let session = unstarted_session(takes);
+    session.start();
+    session
+}
+
+/// The same session before its service thread starts; the audio ends are forgotten (nothing
+/// plays, the commands just queue).
+fn unstarted_session(takes: &Path) -> Arc<Session> {
+    let (session, ends) = session_with_audio_ends(takes);
+    std::mem::forget(ends);
+    session
+}
+
+/// An unstarted session and the audio thread's ends of its queues.
+fn session_with_audio_ends(takes: &Path) -> (Arc<Session>, AudioEnds) {
     machine();
     let params = Arc::new(BacklineParams::default());
     let shared = Arc::new(AudioShared::default());
@@ -47,11 +64,9 @@ fn session(takes: &Path) -> Arc<Session> {
         ..TransportSnapshot::default()
     });
     let session = Session::new(params, shared);
-    session.start();
-    // The audio ends stay with the test: nothing plays, the commands just queue.
-    std::mem::forget(session.connect(48_000.0, 512));
+    let ends = session.connect(48_000.0, 512);
     session.params.session.write().take_folder = takes.display().to_string();
-    session
+    (session, ends)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -93,6 +108,24 @@ fn cancel_ends_a_running_job_within_a_step_and_leaves_no_take() {
     assert!(s.notices().is_empty(), "a cancel is not an error: {:?}", s.notices());
     // A step of this job takes milliseconds; ending within a step is far under a second.
     assert!(took < Duration::from_secs(5), "cancel took {took:?}");
+    s.shutdown();
+}
+
+/// The host presses Generate (the parameter) in the first blocks after activation, while the
+/// service thread is still starting: the press is a request, never taken for an old one.
+#[test]
+fn a_generate_pressed_as_the_plugin_starts_is_not_lost() {
+    let takes = scratch("early-press-takes");
+    let s = unstarted_session(&takes);
+    {
+        let mut draft = s.params.session.write();
+        draft.steps = 2;
+        draft.length_bars = 1;
+    }
+    s.start();
+    s.audio.generate_requests.fetch_add(1, std::sync::atomic::Ordering::Release);
+    wait_until("the take", Duration::from_secs(120), || !s.params.session.read().takes.is_empty());
+    assert!(s.notices().is_empty(), "{:?}", s.notices());
     s.shutdown();
 }
 
@@ -147,5 +180,48 @@ fn a_folder_without_weights_says_how_to_get_them_and_nothing_breaks() {
     // Pointing back at the weights works without restarting anything.
     s.set_checkpoints(std::env::var("BACKLINE_CHECKPOINTS").unwrap());
     assert!(s.models().is_ok());
+    s.shutdown();
+}
+
+/// More input than the capture keeps: the oldest bars go, the editor says so with the limit the
+/// producer set (remembered for the machine), and the newest bars are all there.
+#[test]
+fn a_capture_longer_than_the_limit_drops_the_oldest_bars_with_a_message() {
+    let takes = scratch("limit-takes");
+    let (s, ends) = session_with_audio_ends(&takes);
+    s.start();
+    s.set_capture_limit(10.0);
+    assert_eq!(s.machine().capture_limit_s, 10.0);
+    let mut writer = CaptureWriter::new(ends.capture, WhenFull::Wait);
+    // 16 s at 120 BPM in 4/4 (bars of 2 s), in host blocks of 480 frames.
+    let (rate, spq) = (48_000.0f32, 24_000.0);
+    let block = [0.25f32; 480];
+    for k in 0..(16 * 48_000 / 480) {
+        let quarters = (k * 480) as f64 / spq;
+        let t = TransportSnapshot {
+            playing: true,
+            bpm: 120.0,
+            tempo_from_host: true,
+            meter: TimeSignature::FOUR_FOUR,
+            meter_from_host: true,
+            sample_rate: rate,
+            pos_samples: Some((k * 480) as i64),
+            pos_quarters: Some(quarters),
+            bar_start_quarters: Some((quarters / 4.0).floor() * 4.0),
+            bar_number: Some((quarters / 4.0).floor() as i32),
+            ..TransportSnapshot::default()
+        };
+        writer.record(&t, &block, &block);
+    }
+    writer.flush();
+    wait_until("the limit message", Duration::from_secs(30), || {
+        s.notices().iter().any(|n| n.contains("capture limit (10 s)"))
+    });
+    let capture = s.capture();
+    assert!(capture.seconds() <= 10.0, "{} s kept", capture.seconds());
+    let complete: Vec<i64> = capture.summary().iter().filter(|b| b.complete).map(|b| b.number).collect();
+    assert_eq!(complete.last(), Some(&7), "the newest bar (8) is kept: {complete:?}");
+    assert!(!complete.contains(&0), "the oldest bar went first: {complete:?}");
+    drop(capture);
     s.shutdown();
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags, PluginParams};
+use clack_extensions::render::{PluginRender, RenderMode};
 use clack_extensions::state::PluginState;
 use clack_host::events::event_types::{ParamValueEvent, TransportEvent, TransportFlags};
 use clack_host::events::{EventFlags, EventHeader, Pckn};
@@ -168,6 +169,14 @@ impl ClapPlugin {
                 PortDesc { name: String::from_utf8_lossy(info.name).into_owned(), channels: info.channel_count }
             })
             .collect()
+    }
+
+    /// Tells the plugin the host renders offline (a bounce, as fast as it can) from the next
+    /// activation on, through the `render` extension.
+    pub fn render_offline(&mut self) {
+        let handle = self.instance.plugin_handle();
+        let ext: PluginRender = handle.get_extension().expect("render extension");
+        ext.set(&handle, RenderMode::Offline).expect("offline render accepted");
     }
 
     pub fn activate(&mut self, sample_rate: f64, max_block: u32) {

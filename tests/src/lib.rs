@@ -25,15 +25,16 @@ pub fn artifacts_dir() -> PathBuf {
 pub enum Build {
     /// `cargo xtask bundle backline-plugin --release` -> `target/bundled/`.
     Release,
-    /// The debug bundle with `assert_process_allocs` armed -> `target/debug-bundle/bundled/`.
-    Debug,
+    /// The release build with `--features alloc-check`: any allocation or free inside `process`
+    /// aborts the host -> `target/bundled-alloc-check/`.
+    AllocCheck,
 }
 
 fn bundled_dir(build: Build) -> PathBuf {
     let target = workspace_root().join("target");
     match build {
         Build::Release => target.join("bundled"),
-        Build::Debug => target.join("debug-bundle").join("bundled"),
+        Build::AllocCheck => target.join("bundled-alloc-check"),
     }
 }
 
@@ -50,13 +51,13 @@ pub fn existing(default: PathBuf, env: &str) -> PathBuf {
 
 /// The `.clap` file (on Linux the bundle is the shared object itself).
 pub fn clap_bundle(build: Build) -> PathBuf {
-    let env = if build == Build::Release { "BACKLINE_CLAP" } else { "BACKLINE_DEBUG_CLAP" };
+    let env = if build == Build::Release { "BACKLINE_CLAP" } else { "BACKLINE_ALLOC_CHECK_CLAP" };
     existing(bundled_dir(build).join("Backline.clap"), env)
 }
 
 /// The `.vst3` bundle directory.
 pub fn vst3_bundle(build: Build) -> PathBuf {
-    let env = if build == Build::Release { "BACKLINE_VST3" } else { "BACKLINE_DEBUG_VST3" };
+    let env = if build == Build::Release { "BACKLINE_VST3" } else { "BACKLINE_ALLOC_CHECK_VST3" };
     existing(bundled_dir(build).join("Backline.vst3"), env)
 }
 

@@ -113,10 +113,11 @@ fn assert_drawn(rgb: &[[u8; 3]], width: u32, height: u32) {
 
 /// Starts the standalone app (dummy audio backend, transport playing at `tempo` in 7/8) on
 /// `display`; returns it and its window's id and size.
-fn start_app(display: &str, tempo: &str) -> (Killed, String, u32, u32) {
+fn start_app(display: &str, tempo: &str, env: &[(&str, std::ffi::OsString)]) -> (Killed, String, u32, u32) {
     let app = Command::new(standalone())
         .args(["--backend", "dummy", "--tempo", tempo, "--timesig-num", "7", "--timesig-denom", "8"])
         .env("DISPLAY", display)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -145,7 +146,7 @@ fn click(display: &str, id: &str, x: u32, y: u32) {
 fn the_editor_opens_under_xvfb_and_draws_itself() {
     let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (_xvfb, display) = start_xvfb();
-    let (_app, id, width, height) = start_app(&display, "128");
+    let (_app, id, width, height) = start_app(&display, "128", &[]);
     // Let egui draw a few frames with the transport running.
     std::thread::sleep(Duration::from_secs(3));
     let (rgb, w, h) = screenshot(&display, &id, "editor.png");
@@ -153,24 +154,59 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
     assert_drawn(&rgb, w, h);
 }
 
-/// Where the widgets are in the default window (logical pixels at scale 1): the task picker's
-/// box, its "Generate (text to music)" entry once open, and the Generate button.
+/// Where the widgets are in the default window (logical pixels at scale 1): the checkpoints
+/// folder's Browse button, the task picker's box, its "Generate (text to music)" entry once open,
+/// and the Generate button (with a checkpoints folder that holds the models).
+const BROWSE_CHECKPOINTS: (u32, u32) = (633, 143);
 const TASK_BOX: (u32, u32) = (183, 377);
 const TASK_ITEM: (u32, u32) = (148, 404);
 const GENERATE_BUTTON: (u32, u32) = (61, 642);
 
-/// The producer's way in: the editor under Xvfb, driven with xdotool. Choose the task, press
-/// Generate, and wait for the take to be written and listed; the screenshots show the job's
-/// progress and then the take list.
+/// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
+/// answers `folder` as the real one does when the user picks it, and refuses unless it was asked
+/// for a folder. Returns the directory to put first on PATH.
+fn folder_dialog_answering(folder: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = scratch("editor-dialog-bin");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" --directory \"*) ;; *) exit 5;; esac\nprintf '%s\\n' '{}'\n",
+        folder.display()
+    );
+    std::fs::write(bin.join("zenity"), script).unwrap();
+    std::fs::set_permissions(bin.join("zenity"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// The producer's way in: the editor under Xvfb, driven with xdotool. The app starts pointed at
+/// an empty folder; Browse… opens the folder dialog and the folder picked there is used and
+/// remembered. Then choose the task, press Generate, and wait for the take to be written and
+/// listed; the screenshots show the job's progress and then the take list.
 #[test]
 fn generate_from_the_editor_under_xvfb() {
     let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    use_tiny_checkpoints("editor");
+    let checkpoints = use_tiny_checkpoints("editor");
     let takes = scratch("editor-takes");
     std::env::set_var("BACKLINE_TAKES", &takes);
+    let empty = scratch("editor-empty-folder");
+    let dialog_bin = folder_dialog_answering(checkpoints);
+    let path = std::env::join_paths(
+        std::iter::once(dialog_bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
     let (_xvfb, display) = start_xvfb();
-    let (_app, id, _, _) = start_app(&display, "140");
+    let (_app, id, _, _) =
+        start_app(&display, "140", &[("BACKLINE_CHECKPOINTS", empty.into_os_string()), ("PATH", path)]);
     std::thread::sleep(Duration::from_secs(2));
+    screenshot(&display, &id, "editor-no-models.png");
+
+    click(&display, &id, BROWSE_CHECKPOINTS.0, BROWSE_CHECKPOINTS.1);
+    let settings = Path::new(&std::env::var_os("XDG_CONFIG_HOME").unwrap()).join("backline/settings.json");
+    let wanted = checkpoints.display().to_string();
+    wait_for("the picked folder to be remembered for this machine", Duration::from_secs(20), || {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings).ok()?).ok()?;
+        (saved["checkpoints"] == wanted.as_str()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
     let (before, w, h) = screenshot(&display, &id, "editor-before.png");
 
     click(&display, &id, TASK_BOX.0, TASK_BOX.1);

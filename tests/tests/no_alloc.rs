@@ -1,5 +1,5 @@
-//! The audio thread never allocates. The debug bundle is built with nice-plug's
-//! `assert_process_allocs`, which aborts the host on any allocation inside `process`; these
+//! The audio thread never allocates. The alloc-check bundle (the release build with
+//! `--features alloc-check`) aborts the host on any allocation or free inside `process`; these
 //! tests drive it hard, and prove the check is armed.
 
 use std::os::unix::process::ExitStatusExt;
@@ -11,8 +11,8 @@ use backline_tests::{clap_bundle, Build};
 /// Thousands of blocks at two sample rates with every block size from 1 to 8192, the transport
 /// playing (and jumping, as when a host loops), the click on, and parameters moving.
 #[test]
-fn debug_bundle_processes_thousands_of_blocks_without_allocating() {
-    let mut plugin = ClapPlugin::load(&clap_bundle(Build::Debug));
+fn thousands_of_blocks_without_allocating() {
+    let mut plugin = ClapPlugin::load(&clap_bundle(Build::AllocCheck));
     let (gain, click, bypass, capture, take) = (
         plugin.param("Output gain"),
         plugin.param("Guide click"),
@@ -48,15 +48,15 @@ fn debug_bundle_processes_thousands_of_blocks_without_allocating() {
     assert_eq!(blocks, 5_000);
 }
 
-/// The check above can fail: with the debug-only probe switched on, the plugin allocates in
-/// `process` and the host process must die by SIGABRT.
+/// The check above can fail: with the checked build's probe switched on, the plugin allocates
+/// in `process` and the host process must die by SIGABRT.
 #[test]
 fn an_allocation_in_process_aborts_the_host() {
     let run = |probe: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clap-render"));
-        cmd.arg(clap_bundle(Build::Debug)).arg("20");
+        cmd.arg(clap_bundle(Build::AllocCheck)).arg("20");
         if probe {
-            cmd.env("BACKLINE_DEBUG_ALLOC_IN_PROCESS", "1");
+            cmd.env("BACKLINE_ALLOC_PROBE", "1");
         }
         cmd.output().expect("run clap-render")
     };

@@ -3,7 +3,7 @@
 //! - `cargo xtask bundle backline-plugin [--release]`: build the CLAP and VST3 bundles into
 //!   `target/bundled/` (nice-plug's bundler).
 //! - `cargo xtask test`: everything the test suite needs, then the tests: system packages (when
-//!   run as root on Debian), the release and debug bundles, the standalone app, a Python venv
+//!   run as root on Debian), the release bundles and their alloc-check build, the standalone app, a Python venv
 //!   with DawDreamer, and `cargo test --release`.
 //! - `cargo xtask tiny-checkpoint DIR [--seed N]`: a tiny random checkpoint set (a few MB) in the
 //!   published folder layout.

@@ -88,17 +88,23 @@ fn ensure_python_venv(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-fn bundle(root: &Path, release: bool, target_dir: Option<&Path>) -> Result<()> {
-    // Re-run this xtask binary for the bundler so a separate target dir does not rebuild xtask.
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.current_dir(root).args(["bundle", "backline-plugin"]);
-    if release {
-        cmd.arg("--release");
+/// Runs this xtask binary's bundler (nice-plug's) with `args` after the package name.
+fn bundle(root: &Path, args: &[&str]) -> Result<()> {
+    run_command(Command::new(std::env::current_exe()?).current_dir(root).args(["bundle", "backline-plugin"]).args(args))
+}
+
+/// The release bundles, and the alloc-check build of them (the same release build with the
+/// `alloc-check` feature, which aborts on any allocation inside `process`) moved aside to
+/// `target/bundled-alloc-check/`. Only the plugin crate differs between the two, so the second
+/// costs one crate, not a second build of every dependency.
+fn bundle_release_and_alloc_check(root: &Path, target: &Path) -> Result<()> {
+    bundle(root, &["--release", "--features", "alloc-check"])?;
+    let checked = target.join("bundled-alloc-check");
+    if checked.exists() {
+        std::fs::remove_dir_all(&checked)?;
     }
-    if let Some(dir) = target_dir {
-        cmd.env("CARGO_TARGET_DIR", dir);
-    }
-    run_command(&mut cmd)
+    std::fs::rename(target.join("bundled"), &checked)?;
+    bundle(root, &["--release"])
 }
 
 pub fn run_tests(extra_args: &[String]) -> Result<()> {
@@ -107,10 +113,7 @@ pub fn run_tests(extra_args: &[String]) -> Result<()> {
     ensure_system_packages()?;
     let python = ensure_python_venv(&root)?;
 
-    // Release bundles for the host tests, and a debug bundle (own target dir, so it does not
-    // overwrite them) in which assert_process_allocs is armed.
-    bundle(&root, true, None)?;
-    bundle(&root, false, Some(&target.join("debug-bundle")))?;
+    bundle_release_and_alloc_check(&root, &target)?;
     run_command(Command::new("cargo")
         .current_dir(&root)
         .args(["build", "--release", "-p", "backline-standalone"]))?;

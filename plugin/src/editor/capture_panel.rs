@@ -101,6 +101,20 @@ impl CapturePanel {
                 session.capture().clear();
             }
         });
+        ui.horizontal(|ui| {
+            ui.label("Keep the last");
+            let mut keep = limit;
+            let drag = egui::DragValue::new(&mut keep)
+                .range(crate::capture_store::MIN_CAPTURE_LIMIT_S..=3600.0)
+                .speed(5.0)
+                .suffix(" s");
+            if ui.add(drag).on_hover_text("Older bars are dropped; remembered for this machine").changed() {
+                session.set_capture_limit(keep);
+            }
+            // Stereo f32 at the host rate.
+            let most_bytes = limit * transport.sample_rate as f64 * 2.0 * 4.0;
+            ui.weak(format!("of input (at most {:.0} MB at {:.1} kHz)", most_bytes / 1e6, transport.sample_rate / 1000.0));
+        });
         let dropped = session.audio.capture_dropped_blocks.load(std::sync::atomic::Ordering::Relaxed);
         if dropped > 0 {
             ui.colored_label(ui.visuals().warn_fg_color, format!("{dropped} capture blocks were lost (the machine was too busy); those bars are marked partial."));

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use backline_engine::backend::ModelsInfo;
 
+use crate::folder_dialog::{FolderDialog, Picked};
 use crate::session::Session;
 
 /// How often the panel reads the folder again while open (it may be filled by a download).
@@ -15,11 +16,12 @@ pub struct ModelsPanel {
     folder: String,
     info: Option<Result<ModelsInfo, String>>,
     read_at: Option<Instant>,
+    dialog: FolderDialog,
 }
 
 impl ModelsPanel {
     pub fn new(session: &Session) -> Self {
-        Self { folder: session.machine().checkpoints, info: None, read_at: None }
+        Self { folder: session.machine().checkpoints, info: None, read_at: None, dialog: FolderDialog::default() }
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui, session: &Session) {
@@ -35,7 +37,26 @@ impl ModelsPanel {
                 session.set_checkpoints(self.folder.trim().to_owned());
                 self.read_at = None;
             }
+            if FolderDialog::SUPPORTED {
+                let browse = ui.add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"));
+                if browse.clicked() {
+                    self.dialog.open("Choose the ACE-Step checkpoints folder", std::path::Path::new(self.folder.trim()));
+                }
+            }
         });
+        match self.dialog.poll() {
+            Some(Picked::Folder(folder)) => {
+                self.folder = folder.display().to_string();
+                session.set_checkpoints(self.folder.clone());
+                self.read_at = None;
+            }
+            Some(Picked::Unavailable(why)) => session.notice(why),
+            Some(Picked::Cancelled) | None => {}
+        }
+        if self.dialog.is_open() {
+            // The answer comes from another thread: look again soon.
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
         if self.read_at.is_none_or(|t| t.elapsed() > REFRESH) {
             self.info = Some(session.models());
             self.read_at = Some(Instant::now());

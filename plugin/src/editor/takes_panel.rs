@@ -1,17 +1,20 @@
 //! The take list: A/B between takes while the song plays (the choice plays in slot 1), put a take
 //! on another output bus (slots 2-4), audition it with the transport stopped, rename, re-roll
 //! with a new seed, delete, and export (copy the file's path, or show the file in its folder).
+//! Above the list: the project's take folder (empty = this machine's default).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::bridge::TAKE_SLOTS;
+use crate::folder_dialog::{FolderDialog, Picked};
 use crate::session::Session;
 
 #[derive(Default)]
 pub struct TakesPanel {
     /// The take being renamed and the text so far.
     renaming: Option<(u64, String)>,
+    dialog: FolderDialog,
 }
 
 /// Opens the folder holding `path` in the system's file manager.
@@ -28,7 +31,36 @@ fn reveal(path: &str) -> std::io::Result<()> {
 }
 
 impl TakesPanel {
+    /// The project's take folder: a text field (empty = the machine's default, shown as the hint)
+    /// and the folder dialog.
+    fn show_folder(&mut self, ui: &mut egui::Ui, session: &Session) {
+        ui.horizontal(|ui| {
+            ui.label("Take folder");
+            let mut folder = session.params.session.read().take_folder.clone();
+            let default = if folder.is_empty() { session.take_folder().display().to_string() } else { String::new() };
+            let edit = ui.add(egui::TextEdit::singleline(&mut folder).hint_text(default).desired_width(420.0));
+            if edit.changed() {
+                session.params.session.write().take_folder = folder;
+            }
+            if FolderDialog::SUPPORTED {
+                let browse = ui.add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"));
+                if browse.clicked() {
+                    self.dialog.open("Choose where this project's takes go", &session.take_folder());
+                }
+            }
+        });
+        match self.dialog.poll() {
+            Some(Picked::Folder(folder)) => session.params.session.write().take_folder = folder.display().to_string(),
+            Some(Picked::Unavailable(why)) => session.notice(why),
+            Some(Picked::Cancelled) | None => {}
+        }
+        if self.dialog.is_open() {
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn show(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
+        self.show_folder(ui, session);
         let (takes, slots) = {
             let state = session.params.session.read();
             (state.takes.clone(), state.slots)

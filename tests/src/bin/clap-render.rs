@@ -1,8 +1,8 @@
 //! `clap-render <plugin.clap> <blocks>`: load a CLAP plugin and process `blocks` blocks of
 //! silence with a playing transport and the guide click on, then exit 0.
 //!
-//! A separate process, so a test can watch a plugin abort the host (the debug bundle aborts on
-//! any allocation in `process`) without taking the test runner down with it.
+//! A separate process, so a test can watch a plugin abort the host (the alloc-check bundle aborts
+//! on any allocation in `process`) without taking the test runner down with it.
 
 use std::path::PathBuf;
 
