@@ -158,9 +158,9 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
 /// folder's Browse button, the task picker's box, its "Generate (text to music)" entry once open,
 /// and the Generate button (with a checkpoints folder that holds the models).
 const BROWSE_CHECKPOINTS: (u32, u32) = (633, 143);
-const TASK_BOX: (u32, u32) = (183, 377);
-const TASK_ITEM: (u32, u32) = (148, 404);
-const GENERATE_BUTTON: (u32, u32) = (61, 642);
+const TASK_BOX: (u32, u32) = (183, 400);
+const TASK_ITEM: (u32, u32) = (148, 427);
+const GENERATE_BUTTON: (u32, u32) = (61, 665);
 
 /// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
 /// answers `folder` as the real one does when the user picks it, and refuses unless it was asked
