@@ -64,6 +64,9 @@ const OFFLINE_WAIT_LIMIT: Duration = Duration::from_secs(2);
 pub struct CaptureWriter {
     ring: Producer<CaptureBlock>,
     when_full: WhenFull,
+    /// An offline wait ran out (the capture thread is stalled): drop, not wait, until the ring
+    /// takes a block again, so a bounce never crawls at one block per wait.
+    gave_up_waiting: bool,
     pending: Option<CaptureBlock>,
     pass: u32,
     /// The last block's stamp with the position where the next one must start to continue.
@@ -74,7 +77,7 @@ pub struct CaptureWriter {
 
 impl CaptureWriter {
     pub fn new(ring: Producer<CaptureBlock>, when_full: WhenFull) -> Self {
-        Self { ring, when_full, pending: None, pass: 0, last: None, dropped: 0 }
+        Self { ring, when_full, gave_up_waiting: false, pending: None, pass: 0, last: None, dropped: 0 }
     }
 
     pub fn dropped_blocks(&self) -> u64 {
@@ -135,10 +138,14 @@ impl CaptureWriter {
         let mut waiting_since = None;
         loop {
             match self.ring.push(block) {
-                Ok(()) => return,
-                Err(PushError::Full(back)) if self.when_full == WhenFull::Wait => {
+                Ok(()) => {
+                    self.gave_up_waiting = false;
+                    return;
+                }
+                Err(PushError::Full(back)) if self.when_full == WhenFull::Wait && !self.gave_up_waiting => {
                     let since = *waiting_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= OFFLINE_WAIT_LIMIT {
+                        self.gave_up_waiting = true;
                         break;
                     }
                     block = back;
@@ -301,5 +308,27 @@ mod tests {
         }
         assert_eq!(writer.dropped_blocks(), 0);
         assert_eq!(reader.join().unwrap(), (0..40).map(|k| k as f32).collect::<Vec<_>>(), "every block, in order");
+    }
+
+    /// Nobody drains the ring (the capture thread is stalled): the first full push waits out
+    /// its limit, the blocks after it drop at once, and a push that fits again resumes waiting.
+    #[test]
+    fn an_offline_render_stops_waiting_on_a_stalled_capture_thread() {
+        let (tx, mut rx) = rtrb::RingBuffer::new(1);
+        let mut writer = CaptureWriter::new(tx, WhenFull::Wait);
+        let x = [0.0f32; CAPTURE_BLOCK_FRAMES];
+        let at = |k: usize| playing_at(k as f64 * CAPTURE_BLOCK_FRAMES as f64 / 24_000.0, 120.0, 48_000.0);
+        writer.record(&at(0), &x, &x);
+        let started = std::time::Instant::now();
+        for k in 1..20 {
+            writer.record(&at(k), &x, &x);
+        }
+        let waited = started.elapsed();
+        assert_eq!(writer.dropped_blocks(), 19);
+        assert!(waited >= OFFLINE_WAIT_LIMIT, "the first full push waited ({waited:?})");
+        assert!(waited < 5 * OFFLINE_WAIT_LIMIT, "the rest did not wait again ({waited:?})");
+        drain(&mut rx);
+        writer.record(&at(20), &x, &x);
+        assert!(!writer.gave_up_waiting, "room again: an offline render waits again");
     }
 }
