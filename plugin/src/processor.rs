@@ -145,13 +145,6 @@ impl Processor {
         self.shared.transport.publish(&snapshot);
         let len = buffer.samples();
 
-        let generate = self.params.generate.value();
-        if generate && !self.generate_was_on {
-            self.shared.generate_transport.publish(&snapshot);
-            self.shared.generate_requests.fetch_add(1, Ordering::Release);
-        }
-        self.generate_was_on = generate;
-
         // Capture what the chosen input played, before anything is mixed into it.
         {
             let source = match self.params.capture_source.value() {
@@ -165,6 +158,16 @@ impl Processor {
             }
             self.shared.capture_dropped_blocks.store(self.capture.dropped_blocks(), Ordering::Relaxed);
         }
+
+        // After the capture: every block recorded up to this press is in the ring before the
+        // request is counted (Release), so the session sees them all when it takes the request.
+        let generate = self.params.generate.value();
+        if generate && !self.generate_was_on {
+            self.shared.generate_transport.publish(&snapshot);
+            self.shared.generate_requests.fetch_add(1, Ordering::Release);
+        }
+        self.generate_was_on = generate;
+
 
         if editor_open {
             self.shared.main_in_peak.store(peak(buffer.as_slice_immutable()), Ordering::Relaxed);

@@ -82,9 +82,6 @@ pub struct Session {
     jobs: Mutex<Vec<Arc<JobView>>>,
     /// Messages for the editor, newest last: failed jobs, missing take files, rate changes.
     notices: Mutex<Vec<String>>,
-    /// Set when the slots' audio must be sent again: the service thread reloads takes and
-    /// resends the slots.
-    reload: AtomicBool,
     /// The state restore whose takes are loaded (restores are counted by the session field).
     loaded_restores: AtomicU64,
     /// Held while takes are loaded and sent, so `activate` and the service thread never load
@@ -109,7 +106,6 @@ impl Session {
             machine: Mutex::new(machine),
             jobs: Mutex::new(Vec::new()),
             notices: Mutex::new(Vec::new()),
-            reload: AtomicBool::new(true),
             loaded_restores: AtomicU64::new(0),
             syncing: Mutex::new(()),
             stop: AtomicBool::new(false),
@@ -168,7 +164,6 @@ impl Session {
         } else if let Some(before) = before.filter(|b| b.max_block != max_block) {
             self.notice(format!("The host changed the block size from {} to {} samples.", before.max_block, max_block));
         }
-        self.reload.store(false, Ordering::Release);
         self.sync_takes();
         audio_ends
     }
@@ -508,6 +503,9 @@ impl Session {
 
     /// Service thread: one round of its chores.
     fn service(self: &Arc<Self>, seen_generate: &mut u64) {
+        // Read before the capture is drained: the blocks captured before a press are then
+        // in the store when the request is submitted below.
+        let requests = self.audio.generate_requests.load(Ordering::Acquire);
         if let Some(ends) = lock(&self.ends).as_mut() {
             let mut capture = lock(&self.capture);
             while let Ok(block) = ends.capture.pop() {
@@ -525,11 +523,10 @@ impl Session {
                 ));
             }
         }
-        let restored = self.params.session.restores() != self.loaded_restores.load(Ordering::Acquire);
-        if self.reload.swap(false, Ordering::AcqRel) || restored {
+        // A project loaded since: its takes replace what is loaded (`activate` loads them too).
+        if self.params.session.restores() != self.loaded_restores.load(Ordering::Acquire) {
             self.sync_takes();
         }
-        let requests = self.audio.generate_requests.load(Ordering::Acquire);
         if requests != *seen_generate {
             *seen_generate = requests;
             // At the tempo and meter of the block in which Generate turned on.

@@ -6,6 +6,7 @@
 //! the lock-free snapshot and edits the session through its short locks; the audio thread is
 //! never waited on. Closing it changes nothing about running jobs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use nice_plug::context::gui::GuiContext;
@@ -15,6 +16,7 @@ use nice_plug_egui::{
     RepaintNotifier,
 };
 
+use crate::folder_dialog::{FolderDialog, Picked};
 use crate::session::Session;
 
 mod capture_panel;
@@ -52,6 +54,36 @@ pub fn create(
         EguiNiceSettings::new().with_tile("Backline"),
         BacklineEditor { session, gui: None, models, capture: Default::default(), takes: Default::default() },
     )
+}
+
+/// A folder field's "Browse…" button (where the system has a folder dialog), and the folder the
+/// user picked once the dialog closes. A dialog that cannot open is a notice.
+fn browse_button(
+    ui: &mut egui::Ui,
+    dialog: &mut FolderDialog,
+    session: &Session,
+    title: &str,
+    start: impl FnOnce() -> PathBuf,
+) -> Option<PathBuf> {
+    if !FolderDialog::SUPPORTED {
+        return None;
+    }
+    if ui.add_enabled(!dialog.is_open(), egui::Button::new("Browse…")).clicked() {
+        dialog.open(title, &start());
+    }
+    let picked = match dialog.poll() {
+        Some(Picked::Folder(folder)) => Some(folder),
+        Some(Picked::Unavailable(why)) => {
+            session.notice(why);
+            None
+        }
+        Some(Picked::Cancelled) | None => None,
+    };
+    if dialog.is_open() {
+        // The answer comes from another thread: look again soon.
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+    }
+    picked
 }
 
 fn section(ui: &mut egui::Ui, title: &str, add: impl FnOnce(&mut egui::Ui)) {

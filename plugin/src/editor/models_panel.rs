@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use backline_engine::backend::ModelsInfo;
 
-use crate::folder_dialog::{FolderDialog, Picked};
+use super::browse_button;
+use crate::folder_dialog::FolderDialog;
 use crate::session::Session;
 
 /// How often the panel reads the folder again while open (it may be filled by a download).
@@ -25,7 +26,7 @@ impl ModelsPanel {
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui, session: &Session) {
-        ui.horizontal(|ui| {
+        let picked = ui.horizontal(|ui| {
             ui.label("Checkpoints folder");
             let edit = ui.add(
                 egui::TextEdit::singleline(&mut self.folder)
@@ -37,25 +38,15 @@ impl ModelsPanel {
                 session.set_checkpoints(self.folder.trim().to_owned());
                 self.read_at = None;
             }
-            if FolderDialog::SUPPORTED {
-                let browse = ui.add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"));
-                if browse.clicked() {
-                    self.dialog.open("Choose the ACE-Step checkpoints folder", std::path::Path::new(self.folder.trim()));
-                }
-            }
+            let folder = &self.folder;
+            browse_button(ui, &mut self.dialog, session, "Choose the ACE-Step checkpoints folder", || {
+                folder.trim().into()
+            })
         });
-        match self.dialog.poll() {
-            Some(Picked::Folder(folder)) => {
-                self.folder = folder.display().to_string();
-                session.set_checkpoints(self.folder.clone());
-                self.read_at = None;
-            }
-            Some(Picked::Unavailable(why)) => session.notice(why),
-            Some(Picked::Cancelled) | None => {}
-        }
-        if self.dialog.is_open() {
-            // The answer comes from another thread: look again soon.
-            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        if let Some(folder) = picked.inner {
+            self.folder = folder.display().to_string();
+            session.set_checkpoints(self.folder.clone());
+            self.read_at = None;
         }
         if self.read_at.is_none_or(|t| t.elapsed() > REFRESH) {
             self.info = Some(session.models());

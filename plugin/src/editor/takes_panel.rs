@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::bridge::TAKE_SLOTS;
-use crate::folder_dialog::{FolderDialog, Picked};
+use super::browse_button;
+use crate::folder_dialog::FolderDialog;
 use crate::session::Session;
 
 #[derive(Default)]
@@ -34,7 +35,7 @@ impl TakesPanel {
     /// The project's take folder: a text field (empty = the machine's default, shown as the hint)
     /// and the folder dialog.
     fn show_folder(&mut self, ui: &mut egui::Ui, session: &Session) {
-        ui.horizontal(|ui| {
+        let picked = ui.horizontal(|ui| {
             ui.label("Take folder");
             let mut folder = session.params.session.read().take_folder.clone();
             let default = if folder.is_empty() { session.take_folder().display().to_string() } else { String::new() };
@@ -42,20 +43,10 @@ impl TakesPanel {
             if edit.changed() {
                 session.params.session.write().take_folder = folder;
             }
-            if FolderDialog::SUPPORTED {
-                let browse = ui.add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"));
-                if browse.clicked() {
-                    self.dialog.open("Choose where this project's takes go", &session.take_folder());
-                }
-            }
+            browse_button(ui, &mut self.dialog, session, "Choose where this project's takes go", || session.take_folder())
         });
-        match self.dialog.poll() {
-            Some(Picked::Folder(folder)) => session.params.session.write().take_folder = folder.display().to_string(),
-            Some(Picked::Unavailable(why)) => session.notice(why),
-            Some(Picked::Cancelled) | None => {}
-        }
-        if self.dialog.is_open() {
-            ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+        if let Some(folder) = picked.inner {
+            session.params.session.write().take_folder = folder.display().to_string();
         }
     }
 
