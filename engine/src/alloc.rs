@@ -46,14 +46,47 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
 /// memory spreads the first touch of each page (the page fault, which dominates on a VM) over the
 /// cores, with no zero-fill before it.
 pub fn fill_fresh<T: Send>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync) -> Vec<T> {
-    use rayon::prelude::*;
-    let chunk = chunk.max(1);
     let mut out: Vec<T> = Vec::with_capacity(len);
     advise_huge_pages(out.as_mut_ptr().cast(), len * std::mem::size_of::<T>());
+    refill(&mut out, len, chunk, fill);
+    out
+}
+
+/// [`fill_fresh`] into `out`, reusing its memory (grown if needed): `out` ends with `len`
+/// elements, all written by `fill`.
+pub fn refill<T: Send>(out: &mut Vec<T>, len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync) {
+    use rayon::prelude::*;
+    let chunk = chunk.max(1);
+    out.clear();
+    out.reserve(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, part)| fill(i * chunk, part));
     // Safety: `fill` writes every element of every chunk, and the chunks cover `0..len`.
     unsafe { out.set_len(len) };
-    out
+}
+
+/// Have the C allocator serve every block of 1 MiB or more with its own mapping, returned to the
+/// system when freed. By default glibc raises that threshold each time such a block is freed (up
+/// to 32 MiB), after which the per-tensor buffers of a model load land in the heap between
+/// weights that stay, and their memory is kept: 0.6 GiB after loading the turbo DiT, 1.3 GiB
+/// by the diffusion stage (`docs/benchmarks.md`). For binaries that own their process (the CLI,
+/// the benchmark); a plugin leaves its host's allocator alone and calls
+/// [`release_freed_memory`] instead.
+pub fn map_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: mallopt only changes allocator tuning; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Hand memory the C allocator holds free back to the system (glibc keeps freed heap pages
+/// otherwise). Called after a model loads and after each job.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: malloc_trim only returns free pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The system allocator, with huge pages asked for behind large allocations.

@@ -28,6 +28,7 @@ pub mod job;
 pub mod kernels;
 pub mod model;
 pub mod pipeline;
+pub mod precision;
 pub mod progress;
 pub mod prompt;
 pub mod request;

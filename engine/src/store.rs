@@ -18,13 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::checkpoint::{
-    CheckpointError, DitFolder, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER, TEXT_WEIGHTS,
+    CheckpointError, DitFolder, LoadAs, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER, TEXT_WEIGHTS,
     VAE_FOLDER, VAE_WEIGHTS,
 };
 use crate::error::JobError;
+use crate::precision::Precision;
 use crate::model::acestep::AceStepModel;
 use crate::model::text_encoder::{PromptTokenizer, TextEncoder};
 use crate::model::vae::Vae;
@@ -71,12 +72,14 @@ pub struct ResidentModel {
     pub bytes: u64,
 }
 
-/// Which loaded copy: the same folder on another device or in another dtype is another model.
+/// Which loaded copy: the same folder on another device, in another dtype or at another
+/// precision is another model.
 #[derive(Debug, Clone, PartialEq)]
 struct Key {
     dir: PathBuf,
     device: String,
     dtype: DType,
+    precision: Precision,
 }
 
 enum Resident {
@@ -164,14 +167,14 @@ impl ModelStore {
         self.lock().loads.get(dir).copied().unwrap_or(0)
     }
 
-    /// The bytes a DiT folder will take once loaded in `dtype`.
-    pub fn dit_bytes(folder: &DitFolder, dtype: DType) -> u64 {
-        folder.weights.parameter_count() * dtype.size_in_bytes() as u64
+    /// The bytes a DiT folder will take once loaded as `how`.
+    pub fn dit_bytes(folder: &DitFolder, how: &LoadAs) -> Result<u64, JobError> {
+        Ok(folder.resident_bytes(how)?)
     }
 
     /// Refuses a DiT that the budget cannot hold even alone (checked before anything loads).
-    pub fn check_fits(&self, folder: &DitFolder, dtype: DType) -> Result<(), JobError> {
-        let needed_bytes = Self::dit_bytes(folder, dtype);
+    pub fn check_fits(&self, folder: &DitFolder, how: &LoadAs) -> Result<(), JobError> {
+        let needed_bytes = Self::dit_bytes(folder, how)?;
         let budget_bytes = self.budget_bytes();
         if needed_bytes > budget_bytes {
             return Err(JobError::MemoryBudget { model: folder_name(&folder.dir), needed_bytes, budget_bytes });
@@ -180,18 +183,19 @@ impl ModelStore {
     }
 
     /// The DiT in `folder`, loaded now (after evicting what the budget needs) or already resident.
-    pub fn dit(&self, folder: &DitFolder, device: &Device, dtype: DType, ctx: &JobContext) -> Result<Arc<ResidentDit>, JobError> {
+    pub fn dit(&self, folder: &DitFolder, how: &LoadAs, ctx: &JobContext) -> Result<Arc<ResidentDit>, JobError> {
         let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = key(&folder.dir, device, dtype);
+        let key = key(&folder.dir, how);
         if let Some(Resident::Dit(dit)) = self.touch(&key) {
             return Ok(dit);
         }
-        self.check_fits(folder, dtype)?;
-        let bytes = Self::dit_bytes(folder, dtype);
+        self.check_fits(folder, how)?;
+        let bytes = Self::dit_bytes(folder, how)?;
         self.evict_for(bytes);
         let name = folder_name(&folder.dir);
         ctx.loading(&name);
-        let loaded = folder.load(dtype, device)?;
+        let loaded = folder.load(how)?;
+        crate::alloc::release_freed_memory();
         let file = model_file(&folder.dir, DIT_WEIGHTS)?;
         let dit = Arc::new(ResidentDit {
             name,
@@ -206,22 +210,22 @@ impl ModelStore {
     }
 
     /// The VAE and text encoder of the checkpoints folder `root`, loaded once.
-    pub fn shared_models(&self, root: &Path, device: &Device, dtype: DType, ctx: &JobContext) -> Result<Arc<SharedModels>, JobError> {
+    pub fn shared_models(&self, root: &Path, how: &LoadAs, ctx: &JobContext) -> Result<Arc<SharedModels>, JobError> {
         let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = key(root, device, dtype);
+        let key = key(root, how);
         if let Some(Resident::Shared(models)) = self.touch(&key) {
             return Ok(models);
         }
         ctx.loading(VAE_FOLDER);
         let vae_folder = VaeFolder::open(&root.join(VAE_FOLDER))?;
-        let vae = vae_folder.load(dtype, device)?;
+        let vae = vae_folder.load(how)?;
         ctx.check_cancelled()?;
         ctx.loading(TEXT_ENCODER_FOLDER);
         let text_folder = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER))?;
-        let (text_encoder, tokenizer) = text_folder.load(dtype, device)?;
+        let (text_encoder, tokenizer) = text_folder.load(how)?;
+        crate::alloc::release_freed_memory();
         let files = vec![model_file(&vae_folder.dir, VAE_WEIGHTS)?, model_file(&text_folder.dir, TEXT_WEIGHTS)?];
-        let params = vae_folder.weights.parameter_count() + text_folder.weights.parameter_count();
-        let bytes = params * dtype.size_in_bytes() as u64;
+        let bytes = vae_folder.resident_bytes(how)? + text_folder.resident_bytes(how)?;
         let models = Arc::new(SharedModels { vae, text_encoder, tokenizer, files, bytes });
         self.insert(key, Resident::Shared(Arc::clone(&models)), bytes);
         Ok(models)
@@ -276,8 +280,8 @@ impl ModelStore {
     }
 }
 
-fn key(dir: &Path, device: &Device, dtype: DType) -> Key {
-    Key { dir: dir.to_path_buf(), device: format!("{:?}", device.location()), dtype }
+fn key(dir: &Path, how: &LoadAs) -> Key {
+    Key { dir: dir.to_path_buf(), device: format!("{:?}", how.device.location()), dtype: how.dtype, precision: how.precision }
 }
 
 /// A folder's own name (its last path component), as requests and recipes name models.

@@ -11,14 +11,14 @@ use std::time::Duration;
 use backline_engine::audio::{write_audio, AudioBuffer, OutputFormat};
 use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend, LocalSettings};
 use backline_engine::checkpoint::synth::{self, SynthSize};
-use backline_engine::checkpoint::{DitFolder, BASE_FOLDER, TURBO_FOLDER};
+use backline_engine::checkpoint::{DitFolder, LoadAs, BASE_FOLDER, TURBO_FOLDER};
+use backline_engine::precision::Precision;
 use backline_engine::error::{InputError, JobError};
 use backline_engine::job::JobEvent;
 use backline_engine::pipeline::Generation;
 use backline_engine::request::{GenerationRequest, ModelKind, RequestError};
 use backline_engine::store::ModelStore;
 use backline_engine::task::TaskType;
-use candle_core::DType;
 use serde_json::{json, Value};
 
 fn scratch() -> PathBuf {
@@ -112,7 +112,7 @@ fn a_source_from_a_file_and_the_same_samples_in_memory_give_identical_audio() {
 fn the_store_loads_each_model_once_and_evicts_under_a_small_budget() {
     let root = checkpoints();
     let (turbo, base) = (dit_dir(root, TURBO_FOLDER), dit_dir(root, BASE_FOLDER));
-    let bytes = |dir: &Path| ModelStore::dit_bytes(&DitFolder::open(dir).unwrap(), DType::F32);
+    let bytes = |dir: &Path| ModelStore::dit_bytes(&DitFolder::open(dir).unwrap(), &LoadAs::cpu(Precision::default())).unwrap();
     // Room for one tiny DiT, not two.
     let budget = bytes(&turbo).max(bytes(&base));
     assert!(budget < bytes(&turbo) + bytes(&base));

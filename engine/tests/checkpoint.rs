@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use backline_engine::checkpoint::synth::{self, SynthSize};
-use backline_engine::checkpoint::{torch_pt, CheckpointError, DitFolder, TURBO_FOLDER};
+use backline_engine::checkpoint::{torch_pt, CheckpointError, DitFolder, LoadAs, TURBO_FOLDER};
+use backline_engine::precision::Precision;
 use candle_core::{DType, Device, Tensor};
 
 /// A fresh directory under the target dir, removed first if it exists.
@@ -37,7 +38,7 @@ fn tiny_dit_folder_loads_and_runs() {
     assert!(folder.is_turbo());
     assert_eq!(folder.weights.tensors.len(), 138, "the tiny model has upstream's 138 tensors");
     folder.validate().unwrap();
-    let loaded = folder.load(DType::F32, &Device::Cpu).unwrap();
+    let loaded = folder.load(&LoadAs::cpu(Precision::F32)).unwrap();
     assert_eq!(loaded.silence_latent.dims(), [1, 100, 64]);
 
     // One DiT forward on the loaded weights gives finite velocities.
@@ -72,7 +73,7 @@ fn bf16_and_f32_files_load_to_the_same_model() {
     let a = weights(&f32_dir);
     let b = weights(&bf16_dir);
     assert_eq!(b["decoder.norm_out.weight"].dtype(), DType::BF16);
-    let loaded = DitFolder::open(&bf16_dir).unwrap().load(DType::F32, &Device::Cpu).unwrap();
+    let loaded = DitFolder::open(&bf16_dir).unwrap().load(&LoadAs::cpu(Precision::F32)).unwrap();
     drop(loaded);
     for (name, want) in &a {
         let got = b[name].to_dtype(DType::F32).unwrap();
@@ -100,7 +101,7 @@ fn a_misshaped_tensor_is_named_with_both_shapes() {
     let mut w = weights(&dir);
     w.insert("decoder.proj_out.1.bias".into(), Tensor::zeros(63, DType::F32, &Device::Cpu).unwrap());
     save_weights(&dir, &w);
-    let err = DitFolder::open(&dir).unwrap().load(DType::F32, &Device::Cpu).unwrap_err();
+    let err = DitFolder::open(&dir).unwrap().load(&LoadAs::cpu(Precision::F32)).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, CheckpointError::WrongShape { .. }), "{text}");
     assert!(text.contains("decoder.proj_out.1.bias") && text.contains("[63]") && text.contains("[64]"), "{text}");
@@ -172,7 +173,7 @@ fn a_bf16_embedding_table_gives_the_stored_rows_in_f32() {
     let dir = scratch("bf16-text-encoder");
     synth::write_text_encoder_folder(&dir, &synth::text_encoder_config_json(SynthSize::Tiny), DType::BF16, 5).unwrap();
     let folder = TextEncoderFolder::open(&dir).unwrap();
-    let (encoder, tokenizer) = folder.load(DType::F32, &Device::Cpu).unwrap();
+    let (encoder, tokenizer) = folder.load(&LoadAs::cpu(Precision::F32)).unwrap();
     let ids = tokenizer.encode("[verse]\nneon rain on the window", 64).unwrap();
     let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
 
@@ -199,7 +200,7 @@ fn the_tiny_set_writes_every_folder_and_each_loads() {
 
     let vae_folder = VaeFolder::open(&root.join(VAE_FOLDER)).unwrap();
     assert_eq!(vae_folder.config.hop_length(), 1920, "the tiny VAE keeps the real strides");
-    let vae = vae_folder.load(DType::F32, &Device::Cpu).unwrap();
+    let vae = vae_folder.load(&LoadAs::cpu(Precision::F32)).unwrap();
     let latents = Tensor::randn(0f32, 1., (1, 64, 4), &Device::Cpu).unwrap();
     let audio = vae.decode(&latents).unwrap();
     assert_eq!(audio.dims(), [1, 2, 4 * 1920]);
@@ -209,7 +210,7 @@ fn the_tiny_set_writes_every_folder_and_each_loads() {
     assert_eq!(posterior.mean.dims(), [1, 64, 4]);
 
     let text_folder = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER)).unwrap();
-    let (text_encoder, tokenizer) = text_folder.load(DType::F32, &Device::Cpu).unwrap();
+    let (text_encoder, tokenizer) = text_folder.load(&LoadAs::cpu(Precision::F32)).unwrap();
     let ids = tokenizer.encode("lo-fi hip hop, dusty drums", 256).unwrap();
     assert_eq!(ids.last(), Some(&tokenizer.pad_id()), "prompts end with <|endoftext|>");
     let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -232,7 +233,7 @@ fn tiled_vae_encode_equals_one_pass() {
     use backline_engine::checkpoint::VaeFolder;
     let dir = scratch("vae-tiles").join("vae");
     synth::write_vae_folder(&dir, &synth::vae_config_json(SynthSize::Tiny), DType::F32, 3).unwrap();
-    let vae = VaeFolder::open(&dir).unwrap().load(DType::F32, &Device::Cpu).unwrap();
+    let vae = VaeFolder::open(&dir).unwrap().load(&LoadAs::cpu(Precision::F32)).unwrap();
     let hop = vae.config().hop_length();
     let samples = 120 * hop + 777;
     let audio: Vec<f32> = (0..2 * samples).map(|i| (i as f32 * 0.0137).sin() * 0.5 + (i as f32 * 0.31).cos() * 0.1).collect();
@@ -263,4 +264,42 @@ fn tiled_vae_encode_equals_one_pass() {
     let stopped = vae.encode_tiles(&audio, 40, 8, |tile, _| if tile == 2 { candle_core::bail!("stop") } else { Ok(()) });
     assert!(stopped.is_err());
     assert!(vae.encode_tiles(&audio, 16, 8, |_, _| Ok(())).is_err(), "a chunk of twice the overlap has no core");
+}
+
+/// rms(got - want) / rms(want).
+fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(g, w)| ((g - w) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn each_precision_runs_bf16_weights_within_its_error_and_memory() {
+    let dir = scratch("precision").join(TURBO_FOLDER);
+    synth::write_dit_folder(&dir, &synth::dit_config_json(SynthSize::Tiny, true), DType::BF16, 7, 100).unwrap();
+    let folder = DitFolder::open(&dir).unwrap();
+    let (b, t) = (1, 10);
+    let x = Tensor::randn(0f32, 1., (b, t, 64), &Device::Cpu).unwrap();
+    let context = Tensor::randn(0f32, 1., (b, t, 128), &Device::Cpu).unwrap();
+    let states = Tensor::randn(0f32, 1., (b, 6, 64), &Device::Cpu).unwrap();
+    let time = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+    let velocity = |precision: Precision| -> (Vec<f32>, u64) {
+        let how = LoadAs::cpu(precision);
+        let model = folder.load(&how).unwrap().model;
+        let kv = model.condition_kv(&states).unwrap();
+        let v = model.decoder.forward(&x, &time, &time, &context, &kv).unwrap();
+        (v.flatten_all().unwrap().to_vec1().unwrap(), folder.resident_bytes(&how).unwrap())
+    };
+    let (want, f32_bytes) = velocity(Precision::F32);
+    // bf16 is the file's own values: the same velocity up to the order of the sums.
+    for (precision, max_error, max_share) in [(Precision::Bf16, 1e-5, 0.55), (Precision::Q8, 0.03, 0.35), (Precision::Q4, 0.3, 0.25)] {
+        let (got, bytes) = velocity(precision);
+        let error = relative_error(&got, &want);
+        assert!(error <= max_error, "{precision}: velocity differs from f32 by {error:.2e}");
+        let share = bytes as f64 / f32_bytes as f64;
+        assert!(share <= max_share, "{precision}: {bytes} bytes resident, {share:.2} of f32's {f32_bytes}");
+        if precision != Precision::Bf16 {
+            assert!(error > 1e-6, "{precision}: quantized weights cannot give f32's velocity exactly");
+        }
+    }
 }

@@ -150,6 +150,7 @@ fn bad_request_values_get_the_engines_message() {
     assert_fails_with(&generate(&["--task-type", "remix"]), &["`task_type`", "\"remix\" is not one of", "text2music"]);
     assert_fails_with(&generate(&["--bpm", "5"]), &["`bpm`: 5 is outside 30 to 300"]);
     assert_fails_with(&generate(&["--key", "H major"]), &["`keyscale`"]);
+    assert_fails_with(&generate(&["--precision", "q3"]), &["unknown precision `q3`", "f32, bf16, q8, q4"]);
 
     // A request file with a field the engine does not know.
     let request = dir.join("request.json");
@@ -346,5 +347,25 @@ fn models_lists_and_validates_the_set() {
     );
     assert!(listing.lines().any(|l| l.contains("vae") && l.contains("MISSING")), "{listing}");
     assert!(listing.lines().any(|l| l.contains(TURBO_FOLDER) && l.contains("OK")), "{listing}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn quantized_weights_generate_close_to_full_precision() {
+    let dir = scratch("precision");
+    let checkpoints = tiny_set(&dir);
+    let take = |precision: &str| {
+        let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--name", precision, "--precision", precision];
+        let out = backline(&dir, &[&args[..], &["--caption", "piano", "--duration", "10", "--seed", "3", "--batch-size", "1", "--format", "wav"]].concat());
+        assert!(out.status.success(), "--precision {precision} failed:\n{}", stderr(&out));
+        read_audio(&dir.join(format!("{precision}-3.wav"))).unwrap().channels.concat()
+    };
+    let full = take("f32");
+    for precision in ["q8", "q4"] {
+        let got = take(precision);
+        assert_eq!(got.len(), full.len(), "{precision}: same length");
+        assert!(got.iter().all(|v| v.is_finite()), "{precision}: finite samples");
+        assert_ne!(got, full, "{precision}: quantized weights change the samples");
+    }
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 
 use backline_engine::checkpoint::tensor_index::TensorIndex;
 use backline_engine::checkpoint::validate::ValidatingBackend;
+use backline_engine::precision::Precision;
 
 use crate::workspace_root;
 
@@ -41,7 +42,7 @@ pub fn checkpoint_var_builder(names: &[&str]) -> VarBuilder<'static> {
     let files: Vec<PathBuf> = names.iter().map(|n| fixture_path(n)).collect();
     let index = TensorIndex::from_files(&files).unwrap_or_else(|e| panic!("fixture headers: {e}"));
     let (vb, _report) =
-        ValidatingBackend::var_builder(index, true, DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("fixture weights: {e}"));
+        ValidatingBackend::var_builder(index, true, DType::F32, Precision::F32, &Device::Cpu);
     vb
 }
 

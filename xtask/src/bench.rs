@@ -32,7 +32,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use backline_engine::checkpoint::{DitFolder, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use backline_engine::checkpoint::{DitFolder, LoadAs, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use backline_engine::precision::Precision;
 use backline_engine::pipeline::task_inputs::{ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -320,7 +321,7 @@ fn load_only_report(load: Value) -> StageReport {
 }
 
 fn candle_dit(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result<StageReport> {
-    let (loaded, load) = timed_load(|| Ok(DitFolder::open(dir)?.load(DType::F32, dev)?))?;
+    let (loaded, load) = timed_load(|| Ok(DitFolder::open(dir)?.load(&LoadAs { dtype: DType::F32, precision: Precision::F32, device: dev.clone() })?))?;
     if load_only {
         return Ok(load_only_report(load));
     }
@@ -344,7 +345,7 @@ fn candle_dit(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result<
 }
 
 fn candle_vae(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result<StageReport> {
-    let (vae, load) = timed_load(|| Ok(VaeFolder::open(dir)?.load(DType::F32, dev)?))?;
+    let (vae, load) = timed_load(|| Ok(VaeFolder::open(dir)?.load(&LoadAs { dtype: DType::F32, precision: Precision::F32, device: dev.clone() })?))?;
     if load_only {
         return Ok(load_only_report(load));
     }
@@ -370,7 +371,7 @@ fn bench_audio(samples: usize, dev: &Device) -> Result<Tensor> {
 }
 
 fn candle_vae_encode(dir: &Path, seconds: usize, runs: usize, load_only: bool, dev: &Device) -> Result<StageReport> {
-    let (vae, load) = timed_load(|| Ok(VaeFolder::open(dir)?.load(DType::F32, dev)?))?;
+    let (vae, load) = timed_load(|| Ok(VaeFolder::open(dir)?.load(&LoadAs { dtype: DType::F32, precision: Precision::F32, device: dev.clone() })?))?;
     if load_only {
         return Ok(load_only_report(load));
     }
@@ -395,7 +396,7 @@ fn candle_text(dir: &Path, runs: usize, load_only: bool, dev: &Device) -> Result
     let folder = TextEncoderFolder::open(dir)?;
     let cfg = folder.config.clone();
     ensure!(TEXT_TOKENS <= cfg.max_position_embeddings, "{TEXT_TOKENS} tokens exceed the text encoder's {} positions", cfg.max_position_embeddings);
-    let ((encoder, _tokenizer), load) = timed_load(|| Ok(folder.load(DType::F32, dev)?))?;
+    let ((encoder, _tokenizer), load) = timed_load(|| Ok(folder.load(&LoadAs { dtype: DType::F32, precision: Precision::F32, device: dev.clone() })?))?;
     if load_only {
         return Ok(load_only_report(load));
     }

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::DType;
+
 
 use super::{AudioInput, JobRequest};
 use crate::audio::{read_audio, to_model_format, AudioBuffer};
-use crate::checkpoint::{CheckpointError, DitFolder};
+use crate::checkpoint::{CheckpointError, DitFolder, LoadAs};
 use crate::error::{AudioRole, InputError, JobError};
 use crate::request::{RequestError, ResolvedRequest, SourceSpan};
 use crate::store::{folder_name, ModelStore};
@@ -43,7 +43,7 @@ pub struct Admitted {
 }
 
 /// Runs the pre-flight of `job` against the checkpoints folder `root` and `store`'s budget.
-pub fn admit(root: &Path, store: &ModelStore, dtype: DType, job: JobRequest) -> Result<Admitted, JobError> {
+pub fn admit(root: &Path, store: &ModelStore, how: &LoadAs, job: JobRequest) -> Result<Admitted, JobError> {
     let JobRequest { mut request, src, reference } = job;
     let task = request.task_type;
     let src = src.or_else(|| request.src_audio.as_ref().map(|p| AudioInput::File(p.into())));
@@ -52,7 +52,7 @@ pub fn admit(root: &Path, store: &ModelStore, dtype: DType, job: JobRequest) -> 
 
     let dit = choose_dit(root, request.model.as_deref(), task)?;
     let kind = dit.model_kind();
-    store.check_fits(&dit, dtype)?;
+    store.check_fits(&dit, how)?;
 
     // The recipe names what was used: the model folder, and the files (samples have no path).
     request.model = Some(folder_name(&dit.dir));

@@ -8,7 +8,8 @@ use candle_core::{DType, Device};
 
 use super::admit::{admit, dit_folders, Admitted};
 use super::{Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
-use crate::checkpoint::{TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::checkpoint::{LoadAs, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::precision::Precision;
 use crate::error::JobError;
 use crate::job::{Engine, JobControl, JobHandle, Worker};
 use crate::pipeline::source::LatentCache;
@@ -24,12 +25,18 @@ pub struct LocalSettings {
     pub checkpoints: PathBuf,
     pub device: Device,
     pub dtype: DType,
+    /// How Linear weights are held on the CPU in f32 (`crate::precision`).
+    pub precision: Precision,
 }
 
 impl LocalSettings {
-    /// The CPU in float32.
+    /// The CPU in float32, weights held in bf16.
     pub fn cpu(checkpoints: impl Into<PathBuf>) -> Self {
-        Self { checkpoints: checkpoints.into(), device: Device::Cpu, dtype: DType::F32 }
+        Self { checkpoints: checkpoints.into(), device: Device::Cpu, dtype: DType::F32, precision: Precision::default() }
+    }
+
+    pub fn load_as(&self) -> LoadAs {
+        LoadAs { dtype: self.dtype, precision: self.precision, device: self.device.clone() }
     }
 }
 
@@ -71,7 +78,7 @@ impl LocalBackend {
     /// The pre-flight on the calling thread: for a front end that wants the resolved request (its
     /// seeds, its model) or the error before it queues anything. Reads the audio inputs.
     pub fn admit(&self, job: JobRequest) -> Result<Admitted, JobError> {
-        admit(&self.settings.checkpoints, &self.store, self.settings.dtype, job)
+        admit(&self.settings.checkpoints, &self.store, &self.settings.load_as(), job)
     }
 
     /// Queues a job that [`admit`](Self::admit) has passed.
@@ -101,7 +108,7 @@ impl Backend for LocalBackend {
 
     fn models(&self) -> Result<ModelsInfo, JobError> {
         let root = &self.settings.checkpoints;
-        let dtype = self.settings.dtype;
+        let how = self.settings.load_as();
         let resident = self.store.resident();
         let dits = dit_folders(root)?
             .into_iter()
@@ -111,7 +118,7 @@ impl Backend for LocalBackend {
                     DitInfo {
                         loaded: resident.iter().any(|r| r.dir == folder.dir),
                         tasks: TaskType::ALL.into_iter().filter(|&t| kind.runs(t)).collect(),
-                        bytes: ModelStore::dit_bytes(&folder, dtype),
+                        bytes: ModelStore::dit_bytes(&folder, &how).unwrap_or(0),
                         kind: Some(kind),
                         problem: None,
                         name,
@@ -141,19 +148,23 @@ impl Worker for LocalWorker {
     type Output = Generation;
 
     fn run(&mut self, job: LocalJob, ctx: &JobContext<'_>) -> Result<Generation, JobError> {
-        let LocalSettings { checkpoints, device, dtype } = &self.settings;
+        let how = self.settings.load_as();
+        let checkpoints = &self.settings.checkpoints;
         let admitted = match job {
             LocalJob::Admitted(admitted) => *admitted,
             LocalJob::Request(request) => {
                 ctx.stage("audio");
-                admit(checkpoints, &self.store, *dtype, request)?
+                admit(checkpoints, &self.store, &how, request)?
             }
         };
         ctx.check_cancelled()?;
-        let shared = self.store.shared_models(checkpoints, device, *dtype, ctx)?;
+        let shared = self.store.shared_models(checkpoints, &how, ctx)?;
         ctx.check_cancelled()?;
-        let dit = self.store.dit(&admitted.dit, device, *dtype, ctx)?;
+        let dit = self.store.dit(&admitted.dit, &how, ctx)?;
         ctx.check_cancelled()?;
-        Pipeline::new(dit, shared, device.clone(), *dtype).generate(&admitted, &mut self.latents, ctx)
+        let generation = Pipeline::new(dit, shared, how.device.clone(), how.dtype).generate(&admitted, &mut self.latents, ctx);
+        // The job's activations are freed; give their memory back to the system.
+        crate::alloc::release_freed_memory();
+        generation
     }
 }

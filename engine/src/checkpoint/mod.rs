@@ -11,7 +11,7 @@
 //! Every load is validated first: each tensor the model's constructor asks for must be present,
 //! shaped as the folder's `config.json` implies and stored as a float; the first problem is
 //! reported by tensor name and file. Truncated or malformed files and a folder of the wrong model
-//! are errors, never panics. Weights are memory-mapped and converted to the requested dtype.
+//! are errors, never panics. Weights are read tensor by tensor and converted as [`LoadAs`] says.
 
 pub mod synth;
 pub mod tensor_index;
@@ -28,6 +28,7 @@ use crate::model::acestep::AceStepModel;
 use crate::model::config::AceStepConfig;
 use crate::model::text_encoder::{self, PromptTokenizer, TextEncoder};
 use crate::model::vae::{Vae, VaeConfig};
+use crate::precision::Precision;
 use tensor_index::TensorIndex;
 use validate::ValidatingBackend;
 
@@ -118,23 +119,47 @@ pub fn read_config<T>(
     parse(raw).map_err(|e| wrong(e.to_string()))
 }
 
-/// Run a model constructor against a folder's tensors: shape-checked, and loaded when `load`.
+/// How a model's weights are loaded: the dtype it computes in, on which device, and (on the CPU
+/// in f32) how its Linear weights are held.
+#[derive(Debug, Clone)]
+pub struct LoadAs {
+    pub dtype: DType,
+    pub precision: Precision,
+    pub device: Device,
+}
+
+impl LoadAs {
+    /// f32 on the CPU with Linear weights held at `precision`.
+    pub fn cpu(precision: Precision) -> Self {
+        Self { dtype: DType::F32, precision, device: Device::Cpu }
+    }
+}
+
+/// Run a model constructor against a folder's tensors: shape-checked, and loaded as `how` says
+/// when `load` (otherwise nothing is read). Also returns the bytes the weights take (or would
+/// take) resident.
 pub fn build_validated<T>(
     folder: &Path,
     index: &TensorIndex,
+    how: &LoadAs,
     load: bool,
-    dtype: DType,
-    device: &Device,
     construct: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
-) -> Result<T, CheckpointError> {
-    let (vb, report) = ValidatingBackend::var_builder(index.clone(), load, dtype, device)?;
-    construct(vb).map_err(|e| {
-        let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
-        report
+) -> Result<(T, u64), CheckpointError> {
+    let (vb, report) = ValidatingBackend::var_builder(index.clone(), load, how.dtype, how.precision, &how.device);
+    let built = construct(vb);
+    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+    match built {
+        Ok(model) => Ok((model, report.resident_bytes)),
+        Err(e) => Err(report
             .first_error
             .take()
-            .unwrap_or_else(|| CheckpointError::Model { folder: folder.to_path_buf(), message: e.to_string() })
-    })
+            .unwrap_or_else(|| CheckpointError::Model { folder: folder.to_path_buf(), message: e.to_string() })),
+    }
+}
+
+/// Shapes only, on the CPU: what validation and memory estimates use.
+fn shapes_only() -> LoadAs {
+    LoadAs::cpu(Precision::F32)
 }
 
 /// A DiT folder (`acestep-v15-turbo/`, `acestep-v15-base/`, ...), opened but not loaded.
@@ -184,13 +209,18 @@ impl DitFolder {
 
     /// Check every tensor without loading any weights.
     pub fn validate(&self) -> Result<(), CheckpointError> {
-        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| AceStepModel::new(&self.config, vb))?;
+        build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| AceStepModel::new(&self.config, vb))?;
         self.read_silence_latent(&Device::Cpu).map(|_| ())
     }
 
-    pub fn load(&self, dtype: DType, device: &Device) -> Result<LoadedDit, CheckpointError> {
-        let model = build_validated(&self.dir, &self.weights, true, dtype, device, |vb| AceStepModel::new(&self.config, vb))?;
-        let silence_latent = self.read_silence_latent(device)?.to_dtype(dtype).map_err(|e| self.model_error(e))?;
+    /// The bytes the weights take resident when loaded as `how` (nothing is read).
+    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| AceStepModel::new(&self.config, vb))?.1)
+    }
+
+    pub fn load(&self, how: &LoadAs) -> Result<LoadedDit, CheckpointError> {
+        let (model, _) = build_validated(&self.dir, &self.weights, how, true, |vb| AceStepModel::new(&self.config, vb))?;
+        let silence_latent = self.read_silence_latent(&how.device)?.to_dtype(how.dtype).map_err(|e| self.model_error(e))?;
         Ok(LoadedDit { model, silence_latent })
     }
 
@@ -231,11 +261,16 @@ impl VaeFolder {
     }
 
     pub fn validate(&self) -> Result<(), CheckpointError> {
-        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| Vae::new(&self.config, vb)).map(|_| ())
+        build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| Vae::new(&self.config, vb)).map(|_| ())
     }
 
-    pub fn load(&self, dtype: DType, device: &Device) -> Result<Vae, CheckpointError> {
-        build_validated(&self.dir, &self.weights, true, dtype, device, |vb| Vae::new(&self.config, vb))
+    /// The bytes the weights take resident when loaded as `how` (nothing is read).
+    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| Vae::new(&self.config, vb))?.1)
+    }
+
+    pub fn load(&self, how: &LoadAs) -> Result<Vae, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, how, true, |vb| Vae::new(&self.config, vb))?.0)
     }
 }
 
@@ -258,12 +293,17 @@ impl TextEncoderFolder {
     }
 
     pub fn validate(&self) -> Result<(), CheckpointError> {
-        build_validated(&self.dir, &self.weights, false, DType::F32, &Device::Cpu, |vb| TextEncoder::new(&self.config, vb))?;
+        build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| TextEncoder::new(&self.config, vb))?;
         self.load_tokenizer().map(|_| ())
     }
 
-    pub fn load(&self, dtype: DType, device: &Device) -> Result<(TextEncoder, PromptTokenizer), CheckpointError> {
-        let encoder = build_validated(&self.dir, &self.weights, true, dtype, device, |vb| TextEncoder::new(&self.config, vb))?;
+    /// The bytes the weights take resident when loaded as `how` (nothing is read).
+    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| TextEncoder::new(&self.config, vb))?.1)
+    }
+
+    pub fn load(&self, how: &LoadAs) -> Result<(TextEncoder, PromptTokenizer), CheckpointError> {
+        let (encoder, _) = build_validated(&self.dir, &self.weights, how, true, |vb| TextEncoder::new(&self.config, vb))?;
         Ok((encoder, self.load_tokenizer()?))
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,6 +19,26 @@ pub struct TensorEntry {
     pub file: PathBuf,
     pub dtype: StoredDtype,
     pub shape: Vec<usize>,
+    /// Where the tensor's bytes start in `file`, and how many there are.
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl TensorEntry {
+    /// The tensor's stored bytes, read from the file (not mapped: mapped pages would count in
+    /// the process's memory next to the loaded copy while a model loads).
+    pub fn read(&self) -> Result<Vec<u8>, CheckpointError> {
+        let mut bytes = Vec::new();
+        self.read_into(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// [`TensorEntry::read`] into `bytes`, reusing its memory.
+    pub fn read_into(&self, bytes: &mut Vec<u8>) -> Result<(), CheckpointError> {
+        let mut file = File::open(&self.file).map_err(|e| CheckpointError::io(&self.file, e))?;
+        bytes.resize(self.len as usize, 0);
+        file.seek(SeekFrom::Start(self.offset)).and_then(|_| file.read_exact(bytes)).map_err(|e| CheckpointError::io(&self.file, e))
+    }
 }
 
 /// Every tensor of one or more safetensors files.
@@ -114,7 +134,8 @@ fn read_header(path: &Path) -> Result<Vec<(String, TensorEntry)>, CheckpointErro
             Some(_) => return Err(malformed(format!("tensor `{name}`: its byte range does not match its shape"))),
             None => return Err(malformed(format!("tensor `{name}` has unknown dtype {}", entry.dtype))),
         }
-        entries.push((name, TensorEntry { file: path.to_path_buf(), dtype: entry.dtype, shape: entry.shape }));
+        let offset = 8 + header_len + start;
+        entries.push((name, TensorEntry { file: path.to_path_buf(), dtype: entry.dtype, shape: entry.shape, offset, len: end - start }));
     }
     Ok(entries)
 }

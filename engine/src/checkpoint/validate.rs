@@ -3,19 +3,24 @@
 //! The first problem is kept as a [`CheckpointError`] naming the tensor and its file; the
 //! constructor sees a candle error and stops.
 //!
-//! With no weights behind it (`shapes_only`), it hands out zero-stride zero tensors, so a whole
+//! With no weights behind it (`load` false), it hands out zero-stride zero tensors, so a whole
 //! checkpoint can be validated without reading or allocating its weights.
+//!
+//! Loading reads each tensor's bytes from the file and converts them: to the requested dtype,
+//! and on the CPU in f32 each Linear weight to the layout and width the [`Precision`] asks for
+//! (`model::linear`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use super::tensor_index::TensorIndex;
 use super::{widen, CheckpointError};
+use crate::kernels::packed::PackedMatrix;
+use crate::precision::Precision;
 
 const FLOAT_TYPES: [&str; 3] = ["F32", "BF16", "F16"];
 
@@ -24,34 +29,43 @@ const FLOAT_TYPES: [&str; 3] = ["F32", "BF16", "F16"];
 pub struct ValidationReport {
     pub first_error: Option<CheckpointError>,
     pub requested: BTreeSet<String>,
+    /// What the requested tensors take (or would take) once loaded.
+    pub resident_bytes: u64,
 }
 
 pub struct ValidatingBackend {
     index: TensorIndex,
-    weights: Option<MmapedSafetensors>,
+    load: bool,
+    precision: Precision,
     report: Arc<Mutex<ValidationReport>>,
+    /// Buffers reused from tensor to tensor: the stored bytes, and a Linear weight widened
+    /// before it is packed. Fresh buffers per tensor would fault in their pages each time and
+    /// leave the allocator holding freed memory between the weights that stay.
+    scratch: Mutex<(Vec<u8>, Vec<f32>)>,
 }
 
 impl ValidatingBackend {
-    /// A VarBuilder over `index`, loading from the files when `load` is set, and the shared report.
+    /// A VarBuilder over `index`, loading from the files when `load` is set (Linear weights held
+    /// as `precision` says), and the shared report.
     pub fn var_builder(
         index: TensorIndex,
         load: bool,
         dtype: DType,
+        precision: Precision,
         device: &Device,
-    ) -> std::result::Result<(VarBuilder<'static>, Arc<Mutex<ValidationReport>>), CheckpointError> {
-        let weights = if load {
-            // Safety: the files are memory-mapped read-only; like every mmap loader we rely on
-            // them not being truncated while loaded (their headers were just checked).
-            let mmap = unsafe { MmapedSafetensors::multi(&index.files) }
-                .map_err(|e| CheckpointError::Malformed { file: index.files[0].clone(), why: e.to_string() })?;
-            Some(mmap)
-        } else {
-            None
-        };
+    ) -> (VarBuilder<'static>, Arc<Mutex<ValidationReport>>) {
         let report = Arc::new(Mutex::new(ValidationReport::default()));
-        let backend = Self { index, weights, report: report.clone() };
-        Ok((VarBuilder::from_backend(Box::new(backend), dtype, device.clone()), report))
+        let backend = Self { index, load, precision, report: report.clone(), scratch: Mutex::default() };
+        (VarBuilder::from_backend(Box::new(backend), dtype, device.clone()), report)
+    }
+
+    /// `convert` of a tensor's stored bytes and the f32 scratch; a read error is kept in the
+    /// report.
+    fn with_bytes<T>(&self, entry: &super::tensor_index::TensorEntry, convert: impl FnOnce(&[u8], &mut Vec<f32>) -> Result<T>) -> Result<T> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let (bytes, values) = &mut *scratch;
+        entry.read_into(bytes).map_err(|e| self.fail(e))?;
+        convert(bytes, values)
     }
 
     fn fail(&self, error: CheckpointError) -> candle_core::Error {
@@ -97,29 +111,46 @@ impl SimpleBackend for ValidatingBackend {
                 found: entry.dtype.clone(),
             }));
         }
-        match &self.weights {
-            // f32 on the CPU: a Linear weight (out, in) is kept as a transposed view of a
-            // contiguous (in, out) buffer. Same values at the same indices; `Linear`'s `w.t()` is
-            // then contiguous, the layout the GEMM kernel reads without re-packing (`widen`).
-            Some(weights) if dtype == DType::F32 && device.is_cpu() && is_linear_weight(&shape, &init) => {
-                let (rows, cols) = shape.dims2()?;
-                let values = widen::widen_transposed(weights.get(name)?.data(), &entry.dtype, rows, cols)?;
-                Tensor::from_vec(values, (cols, rows), device)?.t()
-            }
-            // An embedding table asked for in f32 on the CPU stays at its stored 16-bit width:
-            // a forward reads a few hundred of its rows, so widening all of it (600 MB for the
-            // text encoder) would cost load time and memory for nothing. The model widens the
-            // rows it gathers, which is exact.
-            Some(weights) if dtype == DType::F32 && device.is_cpu() && is_embedding_table(&shape, &init) && entry.dtype != "F32" => {
-                widen::copy_16bit(weights.get(name)?.data(), &entry.dtype, shape.dims(), device)
-            }
-            Some(weights) if dtype == DType::F32 && entry.dtype != "F32" => {
-                let values = widen::widen_to_f32(weights.get(name)?.data(), &entry.dtype)?;
-                Tensor::from_vec(values, shape, device)
-            }
-            Some(weights) => weights.load(name, device)?.to_dtype(dtype),
-            None => Tensor::zeros((), dtype, device)?.broadcast_as(shape),
+        let cpu_f32 = dtype == DType::F32 && device.is_cpu();
+        let stored = entry.dtype.as_str();
+        let linear = cpu_f32 && is_linear_weight(&shape, &init);
+        let table = cpu_f32 && is_embedding_table(&shape, &init) && stored != "F32";
+        let resident = match shape.dims() {
+            &[out_dim, in_dim] if linear => self.precision.linear_bytes(stored, in_dim, out_dim),
+            _ if table => 2 * shape.elem_count() as u64,
+            _ => (shape.elem_count() * dtype.size_in_bytes()) as u64,
+        };
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).resident_bytes += resident;
+        if !self.load {
+            return Tensor::zeros((), dtype, device)?.broadcast_as(shape);
         }
+        if linear {
+            // (out, in) stored; held as (in, out), the layout the GEMM reads without re-packing
+            // (`widen`): dense f32 as a transposed view of it, or packed (`model::linear`).
+            let (out_dim, in_dim) = shape.dims2()?;
+            return self.with_bytes(entry, |bytes, values| match self.precision.linear_format(stored, out_dim) {
+                None => Tensor::from_vec(widen::widen_transposed(bytes, stored, out_dim, in_dim)?, (in_dim, out_dim), device)?.t(),
+                Some(format) => {
+                    widen::widen_transposed_into(bytes, stored, out_dim, in_dim, values)?;
+                    Ok(PackedMatrix::encode(format, values, in_dim, out_dim)?.tensor().clone())
+                }
+            });
+        }
+        if table {
+            // An embedding table stays at its stored 16-bit width: a forward reads a few hundred
+            // of its rows, so widening all of it (600 MB for the text encoder) would cost load
+            // time and memory for nothing. The model widens the rows it gathers, which is exact.
+            return self.with_bytes(entry, |bytes, _| widen::copy_16bit(bytes, stored, shape.dims(), device));
+        }
+        if cpu_f32 {
+            return self.with_bytes(entry, |bytes, _| Tensor::from_vec(widen::widen_to_f32(bytes, stored)?, shape, device));
+        }
+        let stored_dtype = match stored {
+            "F32" => DType::F32,
+            "BF16" => DType::BF16,
+            _ => DType::F16,
+        };
+        self.with_bytes(entry, |bytes, _| Tensor::from_raw_buffer(bytes, stored_dtype, shape.dims(), device)?.to_dtype(dtype))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {

@@ -114,12 +114,20 @@ const TILE: usize = 64;
 /// A stored row-major `rows x cols` matrix to f32, transposed: the result is `cols x rows`
 /// row-major (element `(c, r)` at `c * rows + r` is stored element `(r, c)`).
 pub fn widen_transposed(bytes: &[u8], stored: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-    for_stored!(stored, transpose_as(bytes, rows, cols))
+    let mut out: Vec<f32> = Vec::with_capacity(rows * cols);
+    crate::alloc::advise_huge_pages(out.as_mut_ptr().cast(), rows * cols * 4);
+    widen_transposed_into(bytes, stored, rows, cols, &mut out)?;
+    Ok(out)
 }
 
-fn transpose_as<T: Stored>(bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<f32>> {
+/// [`widen_transposed`] into `out`, reusing its memory (a load's scratch between tensors).
+pub fn widen_transposed_into(bytes: &[u8], stored: &str, rows: usize, cols: usize, out: &mut Vec<f32>) -> Result<()> {
+    for_stored!(stored, transpose_as(bytes, rows, cols, out))
+}
+
+fn transpose_as<T: Stored>(bytes: &[u8], rows: usize, cols: usize, out: &mut Vec<f32>) -> Result<()> {
     check_len(bytes, T::WIDTH, rows * cols)?;
-    Ok(fill_fresh(rows * cols, TILE * rows, |start, out| {
+    crate::alloc::refill(out, rows * cols, TILE * rows, |start, out| {
         if rows == 0 {
             return;
         }
@@ -144,7 +152,8 @@ fn transpose_as<T: Stored>(bytes: &[u8], rows: usize, cols: usize) -> Result<Vec
                 }
             }
         }
-    }))
+    });
+    Ok(())
 }
 
 #[cfg(test)]

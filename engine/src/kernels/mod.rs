@@ -6,9 +6,11 @@
 //! - `fused_residual`: the VAE's residual unit (Snake, dilated conv, Snake, 1x1 conv, skip) as one
 //!   blocked pass over GEMM.
 //! - `snake`: the Snake activation with a polynomial `sin²` (no libm call per element).
+//! - `packed`: Linear weights held as bf16 or 8-/4-bit blocks, widened per product into f32.
 //! - `cpu_f32`: borrowed slices of f32 CPU tensors, and a parallel element-wise zip.
 
 pub mod attention;
 pub mod cpu_f32;
 pub mod fused_residual;
+pub mod packed;
 pub mod snake;

@@ -12,7 +12,9 @@
 //! (lyrics, timbre, text), with its mask: the DiT's cross-attention states.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{linear_b, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::linear::{linear_b, Linear};
 
 use super::config::AceStepConfig;
 use super::nn::EncoderStack;

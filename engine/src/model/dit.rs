@@ -14,7 +14,9 @@
 //! condition position, padding included; this does the same.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
+use candle_nn::{RmsNorm, VarBuilder};
+
+use super::linear::{linear, Linear};
 
 use super::config::{AceStepConfig, LayerType};
 use crate::kernels::attention::Mask;

@@ -9,7 +9,9 @@
 //! `project_in`/`project_out` map between the model width and the L code dimensions.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::linear::{linear, Linear};
 
 /// Mixed-radix digits and code values of the FSQ codebook.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +126,7 @@ impl Fsq {
             values.extend(self.levels.code(index));
         }
         let codes = Tensor::from_vec(values, (b, n, self.levels.dims()), indices.device())?;
-        let dtype = self.project_out.weight().dtype();
+        let dtype = self.project_out.input_dtype();
         self.project_out.forward(&codes.to_dtype(dtype)?)
     }
 }

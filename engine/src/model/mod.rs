@@ -2,6 +2,7 @@
 //! CPU kernels they call live below them, in `crate::kernels`.
 //!
 //! - `config`: the DiT checkpoint's `config.json`.
+//! - `linear`: the Linear layer, dense or with packed weights (`crate::precision`).
 //! - `nn`: shared blocks (RMSNorm, RoPE, GQA attention with q/k norms, SwiGLU MLP, encoder layer).
 //! - `condition`: the condition encoder (text projection, lyric and timbre encoders, packing).
 //! - `dit`: the diffusion transformer.
@@ -17,6 +18,7 @@ pub mod condition;
 pub mod config;
 pub mod dit;
 pub mod fsq;
+pub mod linear;
 pub mod nn;
 pub mod text_encoder;
 pub mod tokenizer;

@@ -10,7 +10,9 @@
 //! keys are all padding averages over them instead of producing NaN.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{linear, linear_b, Linear, RmsNorm, VarBuilder};
+use candle_nn::{RmsNorm, VarBuilder};
+
+use super::linear::{linear, linear_b, Linear};
 
 use crate::kernels::attention::{attention, bidirectional_mask, Mask};
 use super::config::{AceStepConfig, LayerType};

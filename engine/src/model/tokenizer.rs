@@ -8,7 +8,9 @@
 //! result is projected back to latent channels: the "LM hints" a cover is conditioned on.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::linear::{linear, Linear};
 
 use super::config::AceStepConfig;
 use super::fsq::Fsq;

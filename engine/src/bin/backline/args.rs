@@ -40,6 +40,10 @@ pub struct GenerateArgs {
     /// with the `cuda` or `metal` feature).
     #[arg(long, value_name = "DEVICE", env = "BACKLINE_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// How the CPU holds the weights: bf16 (the published weights exactly), f32 (twice the
+    /// memory, a few percent faster), q8 (8-bit, about half of bf16) or q4 (4-bit, a quarter).
+    #[arg(long, value_name = "PRECISION", env = "BACKLINE_PRECISION", default_value = "bf16")]
+    pub precision: String,
     /// File format: wav (32-bit float), wav16, wav24 or flac (24-bit). Unset: the request's
     /// `audio_format` (flac, wav or wav32), else flac.
     #[arg(long, value_enum)]

@@ -49,6 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let run = GenerateRun {
         checkpoints: checkpoints.clone(),
         device: candle_core::Device::Cpu,
+        precision: backline_engine::precision::Precision::default(),
         request,
         out,
         stem: "backline-demo".to_string(),

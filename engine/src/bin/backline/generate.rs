@@ -10,6 +10,7 @@ use backline_engine::audio::OutputFormat;
 use backline_engine::backend::{JobRequest, LocalBackend, LocalSettings};
 use backline_engine::checkpoint::BASE_FOLDER;
 use backline_engine::error::{AudioRole, JobError};
+use backline_engine::precision::Precision;
 use backline_engine::request::{GenerationRequest, RequestError};
 use candle_core::{DType, Device};
 
@@ -21,6 +22,7 @@ use crate::{interrupt, progress};
 pub struct GenerateRun {
     pub checkpoints: PathBuf,
     pub device: Device,
+    pub precision: Precision,
     /// Unset `model`: the backend picks the task's usual model.
     pub request: GenerationRequest,
     pub out: PathBuf,
@@ -46,6 +48,7 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     let run = GenerateRun {
         checkpoints: args.checkpoints,
         device: parse_device(&args.device)?,
+        precision: parse_precision(&args.precision)?,
         request,
         out: args.out,
         stem,
@@ -58,6 +61,13 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_precision(name: &str) -> Result<Precision, String> {
+    Precision::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Precision::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown precision `{name}`: use one of {}", names.join(", "))
+    })
+}
+
 /// Check, generate and write; returns the files written.
 pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
     if !run.checkpoints.is_dir() {
@@ -67,7 +77,7 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
             run.checkpoints.display()
         ));
     }
-    let settings = LocalSettings { checkpoints: run.checkpoints, device: run.device, dtype: DType::F32 };
+    let settings = LocalSettings { checkpoints: run.checkpoints, device: run.device, dtype: DType::F32, precision: run.precision };
     let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let admitted = backend.admit(JobRequest::new(run.request)).map_err(|e| describe(&e))?;
     // The seeds are drawn by now, so the file names are known before any work.

@@ -1,0 +1,110 @@
+//! How the CPU holds the networks' Linear weights: the producer's trade between memory, speed
+//! and fidelity. Every choice computes in f32; only what stays resident differs
+//! (`kernels::packed`). The DiT and the text encoder follow it; the VAE, norms, biases and
+//! embedding tables do not (they are a small part of the memory).
+//!
+//! On a GPU the weights take the device dtype and this choice does not apply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::packed::PackedFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Widened to f32 once at load: twice the memory of the bf16 files, a few percent faster.
+    F32,
+    /// Kept in bf16 and widened layer by layer: the published weights exactly, half of f32.
+    #[default]
+    Bf16,
+    /// 8-bit blocks of 32 with an f16 scale (8.5 bits a weight).
+    Q8,
+    /// 4-bit blocks of 32 with an f16 scale (4.5 bits a weight).
+    Q4,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 4] = [Precision::F32, Precision::Bf16, Precision::Q8, Precision::Q4];
+
+    /// The name used on the command line, in settings and in requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Q8 => "q8",
+            Self::Q4 => "q4",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    /// One line for a user choosing.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::F32 => "f32: fastest on the CPU, twice the memory of bf16",
+            Self::Bf16 => "bf16: the published weights exactly",
+            Self::Q8 => "8-bit: about half of bf16, close to it",
+            Self::Q4 => "4-bit: about a quarter of bf16, audibly rougher",
+        }
+    }
+
+    /// How a Linear weight with `n` outputs stored as `stored` (a safetensors dtype) is held:
+    /// packed, or `None` for a dense f32 tensor. A layer whose outputs are not whole blocks stays
+    /// in bf16.
+    pub fn linear_format(self, stored: &str, n: usize) -> Option<PackedFormat> {
+        let format = match self {
+            Self::F32 => return None,
+            // An f32 or f16 file stays f32: bf16 would round it.
+            Self::Bf16 if stored != "BF16" => return None,
+            Self::Bf16 => PackedFormat::Bf16,
+            Self::Q8 => PackedFormat::Q8,
+            Self::Q4 => PackedFormat::Q4,
+        };
+        Some(if format.fits(n) { format } else { PackedFormat::Bf16 })
+    }
+
+    /// Bytes a Linear weight of `in_dim x n` stored as `stored` takes resident.
+    pub fn linear_bytes(self, stored: &str, in_dim: usize, n: usize) -> u64 {
+        let row = match self.linear_format(stored, n) {
+            Some(format) => format.row_bytes(n),
+            None => 4 * n,
+        };
+        (in_dim * row) as u64
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Precision::ALL {
+            assert_eq!(Precision::parse(p.name()), Some(p));
+        }
+        assert_eq!(Precision::parse("Q8"), Some(Precision::Q8));
+        assert_eq!(Precision::parse("int3"), None);
+    }
+
+    #[test]
+    fn each_choice_holds_a_published_weight_at_its_width() {
+        let (k, n) = (2048, 6144);
+        let bytes = |p: Precision| Precision::linear_bytes(p, "BF16", k, n) as f64 / (k * n) as f64;
+        assert_eq!(bytes(Precision::F32), 4.0);
+        assert_eq!(bytes(Precision::Bf16), 2.0);
+        assert_eq!(bytes(Precision::Q8), 8.5 / 8.0);
+        assert_eq!(bytes(Precision::Q4), 4.5 / 8.0);
+        // f32 files stay f32 unless asked to quantize; odd widths fall back to bf16.
+        assert_eq!(Precision::Bf16.linear_format("F32", n), None);
+        assert_eq!(Precision::Q8.linear_format("F32", n), Some(PackedFormat::Q8));
+        assert_eq!(Precision::Q4.linear_format("BF16", 6), Some(PackedFormat::Bf16));
+    }
+}
