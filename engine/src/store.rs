@@ -169,7 +169,7 @@ impl ModelStore {
 
     /// The bytes a DiT folder will take once loaded as `how`.
     pub fn dit_bytes(folder: &DitFolder, how: &LoadAs) -> Result<u64, JobError> {
-        Ok(folder.resident_bytes(how)?)
+        Ok(folder.footprint()?.bytes(how))
     }
 
     /// Refuses a DiT that the budget cannot hold even alone (checked before anything loads).
@@ -225,7 +225,7 @@ impl ModelStore {
         let (text_encoder, tokenizer) = text_folder.load(how)?;
         crate::alloc::release_freed_memory();
         let files = vec![model_file(&vae_folder.dir, VAE_WEIGHTS)?, model_file(&text_folder.dir, TEXT_WEIGHTS)?];
-        let bytes = vae_folder.resident_bytes(how)? + text_folder.resident_bytes(how)?;
+        let bytes = vae_folder.footprint()?.plus(&text_folder.footprint()?).bytes(how);
         let models = Arc::new(SharedModels { vae, text_encoder, tokenizer, files, bytes });
         self.insert(key, Resident::Shared(Arc::clone(&models)), bytes);
         Ok(models)

@@ -288,7 +288,7 @@ fn each_precision_runs_bf16_weights_within_its_error_and_memory() {
         let model = folder.load(&how).unwrap().model;
         let kv = model.condition_kv(&states).unwrap();
         let v = model.decoder.forward(&x, &time, &time, &context, &kv).unwrap();
-        (v.flatten_all().unwrap().to_vec1().unwrap(), folder.resident_bytes(&how).unwrap())
+        (v.flatten_all().unwrap().to_vec1().unwrap(), folder.footprint().unwrap().bytes(&how))
     };
     let (want, f32_bytes) = velocity(Precision::F32);
     // bf16 is the file's own values: the same velocity up to the order of the sums.

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use backline_engine::audio::grid::Grid;
 use backline_engine::backend::{Backend, LocalBackend, LocalSettings, ModelsInfo};
+use backline_engine::precision::Precision;
 use backline_engine::job::{JobControl, JobEvent};
 use backline_engine::pipeline::Generation;
 use backline_engine::task::TaskType;
@@ -197,6 +198,16 @@ impl Session {
         }
     }
 
+    /// How the engine holds the weights, remembered for this machine. The next job loads the
+    /// models at the new precision (this session's engine is rebuilt; models the old one loaded
+    /// are freed once no Backline uses them).
+    pub fn set_precision(&self, precision: Precision) {
+        if self.remember("The precision", |m| std::mem::replace(&mut m.precision, precision) != precision) {
+            let old = lock(&self.backend).take();
+            drop(old);
+        }
+    }
+
     /// How many seconds of input the capture keeps, remembered for this machine. A lower limit
     /// drops the oldest bars now.
     pub fn set_capture_limit(&self, seconds: f64) {
@@ -223,7 +234,10 @@ impl Session {
         if self.stop.load(Ordering::Acquire) {
             return Err("Backline is closing.".into());
         }
-        let folder = lock(&self.machine).checkpoints.clone();
+        let (folder, precision) = {
+            let machine = lock(&self.machine);
+            (machine.checkpoints.clone(), machine.precision)
+        };
         if folder.is_empty() {
             return Err(format!("Choose the folder that holds the ACE-Step 1.5 checkpoints first. {HOW_TO_GET_WEIGHTS}"));
         }
@@ -231,7 +245,7 @@ impl Session {
         if let Some(b) = backend.as_ref() {
             return Ok(Arc::clone(b));
         }
-        let made = LocalBackend::new(LocalSettings::cpu(PathBuf::from(&folder)))
+        let made = LocalBackend::new(LocalSettings { precision, ..LocalSettings::cpu(PathBuf::from(&folder)) })
             .map_err(|e| format!("The engine could not start: {e}"))?;
         let made = Arc::new(made);
         *backend = Some(Arc::clone(&made));

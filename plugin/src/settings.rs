@@ -1,5 +1,5 @@
 //! Settings that belong to the machine, not the project: where the ACE-Step checkpoints are,
-//! where takes go by default, and how much input the capture keeps. Saved as JSON in the user's config folder, so every project and
+//! where takes go by default, how much input the capture keeps, and the weights' precision. Saved as JSON in the user's config folder, so every project and
 //! every instance finds the weights without asking again.
 //!
 //! `BACKLINE_CHECKPOINTS` and `BACKLINE_TAKES`, when set, win over the file (a studio that keeps
@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use backline_engine::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::capture_store::DEFAULT_CAPTURE_LIMIT_S;
@@ -20,11 +21,18 @@ pub struct MachineSettings {
     pub take_folder: String,
     /// How many seconds of input the capture keeps (its memory is this machine's).
     pub capture_limit_s: f64,
+    /// How the engine holds the model weights (memory against fidelity; this machine's memory).
+    pub precision: Precision,
 }
 
 impl Default for MachineSettings {
     fn default() -> Self {
-        Self { checkpoints: String::new(), take_folder: String::new(), capture_limit_s: DEFAULT_CAPTURE_LIMIT_S }
+        Self {
+            checkpoints: String::new(),
+            take_folder: String::new(),
+            capture_limit_s: DEFAULT_CAPTURE_LIMIT_S,
+            precision: Precision::default(),
+        }
     }
 }
 
@@ -94,7 +102,7 @@ mod tests {
     fn round_trips_and_an_unreadable_file_reads_as_unset() {
         let dir = std::env::temp_dir().join(format!("backline-settings-{}", std::process::id()));
         let file = dir.join("settings.json");
-        let s = MachineSettings { checkpoints: "/models/ace".into(), take_folder: String::new(), capture_limit_s: 90.0 };
+        let s = MachineSettings { checkpoints: "/models/ace".into(), take_folder: String::new(), capture_limit_s: 90.0, precision: Precision::Q8 };
         save_to(&file, &s).unwrap();
         let back: MachineSettings = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert_eq!(back, s);

@@ -1,6 +1,7 @@
 //! The session as the editor drives it, on the tiny checkpoint set, without a host: Cancel ends a
 //! running job within a step and leaves no take; a job the engine refuses becomes a message; a
-//! finished job becomes a take (file, hash, recipe, slot 1) with nobody watching.
+//! finished job becomes a take (file, hash, recipe, slot 1) with nobody watching; the weights'
+//! precision is priced, remembered and used by the next job.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -8,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use backline_engine::audio::grid::TimeSignature;
 use backline_engine::checkpoint::synth::{self, SynthSize};
+use backline_engine::checkpoint::LoadAs;
+use backline_engine::precision::Precision;
+use backline_engine::task::ModelKind;
+use backline_plugin::settings::MachineSettings;
 use backline_plugin::params::BacklineParams;
 use backline_plugin::session::{JobState, Session};
 use backline_plugin::transport::TransportSnapshot;
@@ -214,8 +219,11 @@ fn a_capture_longer_than_the_limit_drops_the_oldest_bars_with_a_message() {
         writer.record(&t, &block, &block);
     }
     writer.flush();
-    wait_until("the limit message", Duration::from_secs(30), || {
-        s.notices().iter().any(|n| n.contains("capture limit (10 s)"))
+    // The message comes with the first bar dropped; the service thread may still be draining the
+    // newer blocks then, so wait for the newest bar as well.
+    let newest_complete = || s.capture().summary().iter().filter(|b| b.complete).map(|b| b.number).last();
+    wait_until("the limit message and the newest bar", Duration::from_secs(30), || {
+        s.notices().iter().any(|n| n.contains("capture limit (10 s)")) && newest_complete() == Some(7)
     });
     let capture = s.capture();
     assert!(capture.seconds() <= 10.0, "{} s kept", capture.seconds());
@@ -223,5 +231,39 @@ fn a_capture_longer_than_the_limit_drops_the_oldest_bars_with_a_message() {
     assert_eq!(complete.last(), Some(&7), "the newest bar (8) is kept: {complete:?}");
     assert!(!complete.contains(&0), "the oldest bar went first: {complete:?}");
     drop(capture);
+    s.shutdown();
+}
+
+/// The *Weights* choice: each precision is priced before anything loads, the choice is
+/// remembered for the machine, and the next job loads the models at it.
+#[test]
+fn the_precision_choice_is_priced_remembered_and_used_by_the_next_job() {
+    let takes = scratch("precision-takes");
+    let s = session(&takes);
+    let info = s.models().unwrap();
+    assert_eq!(info.precision, Precision::Bf16, "bf16 by default");
+    let memory = |p| info.memory_at(p).unwrap_or_else(|| panic!("no memory figure for {p}"));
+    assert!(memory(Precision::Q4) < memory(Precision::Q8), "q4 {} vs q8 {}", memory(Precision::Q4), memory(Precision::Q8));
+    assert!(memory(Precision::Q8) < memory(Precision::F32), "q8 {} vs f32 {}", memory(Precision::Q8), memory(Precision::F32));
+
+    s.set_precision(Precision::Q8);
+    assert_eq!(s.machine().precision, Precision::Q8);
+    let saved = std::fs::read_to_string(MachineSettings::file().unwrap()).unwrap();
+    assert!(saved.contains("\"precision\": \"q8\""), "{saved}");
+    let info = s.models().unwrap();
+    assert_eq!(info.precision, Precision::Q8);
+
+    {
+        let mut draft = s.params.session.write();
+        draft.steps = 2;
+        draft.length_bars = 2;
+    }
+    s.generate();
+    wait_until("the take", Duration::from_secs(120), || !s.params.session.read().takes.is_empty());
+    let info = s.models().unwrap();
+    let turbo = info.dits.iter().find(|d| d.kind == Some(ModelKind::Turbo)).unwrap();
+    let resident = info.resident.iter().find(|r| r.dir.ends_with(&turbo.name)).expect("the turbo DiT is loaded");
+    assert_eq!(resident.bytes, turbo.footprint.as_ref().unwrap().bytes(&LoadAs::cpu(Precision::Q8)), "loaded at q8");
+    s.set_precision(Precision::Bf16);
     s.shutdown();
 }

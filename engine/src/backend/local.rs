@@ -1,14 +1,17 @@
 //! [`LocalBackend`]: the engine in this process. One worker thread per backend runs its jobs in
 //! order; the models come from a [`ModelStore`] that every backend of the process shares.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use candle_core::{DType, Device};
 
 use super::admit::{admit, dit_folders, Admitted};
 use super::{Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
-use crate::checkpoint::{LoadAs, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::checkpoint::footprint::Footprint;
+use crate::checkpoint::{CheckpointError, LoadAs, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
 use crate::precision::Precision;
 use crate::error::JobError;
 use crate::job::{Engine, JobControl, JobHandle, Worker};
@@ -52,6 +55,22 @@ pub struct LocalBackend {
     settings: LocalSettings,
     store: Arc<ModelStore>,
     engine: Engine<LocalWorker>,
+    /// Footprints already counted, by weight files and their sizes and times: counting builds
+    /// the model's structure, and a front end asks for [`Backend::models`] every few seconds.
+    footprints: Mutex<HashMap<Vec<FileStamp>, Footprint>>,
+}
+
+/// A weight file as it was when its footprint was counted.
+type FileStamp = (PathBuf, u64, Option<SystemTime>);
+
+fn stamps(files: &[PathBuf]) -> Vec<FileStamp> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            (f.clone(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+        })
+        .collect()
 }
 
 impl LocalBackend {
@@ -64,7 +83,7 @@ impl LocalBackend {
     pub fn with_store(settings: LocalSettings, store: Arc<ModelStore>) -> std::io::Result<Self> {
         let worker = LocalWorker { settings: settings.clone(), store: Arc::clone(&store), latents: LatentCache::new(LATENT_CACHE_ENTRIES) };
         let engine = Engine::start(move || Ok::<_, String>(worker))?;
-        Ok(Self { settings, store, engine })
+        Ok(Self { settings, store, engine, footprints: Mutex::default() })
     }
 
     pub fn settings(&self) -> &LocalSettings {
@@ -115,23 +134,52 @@ impl Backend for LocalBackend {
             .map(|(name, opened)| match opened {
                 Ok(folder) => {
                     let kind = folder.model_kind();
+                    let footprint = self.footprint(&folder.weights.files, || folder.footprint());
                     DitInfo {
                         loaded: resident.iter().any(|r| r.dir == folder.dir),
                         tasks: TaskType::ALL.into_iter().filter(|&t| kind.runs(t)).collect(),
-                        bytes: ModelStore::dit_bytes(&folder, &how).unwrap_or(0),
+                        bytes: footprint.as_ref().map_or(0, |f| f.bytes(&how)),
                         kind: Some(kind),
-                        problem: None,
+                        problem: footprint.as_ref().err().map(|e| e.to_string()),
+                        footprint: footprint.ok(),
                         name,
                     }
                 }
-                Err(e) => DitInfo { name, kind: None, tasks: Vec::new(), bytes: 0, loaded: false, problem: Some(e.to_string()) },
+                Err(e) => DitInfo { name, kind: None, tasks: Vec::new(), bytes: 0, footprint: None, loaded: false, problem: Some(e.to_string()) },
             })
             .collect();
-        let shared_problem = VaeFolder::open(&root.join(VAE_FOLDER))
-            .err()
-            .map(|e| format!("{VAE_FOLDER}: {e}"))
-            .or_else(|| TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER)).err().map(|e| format!("{TEXT_ENCODER_FOLDER}: {e}")));
-        Ok(ModelsInfo { checkpoints: root.clone(), dits, shared_problem, resident, budget_bytes: self.store.budget_bytes() })
+        let vae = VaeFolder::open(&root.join(VAE_FOLDER))
+            .and_then(|f| self.footprint(&f.weights.files, || f.footprint()))
+            .map_err(|e| format!("{VAE_FOLDER}: {e}"));
+        let text = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER))
+            .and_then(|f| self.footprint(&f.weights.files, || f.footprint()))
+            .map_err(|e| format!("{TEXT_ENCODER_FOLDER}: {e}"));
+        let (shared_footprint, shared_problem) = match (vae, text) {
+            (Ok(vae), Ok(text)) => (Some(vae.plus(&text)), None),
+            (Err(e), _) | (_, Err(e)) => (None, Some(e)),
+        };
+        Ok(ModelsInfo {
+            checkpoints: root.clone(),
+            dits,
+            shared_problem,
+            resident,
+            budget_bytes: self.store.budget_bytes(),
+            precision: self.settings.precision,
+            shared_footprint,
+        })
+    }
+}
+
+impl LocalBackend {
+    /// `count`'s footprint of the model in `files`, counted once while the files stay the same.
+    fn footprint(&self, files: &[PathBuf], count: impl FnOnce() -> Result<Footprint, CheckpointError>) -> Result<Footprint, CheckpointError> {
+        let key = stamps(files);
+        if let Some(known) = self.footprints.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(known.clone());
+        }
+        let counted = count()?;
+        self.footprints.lock().unwrap_or_else(PoisonError::into_inner).insert(key, counted.clone());
+        Ok(counted)
     }
 }
 

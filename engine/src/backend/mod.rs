@@ -18,9 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::audio::AudioBuffer;
+use crate::checkpoint::footprint::Footprint;
+use crate::checkpoint::LoadAs;
 use crate::error::JobError;
 use crate::job::{EventCallback, JobControl, JobHandle};
 use crate::pipeline::Generation;
+use crate::precision::Precision;
 use crate::request::GenerationRequest;
 use crate::store::ResidentModel;
 use crate::task::{ModelKind, TaskType};
@@ -115,6 +118,21 @@ pub struct ModelsInfo {
     pub resident: Vec<ResidentModel>,
     /// Bytes the resident DiTs may take together.
     pub budget_bytes: u64,
+    /// How this backend loads the Linear weights on the CPU.
+    pub precision: Precision,
+    /// What the text encoder and VAE take together, for any precision; `None` when they cannot
+    /// be read.
+    pub shared_footprint: Option<Footprint>,
+}
+
+impl ModelsInfo {
+    /// The memory one generation needs at `precision`: the largest usable DiT plus the text
+    /// encoder and VAE (on the CPU in f32); `None` when the folder lacks them.
+    pub fn memory_at(&self, precision: Precision) -> Option<u64> {
+        let how = LoadAs::cpu(precision);
+        let dit = self.dits.iter().filter_map(|d| d.footprint.as_ref()).map(|f| f.bytes(&how)).max()?;
+        Some(dit + self.shared_footprint.as_ref()?.bytes(&how))
+    }
 }
 
 /// One DiT folder of the checkpoints folder.
@@ -126,8 +144,10 @@ pub struct DitInfo {
     pub kind: Option<ModelKind>,
     /// The tasks it runs.
     pub tasks: Vec<TaskType>,
-    /// Memory its weights take once loaded.
+    /// Memory its weights take once loaded by this backend.
     pub bytes: u64,
+    /// What its weights take for any precision; `None` when the folder cannot be used.
+    pub footprint: Option<Footprint>,
     pub loaded: bool,
     /// Why it cannot be used, naming the file or tensor.
     pub problem: Option<String>,

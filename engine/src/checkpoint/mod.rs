@@ -13,6 +13,7 @@
 //! reported by tensor name and file. Truncated or malformed files and a folder of the wrong model
 //! are errors, never panics. Weights are read tensor by tensor and converted as [`LoadAs`] says.
 
+pub mod footprint;
 pub mod synth;
 pub mod tensor_index;
 pub mod torch_pt;
@@ -29,6 +30,7 @@ use crate::model::config::AceStepConfig;
 use crate::model::text_encoder::{self, PromptTokenizer, TextEncoder};
 use crate::model::vae::{Vae, VaeConfig};
 use crate::precision::Precision;
+use footprint::Footprint;
 use tensor_index::TensorIndex;
 use validate::ValidatingBackend;
 
@@ -136,20 +138,19 @@ impl LoadAs {
 }
 
 /// Run a model constructor against a folder's tensors: shape-checked, and loaded as `how` says
-/// when `load` (otherwise nothing is read). Also returns the bytes the weights take (or would
-/// take) resident.
+/// when `load` (otherwise nothing is read). Also returns what the weights take resident.
 pub fn build_validated<T>(
     folder: &Path,
     index: &TensorIndex,
     how: &LoadAs,
     load: bool,
     construct: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
-) -> Result<(T, u64), CheckpointError> {
+) -> Result<(T, Footprint), CheckpointError> {
     let (vb, report) = ValidatingBackend::var_builder(index.clone(), load, how.dtype, how.precision, &how.device);
     let built = construct(vb);
     let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
     match built {
-        Ok(model) => Ok((model, report.resident_bytes)),
+        Ok(model) => Ok((model, std::mem::take(&mut report.footprint))),
         Err(e) => Err(report
             .first_error
             .take()
@@ -213,9 +214,9 @@ impl DitFolder {
         self.read_silence_latent(&Device::Cpu).map(|_| ())
     }
 
-    /// The bytes the weights take resident when loaded as `how` (nothing is read).
-    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
-        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| AceStepModel::new(&self.config, vb))?.1)
+    /// What the weights take resident, for any load (a shapes-only pass: nothing is read).
+    pub fn footprint(&self) -> Result<Footprint, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| AceStepModel::new(&self.config, vb))?.1)
     }
 
     pub fn load(&self, how: &LoadAs) -> Result<LoadedDit, CheckpointError> {
@@ -264,9 +265,9 @@ impl VaeFolder {
         build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| Vae::new(&self.config, vb)).map(|_| ())
     }
 
-    /// The bytes the weights take resident when loaded as `how` (nothing is read).
-    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
-        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| Vae::new(&self.config, vb))?.1)
+    /// What the weights take resident, for any load (a shapes-only pass: nothing is read).
+    pub fn footprint(&self) -> Result<Footprint, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| Vae::new(&self.config, vb))?.1)
     }
 
     pub fn load(&self, how: &LoadAs) -> Result<Vae, CheckpointError> {
@@ -297,9 +298,9 @@ impl TextEncoderFolder {
         self.load_tokenizer().map(|_| ())
     }
 
-    /// The bytes the weights take resident when loaded as `how` (nothing is read).
-    pub fn resident_bytes(&self, how: &LoadAs) -> Result<u64, CheckpointError> {
-        Ok(build_validated(&self.dir, &self.weights, how, false, |vb| TextEncoder::new(&self.config, vb))?.1)
+    /// What the weights take resident, for any load (a shapes-only pass: nothing is read).
+    pub fn footprint(&self) -> Result<Footprint, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| TextEncoder::new(&self.config, vb))?.1)
     }
 
     pub fn load(&self, how: &LoadAs) -> Result<(TextEncoder, PromptTokenizer), CheckpointError> {

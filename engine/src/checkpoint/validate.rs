@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
+use super::footprint::Footprint;
 use super::tensor_index::TensorIndex;
 use super::{widen, CheckpointError};
 use crate::kernels::packed::PackedMatrix;
@@ -29,8 +30,8 @@ const FLOAT_TYPES: [&str; 3] = ["F32", "BF16", "F16"];
 pub struct ValidationReport {
     pub first_error: Option<CheckpointError>,
     pub requested: BTreeSet<String>,
-    /// What the requested tensors take (or would take) once loaded.
-    pub resident_bytes: u64,
+    /// What the requested tensors take once loaded, for any way of loading them.
+    pub footprint: Footprint,
 }
 
 pub struct ValidatingBackend {
@@ -115,12 +116,15 @@ impl SimpleBackend for ValidatingBackend {
         let stored = entry.dtype.as_str();
         let linear = cpu_f32 && is_linear_weight(&shape, &init);
         let table = cpu_f32 && is_embedding_table(&shape, &init) && stored != "F32";
-        let resident = match shape.dims() {
-            &[out_dim, in_dim] if linear => self.precision.linear_bytes(stored, in_dim, out_dim),
-            _ if table => 2 * shape.elem_count() as u64,
-            _ => (shape.elem_count() * dtype.size_in_bytes()) as u64,
-        };
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).resident_bytes += resident;
+        {
+            // Counted as the CPU in f32 would keep it; `Footprint::bytes` prices other loads.
+            let footprint = &mut self.report.lock().unwrap_or_else(|p| p.into_inner()).footprint;
+            match shape.dims() {
+                &[out_dim, in_dim] if is_linear_weight(&shape, &init) => footprint.add_linear(stored, in_dim, out_dim),
+                _ if is_embedding_table(&shape, &init) && stored != "F32" => footprint.add_table(shape.elem_count()),
+                _ => footprint.add_other(shape.elem_count()),
+            }
+        }
         if !self.load {
             return Tensor::zeros((), dtype, device)?.broadcast_as(shape);
         }

@@ -1,10 +1,12 @@
 //! The checkpoints folder: where it is (remembered for this machine), what it holds, which tasks
-//! each model runs, what is loaded and the memory it takes. A wrong folder is a message that says
+//! each model runs, what is loaded and the memory it takes, and the weights' precision with the
+//! memory of each choice. A wrong folder is a message that says
 //! how to get the weights.
 
 use std::time::{Duration, Instant};
 
 use backline_engine::backend::ModelsInfo;
+use backline_engine::precision::Precision;
 
 use super::browse_button;
 use crate::folder_dialog::FolderDialog;
@@ -53,7 +55,21 @@ impl ModelsPanel {
             self.read_at = Some(Instant::now());
         }
         match &self.info {
-            Some(Ok(info)) => show_info(ui, info),
+            Some(Ok(info)) => {
+                show_info(ui, info);
+                ui.horizontal(|ui| {
+                    if let Some(precision) = precision_choice(ui, info, session.jobs().is_empty()) {
+                        session.set_precision(precision);
+                        self.read_at = None;
+                    }
+                    let resident: u64 = info.resident.iter().map(|r| r.bytes).sum();
+                    ui.weak(format!(
+                        "In memory: {} of models, shared by every Backline in this DAW (DiT budget {})",
+                        gib(resident),
+                        gib(info.budget_bytes)
+                    ));
+                });
+            }
             Some(Err(message)) => {
                 ui.colored_label(ui.visuals().warn_fg_color, message);
             }
@@ -95,10 +111,30 @@ fn show_info(ui: &mut egui::Ui, info: &ModelsInfo) {
             ui.end_row();
         }
     });
-    let resident: u64 = info.resident.iter().map(|r| r.bytes).sum();
-    ui.weak(format!(
-        "In memory: {} of models, shared by every Backline in this DAW (DiT budget {})",
-        gib(resident),
-        gib(info.budget_bytes)
-    ));
+}
+
+/// The weights' precision, each choice with the memory a generation needs at it (the largest DiT
+/// here plus the text encoder and VAE). Changing it waits for the jobs to finish: the engine is
+/// rebuilt for it. Returns the choice the user made.
+fn precision_choice(ui: &mut egui::Ui, info: &ModelsInfo, idle: bool) -> Option<Precision> {
+    let label = |p: Precision| match info.memory_at(p) {
+        Some(bytes) => format!("{} ({})", p.describe(), gib(bytes)),
+        None => p.describe().to_string(),
+    };
+    let mut chosen = info.precision;
+    ui.label("Weights");
+    ui.add_enabled_ui(idle, |ui| {
+        egui::ComboBox::from_id_salt("precision")
+            .selected_text(info.precision.name())
+            .width(60.0)
+            .show_ui(ui, |ui| {
+                for p in Precision::ALL {
+                    ui.selectable_value(&mut chosen, p, label(p));
+                }
+            })
+            .response
+            .on_hover_text(label(info.precision))
+            .on_disabled_hover_text("Finish or cancel the jobs to change the precision.");
+    });
+    (chosen != info.precision).then_some(chosen)
 }
