@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::audio::AudioError;
 use crate::checkpoint::CheckpointError;
+use crate::precision::Precision;
 use crate::progress::{Cancelled, Stopped};
 use crate::request::RequestError;
 
@@ -40,6 +41,9 @@ pub enum JobError {
         mib(*budget_bytes)
     )]
     MemoryBudget { model: String, needed_bytes: u64, budget_bytes: u64 },
+    /// This CPU lacks the instructions the chosen weight precision runs on.
+    #[error("{precision} weights need the {missing} instructions, which this CPU lacks: choose bf16 or f32")]
+    PrecisionUnsupported { precision: Precision, missing: &'static str },
     /// A model stage failed.
     #[error("{stage} failed: {message}")]
     Model { stage: &'static str, message: String },

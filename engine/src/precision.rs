@@ -50,6 +50,30 @@ impl Precision {
         }
     }
 
+    /// The instructions this CPU lacks to run `self` at speed, named for the user; `None` when it
+    /// has them. On x86-64 the 8- and 4-bit formats decode with AVX2 and F16C: without them every
+    /// product waits on a scalar decode (1.7x the diffusion time), so they are refused rather than
+    /// run slowly. bf16 and f32 run anywhere, and ARM's NEON is always there.
+    pub fn missing_instructions(self) -> Option<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        let has = |feature: &str| match feature {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            _ => false,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = |_: &str| true;
+        self.missing_given(has)
+    }
+
+    /// [`Precision::missing_instructions`] on a CPU that has the features `has` says.
+    pub fn missing_given(self, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+        match self {
+            Self::F32 | Self::Bf16 => None,
+            Self::Q8 | Self::Q4 => (!(has("avx2") && has("f16c"))).then_some("AVX2 and F16C"),
+        }
+    }
+
     /// How a Linear weight with `n` outputs stored as `stored` (a safetensors dtype) is held:
     /// packed, or `None` for a dense f32 tensor. A layer whose outputs are not whole blocks stays
     /// in bf16.
@@ -84,6 +108,17 @@ impl std::fmt::Display for Precision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_weights_need_avx2_and_f16c_and_the_others_run_anywhere() {
+        let without_avx2 = |f: &str| f == "f16c";
+        assert_eq!(Precision::Q8.missing_given(without_avx2), Some("AVX2 and F16C"));
+        assert_eq!(Precision::Q4.missing_given(|_| false), Some("AVX2 and F16C"));
+        assert_eq!(Precision::Q8.missing_given(|_| true), None);
+        for always in [Precision::F32, Precision::Bf16] {
+            assert_eq!(always.missing_given(|_| false), None, "{always}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {

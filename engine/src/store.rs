@@ -1,10 +1,13 @@
 //! The resident model store: every model a process has loaded, shared by every backend in it.
 //!
-//! - The text encoder, its tokenizer and the VAE of a checkpoints folder load once
-//!   ([`SharedModels`]) and serve every DiT of that folder.
-//! - DiTs ([`ResidentDit`]) stay loaded under a memory budget. Before a DiT loads, the least
-//!   recently used ones are evicted until it fits; a DiT larger than the whole budget is a
-//!   [`JobError::MemoryBudget`] before anything loads.
+//! - The text encoder ([`ResidentText`]) and the VAE ([`ResidentVae`]) of a checkpoints folder
+//!   load once and serve every DiT of that folder.
+//! - Everything resident stays under a memory budget. Before a DiT loads, the least recently
+//!   used DiTs are evicted until it fits; a DiT larger than the whole budget is a
+//!   [`JobError::MemoryBudget`] before anything loads. The text encoder is freed once a job's
+//!   prompts are encoded when the budget cannot hold it, the VAE and the job's DiT together.
+//! - [`Residency::PerStage`] loads each model for its stage without keeping it, so a one-shot
+//!   job holds one model at a time.
 //! - [`ModelStore::shared`] is the process's store: two plugin instances on two tracks (two
 //!   backends, two worker threads) hold one copy of the weights. It lives while some backend
 //!   holds it, so closing the last instance frees the memory.
@@ -18,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 
 use crate::checkpoint::{
     CheckpointError, DitFolder, LoadAs, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER, TEXT_WEIGHTS,
-    VAE_FOLDER, VAE_WEIGHTS,
+    VAE_FOLDER,
 };
 use crate::error::JobError;
 use crate::precision::Precision;
@@ -33,31 +36,48 @@ use crate::pipeline::recipe::{fingerprint, ModelFile};
 use crate::progress::JobContext;
 use crate::task::ModelKind;
 
-/// Share of the machine's memory the DiTs may hold when no budget is set. A full-size DiT in
-/// f32 is 9.6 GB: with 60 % one fits beside a DAW on a 16 GB machine, two on 32 GB.
+/// Share of the machine's memory the resident models may hold when no budget is set. A
+/// full-size turbo DiT, text encoder and VAE take 6.2 GiB in bf16: with 60 % they fit beside a
+/// DAW on a 16 GB machine (in f32, 11.6 GiB, the text encoder is freed after each job's
+/// prompts).
 pub const DEFAULT_BUDGET_SHARE: f64 = 0.6;
 /// The budget where the machine's memory cannot be read.
 const FALLBACK_MEMORY_BYTES: u64 = 16 << 30;
 
-/// A loaded DiT with what the pipeline needs beside it.
+/// How long a job's models stay in memory once their stage is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Residency {
+    /// Kept for the next job (the plugin, the server) under the budget: DiTs least recently
+    /// used go first, and the text encoder is freed after the prompts when the budget cannot
+    /// hold it, the VAE and the job's DiT together.
+    #[default]
+    Keep,
+    /// Loaded for its stage and freed when the stage ends, so a job holds one model at a time:
+    /// the least peak memory for one job, what a one-shot run (the CLI) wants.
+    PerStage,
+}
+
+/// A loaded DiT.
 pub struct ResidentDit {
     /// The checkpoint folder's name, e.g. `acestep-v15-turbo`.
     pub name: String,
     pub kind: ModelKind,
     pub model: AceStepModel,
-    /// (1, S, 64): what the model reads as "no audio here".
-    pub silence: Tensor,
     pub file: ModelFile,
     pub bytes: u64,
 }
 
-/// The models every DiT of a checkpoints folder shares.
-pub struct SharedModels {
-    pub vae: Vae,
-    pub text_encoder: TextEncoder,
+/// A loaded text encoder with its tokenizer (shared by every DiT of a checkpoints folder).
+pub struct ResidentText {
+    pub encoder: TextEncoder,
     pub tokenizer: PromptTokenizer,
-    /// The VAE's and the text encoder's weight files, in that order.
-    pub files: Vec<ModelFile>,
+    pub file: ModelFile,
+    pub bytes: u64,
+}
+
+/// A loaded VAE (shared by every DiT of a checkpoints folder).
+pub struct ResidentVae {
+    pub vae: Vae,
     pub bytes: u64,
 }
 
@@ -66,7 +86,7 @@ pub struct SharedModels {
 pub struct ResidentModel {
     /// The model's folder.
     pub dir: PathBuf,
-    /// `Some` for a DiT; `None` for the shared text encoder and VAE of `dir`'s checkpoints.
+    /// `Some` for a DiT; `None` for a text encoder or a VAE.
     pub dit: Option<ModelKind>,
     /// Memory its weights take.
     pub bytes: u64,
@@ -82,10 +102,47 @@ struct Key {
     precision: Precision,
 }
 
+#[derive(Clone)]
 enum Resident {
     Dit(Arc<ResidentDit>),
-    Shared(Arc<SharedModels>),
+    Text(Arc<ResidentText>),
+    Vae(Arc<ResidentVae>),
 }
+
+impl Resident {
+    fn is_dit(&self) -> bool {
+        matches!(self, Resident::Dit(_))
+    }
+}
+
+/// A model type the store holds.
+trait Stored: Sized {
+    fn bytes(&self) -> u64;
+    fn wrap(model: Arc<Self>) -> Resident;
+    fn unwrap(resident: &Resident) -> Option<Arc<Self>>;
+}
+
+macro_rules! stored {
+    ($model:ty, $variant:ident) => {
+        impl Stored for $model {
+            fn bytes(&self) -> u64 {
+                self.bytes
+            }
+            fn wrap(model: Arc<Self>) -> Resident {
+                Resident::$variant(model)
+            }
+            fn unwrap(resident: &Resident) -> Option<Arc<Self>> {
+                match resident {
+                    Resident::$variant(model) => Some(Arc::clone(model)),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+stored!(ResidentDit, Dit);
+stored!(ResidentText, Text);
+stored!(ResidentVae, Vae);
 
 struct Entry {
     key: Key,
@@ -105,7 +162,7 @@ struct State {
 
 /// See the module doc.
 pub struct ModelStore {
-    /// Bytes the resident DiTs may take together.
+    /// Bytes the resident models may take together.
     budget_bytes: AtomicU64,
     state: Mutex<State>,
     /// Held for a whole find-or-load, so one model never loads twice at once.
@@ -150,7 +207,7 @@ impl ModelStore {
                 dir: e.key.dir.clone(),
                 dit: match &e.model {
                     Resident::Dit(dit) => Some(dit.kind),
-                    Resident::Shared(_) => None,
+                    Resident::Text(_) | Resident::Vae(_) => None,
                 },
                 bytes: e.bytes,
             })
@@ -182,53 +239,82 @@ impl ModelStore {
         Ok(())
     }
 
-    /// The DiT in `folder`, loaded now (after evicting what the budget needs) or already resident.
-    pub fn dit(&self, folder: &DitFolder, how: &LoadAs, ctx: &JobContext) -> Result<Arc<ResidentDit>, JobError> {
-        let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = key(&folder.dir, how);
-        if let Some(Resident::Dit(dit)) = self.touch(&key) {
-            return Ok(dit);
-        }
-        self.check_fits(folder, how)?;
-        let bytes = Self::dit_bytes(folder, how)?;
-        self.evict_for(bytes);
-        let name = folder_name(&folder.dir);
-        ctx.loading(&name);
-        let loaded = folder.load(how)?;
-        crate::alloc::release_freed_memory();
-        let file = model_file(&folder.dir, DIT_WEIGHTS)?;
-        let dit = Arc::new(ResidentDit {
-            name,
-            kind: folder.model_kind(),
-            model: loaded.model,
-            silence: loaded.silence_latent,
-            file,
-            bytes,
-        });
-        self.insert(key, Resident::Dit(Arc::clone(&dit)), bytes);
-        Ok(dit)
+    /// The DiT in `folder`: resident, or loaded now (after evicting what the budget needs) and
+    /// kept as `residency` says.
+    pub fn dit(&self, folder: &DitFolder, how: &LoadAs, residency: Residency, ctx: &JobContext) -> Result<Arc<ResidentDit>, JobError> {
+        self.find_or_load(key(&folder.dir, how), residency, || {
+            self.check_fits(folder, how)?;
+            let bytes = Self::dit_bytes(folder, how)?;
+            self.evict_for(bytes);
+            let name = folder_name(&folder.dir);
+            ctx.loading(&name);
+            let model = folder.load(how)?.model;
+            let file = model_file(&folder.dir, DIT_WEIGHTS)?;
+            Ok(ResidentDit { name, kind: folder.model_kind(), model, file, bytes })
+        })
     }
 
-    /// The VAE and text encoder of the checkpoints folder `root`, loaded once.
-    pub fn shared_models(&self, root: &Path, how: &LoadAs, ctx: &JobContext) -> Result<Arc<SharedModels>, JobError> {
-        let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = key(root, how);
-        if let Some(Resident::Shared(models)) = self.touch(&key) {
-            return Ok(models);
+    /// The text encoder of the checkpoints folder `root`: resident, or loaded now and kept as
+    /// `residency` says.
+    pub fn text_encoder(&self, root: &Path, how: &LoadAs, residency: Residency, ctx: &JobContext) -> Result<Arc<ResidentText>, JobError> {
+        let dir = root.join(TEXT_ENCODER_FOLDER);
+        self.find_or_load(key(&dir, how), residency, || {
+            ctx.loading(TEXT_ENCODER_FOLDER);
+            let folder = TextEncoderFolder::open(&dir)?;
+            let (encoder, tokenizer) = folder.load(how)?;
+            let bytes = folder.footprint()?.bytes(how);
+            Ok(ResidentText { encoder, tokenizer, file: model_file(&dir, TEXT_WEIGHTS)?, bytes })
+        })
+    }
+
+    /// The VAE of the checkpoints folder `root`: resident, or loaded now and kept as
+    /// `residency` says.
+    pub fn vae(&self, root: &Path, how: &LoadAs, residency: Residency, ctx: &JobContext) -> Result<Arc<ResidentVae>, JobError> {
+        let dir = root.join(VAE_FOLDER);
+        self.find_or_load(key(&dir, how), residency, || {
+            ctx.loading(VAE_FOLDER);
+            let folder = VaeFolder::open(&dir)?;
+            let vae = folder.load(how)?;
+            Ok(ResidentVae { vae, bytes: folder.footprint()?.bytes(how) })
+        })
+    }
+
+    /// Frees the text encoder of `root` unless the budget holds it, the VAE and the DiT in
+    /// `dit` together (other DiTs are evicted first). Called once the prompts are encoded, before
+    /// the DiT loads.
+    pub fn fit_text_encoder(&self, root: &Path, how: &LoadAs, dit: &DitFolder) -> Result<(), JobError> {
+        let text = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER))?;
+        let vae = VaeFolder::open(&root.join(VAE_FOLDER))?;
+        let working_set = Self::dit_bytes(dit, how)? + text.footprint()?.plus(&vae.footprint()?).bytes(how);
+        if working_set > self.budget_bytes() {
+            let text = key(&text.dir, how);
+            self.lock().entries.retain(|e| e.key != text);
         }
-        ctx.loading(VAE_FOLDER);
-        let vae_folder = VaeFolder::open(&root.join(VAE_FOLDER))?;
-        let vae = vae_folder.load(how)?;
-        ctx.check_cancelled()?;
-        ctx.loading(TEXT_ENCODER_FOLDER);
-        let text_folder = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER))?;
-        let (text_encoder, tokenizer) = text_folder.load(how)?;
+        Ok(())
+    }
+
+    /// The model under `key`, or `load`'s, kept when `residency` says so. Loads are serialised,
+    /// so two jobs asking for one model load it once.
+    fn find_or_load<T: Stored>(
+        &self,
+        key: Key,
+        residency: Residency,
+        load: impl FnOnce() -> Result<T, JobError>,
+    ) -> Result<Arc<T>, JobError> {
+        let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = self.touch(&key).as_ref().and_then(T::unwrap) {
+            return Ok(found);
+        }
+        let model = Arc::new(load()?);
         crate::alloc::release_freed_memory();
-        let files = vec![model_file(&vae_folder.dir, VAE_WEIGHTS)?, model_file(&text_folder.dir, TEXT_WEIGHTS)?];
-        let bytes = vae_folder.footprint()?.plus(&text_folder.footprint()?).bytes(how);
-        let models = Arc::new(SharedModels { vae, text_encoder, tokenizer, files, bytes });
-        self.insert(key, Resident::Shared(Arc::clone(&models)), bytes);
-        Ok(models)
+        let mut state = self.lock();
+        state.clock += 1;
+        *state.loads.entry(key.dir.clone()).or_default() += 1;
+        if residency == Residency::Keep {
+            let last_used = state.clock;
+            state.entries.push(Entry { key, model: T::wrap(Arc::clone(&model)), bytes: model.bytes(), last_used });
+        }
+        Ok(model)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -242,26 +328,23 @@ impl ModelStore {
         let now = state.clock;
         let entry = state.entries.iter_mut().find(|e| &e.key == key)?;
         entry.last_used = now;
-        Some(match &entry.model {
-            Resident::Dit(dit) => Resident::Dit(Arc::clone(dit)),
-            Resident::Shared(models) => Resident::Shared(Arc::clone(models)),
-        })
+        Some(entry.model.clone())
     }
 
-    /// Evict least recently used DiTs until `incoming` more bytes of DiT fit the budget.
+    /// Evict least recently used DiTs until `incoming` more bytes fit the budget.
     fn evict_for(&self, incoming: u64) {
         let budget = self.budget_bytes();
         let mut state = self.lock();
         loop {
-            let dit_bytes: u64 = state.entries.iter().filter(|e| matches!(e.model, Resident::Dit(_))).map(|e| e.bytes).sum();
-            if dit_bytes + incoming <= budget {
+            let resident: u64 = state.entries.iter().map(|e| e.bytes).sum();
+            if resident + incoming <= budget {
                 return;
             }
             let oldest = state
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| matches!(e.model, Resident::Dit(_)))
+                .filter(|(_, e)| e.model.is_dit())
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i);
             match oldest {
@@ -269,14 +352,6 @@ impl ModelStore {
                 None => return,
             }
         }
-    }
-
-    fn insert(&self, key: Key, model: Resident, bytes: u64) {
-        let mut state = self.lock();
-        state.clock += 1;
-        let last_used = state.clock;
-        *state.loads.entry(key.dir.clone()).or_default() += 1;
-        state.entries.push(Entry { key, model, bytes, last_used });
     }
 }
 
@@ -290,7 +365,7 @@ pub(crate) fn folder_name(dir: &Path) -> String {
 }
 
 /// The recipe's record of one weight file.
-fn model_file(dir: &Path, file: &str) -> Result<ModelFile, CheckpointError> {
+pub(crate) fn model_file(dir: &Path, file: &str) -> Result<ModelFile, CheckpointError> {
     let path = dir.join(file);
     let (bytes, fingerprint) = fingerprint(&path).map_err(|e| CheckpointError::io(&path, e))?;
     Ok(ModelFile { folder: folder_name(dir), file: file.into(), bytes, fingerprint })

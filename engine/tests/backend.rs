@@ -11,13 +11,15 @@ use std::time::Duration;
 use backline_engine::audio::{write_audio, AudioBuffer, OutputFormat};
 use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend, LocalSettings};
 use backline_engine::checkpoint::synth::{self, SynthSize};
-use backline_engine::checkpoint::{DitFolder, LoadAs, BASE_FOLDER, TURBO_FOLDER};
+use backline_engine::checkpoint::{
+    DitFolder, LoadAs, TextEncoderFolder, VaeFolder, BASE_FOLDER, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER,
+};
 use backline_engine::precision::Precision;
 use backline_engine::error::{InputError, JobError};
 use backline_engine::job::JobEvent;
 use backline_engine::pipeline::Generation;
 use backline_engine::request::{GenerationRequest, ModelKind, RequestError};
-use backline_engine::store::ModelStore;
+use backline_engine::store::{ModelStore, Residency};
 use backline_engine::task::TaskType;
 use serde_json::{json, Value};
 
@@ -112,10 +114,13 @@ fn a_source_from_a_file_and_the_same_samples_in_memory_give_identical_audio() {
 fn the_store_loads_each_model_once_and_evicts_under_a_small_budget() {
     let root = checkpoints();
     let (turbo, base) = (dit_dir(root, TURBO_FOLDER), dit_dir(root, BASE_FOLDER));
-    let bytes = |dir: &Path| ModelStore::dit_bytes(&DitFolder::open(dir).unwrap(), &LoadAs::cpu(Precision::default())).unwrap();
-    // Room for one tiny DiT, not two.
-    let budget = bytes(&turbo).max(bytes(&base));
-    assert!(budget < bytes(&turbo) + bytes(&base));
+    let how = LoadAs::cpu(Precision::default());
+    let bytes = |dir: &Path| ModelStore::dit_bytes(&DitFolder::open(dir).unwrap(), &how).unwrap();
+    let text = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER)).unwrap().footprint().unwrap();
+    let shared = text.plus(&VaeFolder::open(&root.join(VAE_FOLDER)).unwrap().footprint().unwrap()).bytes(&how);
+    // Room for the text encoder, the VAE and one tiny DiT, not two.
+    let budget = shared + bytes(&turbo).max(bytes(&base));
+    assert!(budget < shared + bytes(&turbo) + bytes(&base));
     let backend = backend_on(root, budget);
     let store = Arc::clone(backend.store());
     let run = |model: &str| {
@@ -134,7 +139,7 @@ fn the_store_loads_each_model_once_and_evicts_under_a_small_budget() {
         events
     };
 
-    assert_eq!(run(TURBO_FOLDER), ["vae", "Qwen3-Embedding-0.6B", TURBO_FOLDER], "loading is reported");
+    assert_eq!(run(TURBO_FOLDER), [TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER], "each load is reported, in stage order");
     assert!(run(TURBO_FOLDER).is_empty(), "the second job loads nothing");
     assert_eq!(store.load_count(&turbo), 1);
 
@@ -142,7 +147,16 @@ fn the_store_loads_each_model_once_and_evicts_under_a_small_budget() {
     let dits: Vec<_> = store.resident().into_iter().filter_map(|r| r.dit).collect();
     assert_eq!(dits, [ModelKind::Base], "turbo was evicted to make room");
     assert_eq!(run(TURBO_FOLDER), [TURBO_FOLDER]);
-    assert_eq!((store.load_count(&turbo), store.load_count(&base), store.load_count(root)), (2, 1, 1));
+    let text_dir = root.join(TEXT_ENCODER_FOLDER);
+    assert_eq!((store.load_count(&turbo), store.load_count(&base), store.load_count(&text_dir)), (2, 1, 1));
+
+    // A budget that holds the DiT and the VAE but not the text encoder as well: the encoder is
+    // freed after each job's prompts and loads again for the next.
+    store.set_budget_bytes(budget - 1);
+    assert_eq!(run(TURBO_FOLDER), Vec::<String>::new(), "turbo and the VAE are resident; the encoder goes after this job");
+    assert!(!store.resident().iter().any(|r| r.dir == text_dir), "{:?}", store.resident());
+    assert_eq!(run(TURBO_FOLDER), [TEXT_ENCODER_FOLDER]);
+    assert_eq!(store.load_count(&text_dir), 2);
 }
 
 #[test]
@@ -156,12 +170,32 @@ fn two_backends_in_one_process_share_the_text_encoder_and_vae() {
     let (ja, jb) = (a.submit(quick(body.clone())), b.submit(quick(body)));
     let (ra, rb) = (ja.wait().unwrap(), jb.wait().unwrap());
     assert_eq!(ra.audio, rb.audio);
-    assert_eq!(store.load_count(root), 1, "one text encoder and VAE for both");
+    assert_eq!(store.load_count(&root.join(TEXT_ENCODER_FOLDER)), 1, "one text encoder for both");
+    assert_eq!(store.load_count(&root.join(VAE_FOLDER)), 1, "one VAE for both");
     assert_eq!(store.load_count(&dit_dir(root, TURBO_FOLDER)), 1, "one turbo DiT for both");
 
     // Backends made without a store share the process's.
     let (p, q) = (LocalBackend::new(LocalSettings::cpu(root)).unwrap(), LocalBackend::new(LocalSettings::cpu(root)).unwrap());
     assert!(Arc::ptr_eq(p.store(), q.store()));
+}
+
+#[test]
+fn per_stage_residency_keeps_nothing_and_changes_no_sample() {
+    let root = checkpoints();
+    let body = json!({"caption": "x", "duration": 10, "model": TURBO_FOLDER});
+    let kept = backend_on(root, 1 << 30).submit(quick(body.clone())).wait().unwrap();
+
+    let store = ModelStore::new(1 << 30);
+    let settings = LocalSettings { residency: Residency::PerStage, ..LocalSettings::cpu(root) };
+    let one_shot = LocalBackend::with_store(settings, Arc::clone(&store)).unwrap();
+    let out = one_shot.submit(quick(body.clone())).wait().unwrap();
+    assert_eq!(out.audio, kept.audio, "bit-identical audio");
+    assert!(store.resident().is_empty(), "each model was freed after its stage: {:?}", store.resident());
+    one_shot.submit(quick(body)).wait().unwrap();
+    for dir in [TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER] {
+        assert_eq!(store.load_count(&root.join(dir)), 2, "{dir} loads for each job");
+    }
+    assert!(out.recipe.time_costs["model_load_time_cost"] > 0.0, "{:?}", out.recipe.time_costs);
 }
 
 #[test]
@@ -277,7 +311,7 @@ fn models_say_what_the_folder_holds_and_what_is_loaded() {
     backend.submit(quick(json!({"caption": "x", "duration": 10}))).wait().unwrap();
     let info = backend.models().unwrap();
     assert!(info.dits[1].loaded && !info.dits[0].loaded);
-    assert_eq!(info.resident.len(), 2, "turbo and the shared models");
+    assert_eq!(info.resident.len(), 3, "turbo, the text encoder and the VAE");
 
     let missing = backend_on(&scratch().join("no-such-folder"), 1 << 30);
     let err = missing.models().unwrap_err();

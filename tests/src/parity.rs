@@ -39,11 +39,25 @@ pub fn load_fixture_weights(name: &str) -> (HashMap<String, Tensor>, VarBuilder<
 /// linear weights laid out for the GEMM kernel), so that parity covers the production path. A
 /// name in a later file overrides the same name in an earlier one.
 pub fn checkpoint_var_builder(names: &[&str]) -> VarBuilder<'static> {
+    checkpoint_var_builder_at(names, Precision::F32)
+}
+
+/// [`checkpoint_var_builder`] with the Linear weights held at `precision`.
+pub fn checkpoint_var_builder_at(names: &[&str], precision: Precision) -> VarBuilder<'static> {
     let files: Vec<PathBuf> = names.iter().map(|n| fixture_path(n)).collect();
     let index = TensorIndex::from_files(&files).unwrap_or_else(|e| panic!("fixture headers: {e}"));
-    let (vb, _report) =
-        ValidatingBackend::var_builder(index, true, DType::F32, Precision::F32, &Device::Cpu);
+    let (vb, _report) = ValidatingBackend::var_builder(index, true, DType::F32, precision, &Device::Cpu);
     vb
+}
+
+/// `‖got − want‖ / ‖want‖` over all elements.
+pub fn relative_rms_error(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.dims(), want.dims(), "shape");
+    let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let diff: f64 = got.iter().zip(&want).map(|(g, w)| (*g as f64 - *w as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
+    (diff / norm).sqrt()
 }
 
 /// (max-abs error, max-abs of the reference).

@@ -158,6 +158,9 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
 /// folder's Browse button, the task picker's box, its "Generate (text to music)" entry once open,
 /// and the Generate button (with a checkpoints folder that holds the models).
 const BROWSE_CHECKPOINTS: (u32, u32) = (633, 143);
+/// The Models panel's Weights box, and its third entry (8-bit) once open.
+const WEIGHTS_BOX: (u32, u32) = (92, 213);
+const WEIGHTS_Q8: (u32, u32) = (120, 286);
 const TASK_BOX: (u32, u32) = (183, 400);
 const TASK_ITEM: (u32, u32) = (148, 427);
 const GENERATE_BUTTON: (u32, u32) = (61, 665);
@@ -179,8 +182,9 @@ fn folder_dialog_answering(folder: &Path) -> PathBuf {
 
 /// The producer's way in: the editor under Xvfb, driven with xdotool. The app starts pointed at
 /// an empty folder; Browse… opens the folder dialog and the folder picked there is used and
-/// remembered. Then choose the task, press Generate, and wait for the take to be written and
-/// listed; the screenshots show the job's progress and then the take list.
+/// remembered. Weights set to 8-bit is remembered too. Then choose the task, press Generate, and
+/// wait for the take to be written and listed; the screenshots show the job's progress and then
+/// the take list.
 #[test]
 fn generate_from_the_editor_under_xvfb() {
     let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,6 +209,16 @@ fn generate_from_the_editor_under_xvfb() {
     wait_for("the picked folder to be remembered for this machine", Duration::from_secs(20), || {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings).ok()?).ok()?;
         (saved["checkpoints"] == wanted.as_str()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    click(&display, &id, WEIGHTS_BOX.0, WEIGHTS_BOX.1);
+    std::thread::sleep(Duration::from_millis(500));
+    screenshot(&display, &id, "editor-weights.png");
+    click(&display, &id, WEIGHTS_Q8.0, WEIGHTS_Q8.1);
+    wait_for("the 8-bit weights to be remembered for this machine", Duration::from_secs(20), || {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings).ok()?).ok()?;
+        (saved["precision"] == "q8").then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
     let (before, w, h) = screenshot(&display, &id, "editor-before.png");

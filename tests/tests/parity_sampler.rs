@@ -14,7 +14,11 @@ use backline_engine::sampling::{
     base_schedule, turbo_schedule, Guidance, GuidanceMethod, InferMethod, Prediction, RepaintGuide, RunInputs,
     SamplerConfig, SamplerKind, SeededNoise, Start,
 };
-use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, max_abs_error};
+use backline_engine::precision::Precision;
+use backline_tests::parity::{
+    assert_close, checkpoint_var_builder, checkpoint_var_builder_at, fixture_path, load_fixture, max_abs_error,
+    relative_rms_error,
+};
 use candle_core::{Device, Tensor};
 
 type Tensors = HashMap<String, Tensor>;
@@ -58,7 +62,12 @@ fn check_run(
     repaint: Option<&RepaintGuide>,
 ) {
     let kv = [conditions.0, conditions.1].map(|c| model.condition_kv(&c.states).unwrap());
-    let null_kv = [conditions.0, conditions.1].map(|c| model.condition_kv(&model.null_condition(&c.states).unwrap()).unwrap());
+    // A guided step runs the condition and the null condition as one batch, as the pipeline
+    // and upstream do.
+    let with_null = [0, 1].map(|i| {
+        let c = [conditions.0, conditions.1][i];
+        kv[i].stack(&model.condition_kv(&model.null_condition(&c.states).unwrap()).unwrap()).unwrap()
+    });
     let want_t = f[&format!("{run}.timesteps")].to_vec1::<f32>().unwrap();
     let mut unused = SeededNoise::new(&[0, 0]);
     let inputs = RunInputs { noise: f[&format!("{run}.noise")].clone(), start, repaint, fresh_noise: &mut unused };
@@ -71,19 +80,22 @@ fn check_run(
                 let phase = if step.cover { 0 } else { 1 };
                 let context = &conditions.0.context;
                 let context = if step.cover { context } else { &conditions.1.context };
-                let t = Tensor::full(step.t, step.x.dim(0)?, step.x.device())?;
-                let cond = model.decoder.forward(step.x, &t, &t, context, &kv[phase])?;
                 let want_x = &f[&format!("{run}.call{}.x", step.index)];
                 let want_v = &f[&format!("{run}.call{}.v", step.index)];
                 let batch = step.x.dim(0)?;
                 assert_close(&format!("{run} step {} input", step.index), step.x, &want_x.narrow(0, 0, batch)?);
-                assert_close(&format!("{run} step {} velocity", step.index), &cond, &want_v.narrow(0, 0, batch)?);
-                let uncond = if guided {
-                    let v = model.decoder.forward(step.x, &t, &t, context, &null_kv[phase])?;
-                    assert_close(&format!("{run} step {} null velocity", step.index), &v, &want_v.narrow(0, batch, batch)?);
-                    Some(v)
+                let (cond, uncond) = if guided {
+                    // Upstream's call holds both rows: the condition's, then the null's.
+                    let t = Tensor::full(step.t, 2 * batch, step.x.device())?;
+                    let x = Tensor::cat(&[step.x, step.x], 0)?;
+                    let v = model.decoder.forward(&x, &t, &t, &Tensor::cat(&[context, context], 0)?, &with_null[phase])?;
+                    assert_close(&format!("{run} step {} velocity and null velocity", step.index), &v, want_v);
+                    (v.narrow(0, 0, batch)?, Some(v.narrow(0, batch, batch)?))
                 } else {
-                    None
+                    let t = Tensor::full(step.t, batch, step.x.device())?;
+                    let cond = model.decoder.forward(step.x, &t, &t, context, &kv[phase])?;
+                    assert_close(&format!("{run} step {} velocity", step.index), &cond, &want_v.narrow(0, 0, batch)?);
+                    (cond, None)
                 };
                 Ok(Prediction { cond, uncond: if step.guided { uncond } else { None } })
             },
@@ -97,18 +109,65 @@ fn ones(f: &Tensors) -> Tensor {
     f["input.src"].ones_like().unwrap()
 }
 
-#[test]
-fn base_apg_trajectory_matches_upstream() {
-    let (model, f) = fixture();
-    let cond = condition(&model, &f, "text", &f["input.src"], &ones(&f), false);
-    let sampler = SamplerConfig {
+/// The fixture's base run: 4 steps, shift 3, APG at scale 7 on every step.
+fn base_apg_sampler() -> SamplerConfig {
+    SamplerConfig {
         kind: SamplerKind::Base,
         timesteps: base_schedule(4, 3.0),
         method: InferMethod::Ode,
         guidance: Some(Guidance { scale: 7.0, method: GuidanceMethod::Apg, interval: (0.0, 1.0) }),
         audio_cover_strength: 1.0,
-    };
+    }
+}
+
+#[test]
+fn base_apg_trajectory_matches_upstream() {
+    let (model, f) = fixture();
+    let cond = condition(&model, &f, "text", &f["input.src"], &ones(&f), false);
+    let sampler = base_apg_sampler();
     check_run("apg", &model, &f, &sampler, (&cond, &cond), Start::Noise, None);
+}
+
+/// The base APG run with the DiT's and condition encoder's Linear weights held at each
+/// precision, against upstream's f32 run: the relative error of the first call's velocities
+/// (condition and null condition) and of the final latents. Printed for `docs/benchmarks.md`.
+#[test]
+fn quantized_weights_stay_near_upstreams_velocity_and_latents() {
+    let f = load_fixture("sampler.safetensors");
+    let sampler = base_apg_sampler();
+    // (precision, largest velocity error, largest latents error)
+    for (precision, max_velocity, max_latents) in [(Precision::Bf16, 1e-5, 1e-5), (Precision::Q8, 0.02, 0.02), (Precision::Q4, 0.3, 0.3)] {
+        let vb = checkpoint_var_builder_at(&["dit.safetensors"], precision);
+        let model = AceStepModel::new(&tiny_config(), vb).expect("weights load");
+        let cond = condition(&model, &f, "text", &f["input.src"], &ones(&f), false);
+        let kv = model.condition_kv(&cond.states).unwrap();
+        let both = kv.stack(&model.condition_kv(&model.null_condition(&cond.states).unwrap()).unwrap()).unwrap();
+        let mut first = None;
+        let mut unused = SeededNoise::new(&[0, 0]);
+        let inputs = RunInputs { noise: f["apg.noise"].clone(), start: Start::Noise, repaint: None, fresh_noise: &mut unused };
+        let target = sampler
+            .run(
+                inputs,
+                |step| {
+                    let batch = step.x.dim(0)?;
+                    let t = Tensor::full(step.t, 2 * batch, step.x.device())?;
+                    let x = Tensor::cat(&[step.x, step.x], 0)?;
+                    let v = model.decoder.forward(&x, &t, &t, &Tensor::cat(&[&cond.context, &cond.context], 0)?, &both)?;
+                    first.get_or_insert_with(|| v.clone());
+                    Ok(Prediction { cond: v.narrow(0, 0, batch)?, uncond: Some(v.narrow(0, batch, batch)?) })
+                },
+                |_| Ok(()),
+            )
+            .unwrap();
+        let velocity = relative_rms_error(&first.unwrap(), &f["apg.call0.v"]);
+        let latents = relative_rms_error(&target, &f["apg.target"]);
+        eprintln!("{precision}: velocity error {velocity:.2e}, final latents error {latents:.2e}");
+        assert!(velocity <= max_velocity, "{precision}: velocity differs from upstream's by {velocity:.2e}");
+        assert!(latents <= max_latents, "{precision}: final latents differ from upstream's by {latents:.2e}");
+        if precision != Precision::Bf16 {
+            assert!(velocity > 1e-6, "{precision}: quantized weights cannot give f32's velocity exactly");
+        }
+    }
 }
 
 fn repaint_guide(f: &Tensors, injection_ratio: f64, crossfade_frames: usize) -> RepaintGuide {

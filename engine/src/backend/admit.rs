@@ -50,6 +50,11 @@ pub fn admit(root: &Path, store: &ModelStore, how: &LoadAs, job: JobRequest) -> 
     let reference = reference.or_else(|| request.reference_audio.as_ref().map(|p| AudioInput::File(p.into())));
     request.validate_for_inputs(src.is_some())?;
 
+    if how.device.is_cpu() {
+        if let Some(missing) = how.precision.missing_instructions() {
+            return Err(JobError::PrecisionUnsupported { precision: how.precision, missing });
+        }
+    }
     let dit = choose_dit(root, request.model.as_deref(), task)?;
     let kind = dit.model_kind();
     store.check_fits(&dit, how)?;

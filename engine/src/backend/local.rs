@@ -16,9 +16,9 @@ use crate::precision::Precision;
 use crate::error::JobError;
 use crate::job::{Engine, JobControl, JobHandle, Worker};
 use crate::pipeline::source::LatentCache;
-use crate::pipeline::{Generation, Pipeline, LATENT_CACHE_ENTRIES};
+use crate::pipeline::{Generation, JobModels, Pipeline, LATENT_CACHE_ENTRIES};
 use crate::progress::JobContext;
-use crate::store::ModelStore;
+use crate::store::{ModelStore, Residency};
 use crate::task::TaskType;
 
 /// Where a local backend's models live and what it runs them on.
@@ -30,12 +30,20 @@ pub struct LocalSettings {
     pub dtype: DType,
     /// How Linear weights are held on the CPU in f32 (`crate::precision`).
     pub precision: Precision,
+    /// Whether models stay loaded between jobs.
+    pub residency: Residency,
 }
 
 impl LocalSettings {
-    /// The CPU in float32, weights held in bf16.
+    /// The CPU in float32, weights held in bf16, models kept between jobs.
     pub fn cpu(checkpoints: impl Into<PathBuf>) -> Self {
-        Self { checkpoints: checkpoints.into(), device: Device::Cpu, dtype: DType::F32, precision: Precision::default() }
+        Self {
+            checkpoints: checkpoints.into(),
+            device: Device::Cpu,
+            dtype: DType::F32,
+            precision: Precision::default(),
+            residency: Residency::Keep,
+        }
     }
 
     pub fn load_as(&self) -> LoadAs {
@@ -206,11 +214,13 @@ impl Worker for LocalWorker {
             }
         };
         ctx.check_cancelled()?;
-        let shared = self.store.shared_models(checkpoints, &how, ctx)?;
-        ctx.check_cancelled()?;
-        let dit = self.store.dit(&admitted.dit, &how, ctx)?;
-        ctx.check_cancelled()?;
-        let generation = Pipeline::new(dit, shared, how.device.clone(), how.dtype).generate(&admitted, &mut self.latents, ctx);
+        let models = JobModels {
+            store: Arc::clone(&self.store),
+            checkpoints: checkpoints.clone(),
+            how,
+            residency: self.settings.residency,
+        };
+        let generation = Pipeline::new(models, &admitted.dit).and_then(|p| p.generate(&admitted, &mut self.latents, ctx));
         // The job's activations are freed; give their memory back to the system.
         crate::alloc::release_freed_memory();
         generation

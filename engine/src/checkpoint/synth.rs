@@ -304,7 +304,28 @@ pub fn text_encoder_config_json(size: SynthSize) -> Value {
     })
 }
 
-/// Write the text encoder folder: config.json, model.safetensors and tokenizer.json.
+/// The tokenizer's vocabulary and merges as the published Qwen3 folder also ships them
+/// (`vocab.json`, `merges.txt`), for tools that read those instead of `tokenizer.json`.
+fn write_bpe_files(dir: &Path) -> Result<(), CheckpointError> {
+    let tokenizer: Value = serde_json::from_str(TINY_TOKENIZER_JSON).expect("the bundled tokenizer is JSON");
+    let model = &tokenizer["model"];
+    write_json(&dir.join("vocab.json"), &model["vocab"])?;
+    let mut merges = String::from("#version: 0.2\n");
+    for pair in model["merges"].as_array().into_iter().flatten() {
+        // A pair, or (the older format) one string of both.
+        let parts: Vec<&str> = match pair.as_str() {
+            Some(both) => vec![both],
+            None => pair.as_array().into_iter().flatten().filter_map(Value::as_str).collect(),
+        };
+        merges.push_str(&parts.join(" "));
+        merges.push('\n');
+    }
+    let path = dir.join("merges.txt");
+    std::fs::write(&path, merges).map_err(|e| CheckpointError::io(&path, e))
+}
+
+/// Write the text encoder folder: config.json, model.safetensors, tokenizer.json, and the
+/// vocabulary and merges beside it.
 pub fn write_text_encoder_folder(dir: &Path, config: &Value, dtype: DType, seed: u64) -> Result<u64, CheckpointError> {
     create_dir(dir)?;
     let model_error = |e: String| CheckpointError::Model { folder: dir.into(), message: e };
@@ -312,6 +333,7 @@ pub fn write_text_encoder_folder(dir: &Path, config: &Value, dtype: DType, seed:
     let specs = record_tensors(|vb| TextEncoder::new(&cfg, vb)).map_err(|e| model_error(e.to_string()))?;
     write_json(&dir.join("config.json"), config)?;
     std::fs::write(dir.join("tokenizer.json"), TINY_TOKENIZER_JSON).map_err(|e| CheckpointError::io(&dir.join("tokenizer.json"), e))?;
+    write_bpe_files(dir)?;
     write_safetensors(&dir.join("model.safetensors"), &specs, dtype, seed, default_values)
 }
 

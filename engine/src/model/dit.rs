@@ -134,6 +134,20 @@ pub struct ConditionKv {
     per_layer: Vec<(Tensor, Tensor)>,
 }
 
+impl ConditionKv {
+    /// Two conditions as one batch, `self`'s rows first: a guided step runs the condition and
+    /// the null condition in one forward of twice the rows, as upstream does.
+    pub fn stack(&self, other: &ConditionKv) -> Result<ConditionKv> {
+        let per_layer = self
+            .per_layer
+            .iter()
+            .zip(&other.per_layer)
+            .map(|((k, v), (k2, v2))| Ok((Tensor::cat(&[k, k2], 0)?, Tensor::cat(&[v, v2], 0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ConditionKv { per_layer })
+    }
+}
+
 /// `AceStepDiTModel`.
 #[derive(Debug, Clone)]
 pub struct DiT {

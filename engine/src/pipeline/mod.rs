@@ -2,10 +2,11 @@
 //! task's conditioning, sampling, VAE decode, output levels, and the recipe (`model-spec.md`
 //! sections 3 to 5).
 //!
-//! A [`Pipeline`] is the resident models one job runs on (a DiT and its folder's shared text
-//! encoder and VAE, from the model store), so it holds nothing between jobs but `Arc`s. The job
-//! has passed the pre-flight (`backend::admit`): the pipeline checks none of it again. Progress
-//! and cancellation go through the job's [`JobContext`]; every stage's errors map to one
+//! A [`Pipeline`] runs one job. It takes each model from the model store when its stage begins
+//! (the VAE to encode, the text encoder, the DiT, the VAE to decode) and lets go of it when the
+//! stage ends, so under [`Residency::PerStage`] a job holds one model at a time. The job has
+//! passed the pre-flight (`backend::admit`): the pipeline checks none of it again. Progress and
+//! cancellation go through the job's [`JobContext`]; every stage's errors map to one
 //! [`JobError`] naming the stage.
 
 pub mod recipe;
@@ -13,6 +14,7 @@ pub mod source;
 pub mod task_inputs;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +22,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
 use crate::backend::Admitted;
+use crate::checkpoint::{DitFolder, LoadAs, VaeFolder, VAE_FOLDER, VAE_WEIGHTS};
 use crate::error::JobError;
 use crate::model::acestep::{Condition, SourceInputs};
 use crate::model::condition::ConditionInputs;
@@ -32,16 +35,19 @@ use crate::sampling::{
     base_schedule, schedule, turbo_schedule, Guidance, GuidanceMethod, Prediction, RunInputs, SamplerConfig,
     SamplerKind, SeededNoise, Start,
 };
-use crate::store::{ResidentDit, SharedModels};
+use crate::store::{model_file, ModelStore, Residency, ResidentDit, ResidentText, ResidentVae};
 use crate::task::TaskType;
 use crate::timing::LATENT_FRAMES_PER_SECOND;
-use recipe::Recipe;
+use recipe::{ModelFile, Recipe};
 use source::LatentCache;
 use task_inputs::TaskInputs;
 
-/// Upstream's CPU tile for the VAE decode (`vae_decode.py`), and the overlap on each side.
-const DECODE_CHUNK_FRAMES: usize = 256;
-const DECODE_OVERLAP_FRAMES: usize = 64;
+/// The VAE decode's tile: windows of upstream's CPU chunk (256 latent frames, `vae_decode.py`)
+/// with 16 frames of context on each side, decoded and thrown away. The decoder sees about 9
+/// frames either side (its receptive field), so the tiles equal one pass to float rounding;
+/// upstream's 64-frame overlap decodes every frame twice for nothing.
+pub const DECODE_CHUNK_FRAMES: usize = 256;
+pub const DECODE_OVERLAP_FRAMES: usize = 16;
 /// Encoded inputs kept for repeated edits of the same capture.
 pub const LATENT_CACHE_ENTRIES: usize = 8;
 
@@ -52,16 +58,36 @@ pub struct Generation {
     pub recipe: Recipe,
 }
 
-/// The models one job runs on.
+/// Where a job's models come from and how long they stay.
+pub struct JobModels {
+    pub store: Arc<ModelStore>,
+    /// The checkpoints folder of the text encoder and the VAE.
+    pub checkpoints: PathBuf,
+    pub how: LoadAs,
+    pub residency: Residency,
+}
+
+/// One job's run (see the module doc).
 pub struct Pipeline {
+    models: JobModels,
     device: Device,
     dtype: DType,
-    dit: Arc<ResidentDit>,
-    shared: Arc<SharedModels>,
+    /// The job's DiT folder (opened, not loaded).
+    dit: DitFolder,
+    kind: ModelKind,
+    /// (1, S, 64): what the model reads as "no audio here", from the DiT folder.
+    silence: Tensor,
+    /// The VAE's weight file: the recipe names it, and the latent cache keys on it.
+    vae_file: ModelFile,
+    /// Audio samples per latent frame.
+    hop: usize,
 }
 
 /// Seconds spent per stage, under upstream's `time_costs` names (`inference.py` prefixes the
 /// DiT handler's keys with `dit_`); `vae_encode` and `text_encoder` are Backline's own stages.
+/// Seconds spent loading models during the job (Backline's own key).
+const MODEL_LOAD_KEY: &str = "model_load_time_cost";
+
 struct StageClock {
     started: Instant,
     costs: BTreeMap<String, f64>,
@@ -79,15 +105,55 @@ impl StageClock {
         self.costs.insert(key.to_string(), start.elapsed().as_secs_f64());
         out
     }
+
+    /// Runs a model load (nothing when the model is resident), adding its seconds to
+    /// `model_load_time_cost` so that the stages' own figures leave loading out.
+    fn load<T>(&mut self, load: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = load();
+        *self.costs.entry(MODEL_LOAD_KEY.to_string()).or_default() += start.elapsed().as_secs_f64();
+        out
+    }
 }
 
 impl Pipeline {
-    pub fn new(dit: Arc<ResidentDit>, shared: Arc<SharedModels>, device: Device, dtype: DType) -> Self {
-        Self { device, dtype, dit, shared }
+    /// A run of a job on `dit`: reads the DiT's silence latent and the VAE's config (no weights).
+    pub fn new(models: JobModels, dit: &DitFolder) -> Result<Self, JobError> {
+        let (device, dtype) = (models.how.device.clone(), models.how.dtype);
+        let silence = dit.read_silence_latent(&device)?.to_dtype(dtype).map_err(|e| JobError::model("silence latent", e))?;
+        let vae = VaeFolder::open(&models.checkpoints.join(VAE_FOLDER))?;
+        let vae_file = model_file(&vae.dir, VAE_WEIGHTS)?;
+        let hop = vae.config.hop_length();
+        Ok(Self { device, dtype, kind: dit.model_kind(), dit: dit.clone(), silence, vae_file, hop, models })
     }
 
     pub fn model_kind(&self) -> ModelKind {
-        self.dit.kind
+        self.kind
+    }
+
+    /// The VAE, from the store (loaded now unless resident).
+    fn vae(&self, ctx: &JobContext) -> Result<Arc<ResidentVae>, JobError> {
+        let m = &self.models;
+        m.store.vae(&m.checkpoints, &m.how, m.residency, ctx)
+    }
+
+    fn text_encoder(&self, ctx: &JobContext) -> Result<Arc<ResidentText>, JobError> {
+        let m = &self.models;
+        m.store.text_encoder(&m.checkpoints, &m.how, m.residency, ctx)
+    }
+
+    fn load_dit(&self, ctx: &JobContext) -> Result<Arc<ResidentDit>, JobError> {
+        let m = &self.models;
+        m.store.dit(&self.dit, &m.how, m.residency, ctx)
+    }
+
+    /// Ends this job's hold on a model. Under `PerStage` that frees it, and its memory goes back
+    /// to the system before the next model loads (the allocator would keep it otherwise).
+    fn let_go<T>(&self, model: Arc<T>) {
+        drop(model);
+        if self.models.residency == Residency::PerStage {
+            crate::alloc::release_freed_memory();
+        }
     }
 
     /// Runs one admitted job. `latents` caches encoded inputs between jobs.
@@ -96,52 +162,67 @@ impl Pipeline {
         let batch = resolved.batch_size();
         let mut clock = StageClock::start();
 
-        if job.source.is_some() || job.reference.is_some() {
-            ctx.stage("encode");
+        let mut vae = None;
+        let inputs = clock.time("dit_vae_encode_time_cost", || TaskInputs::prepare(self, job, &mut vae, latents, ctx));
+        if let Some(vae) = vae {
+            self.let_go(vae);
         }
-        let inputs = clock.time("dit_vae_encode_time_cost", || TaskInputs::prepare(self, job, latents, ctx))?;
+        let inputs = inputs?;
         if job.source.is_none() && job.reference.is_none() {
             clock.costs.clear(); // nothing was encoded
         }
         let frames = inputs.frames;
 
+        let text = clock.load(|| self.text_encoder(ctx))?;
+        ctx.check_cancelled()?;
         ctx.stage("text");
         let text_stage = |clock: &mut StageClock| -> candle_core::Result<(Tensor, Tensor, (Tensor, Tensor), Option<(Tensor, Tensor)>)> {
             clock.time("dit_text_encoder_time_cost", || {
                 let prompt = PromptInputs::new(&resolved.recipe).with_duration(inputs.prompt_duration);
-                let (lyrics, lyric_mask) = self.lyric_embeddings(&prompt, batch)?;
-                let caption = self.caption_states(&prompt.caption_prompt(), batch)?;
+                let (lyrics, lyric_mask) = self.lyric_embeddings(&text, &prompt, batch)?;
+                let caption = self.caption_states(&text, &prompt.caption_prompt(), batch)?;
                 let switches = resolved.task_type == TaskType::Cover && resolved.audio_cover_strength < 1.0;
-                let non_cover = if switches { Some(self.caption_states(&prompt.non_cover_caption_prompt(), batch)?) } else { None };
+                let non_cover = if switches { Some(self.caption_states(&text, &prompt.non_cover_caption_prompt(), batch)?) } else { None };
                 Ok((lyrics, lyric_mask, caption, non_cover))
             })
         };
         let (lyrics, lyric_mask, caption, non_cover_caption) = text_stage(&mut clock).map_err(|e| JobError::model("text encoder", e))?;
+        let text_file = text.file.clone();
+        self.let_go(text);
+        if self.models.residency == Residency::Keep {
+            let m = &self.models;
+            m.store.fit_text_encoder(&m.checkpoints, &m.how, &self.dit)?;
+        }
         ctx.check_cancelled()?;
 
+        let dit = clock.load(|| self.load_dit(ctx))?;
+        ctx.check_cancelled()?;
         ctx.stage("condition");
         let texts = Texts { caption: &caption, non_cover_caption: non_cover_caption.as_ref(), lyrics: &lyrics, lyric_mask: &lyric_mask };
         let (main, text2music) = clock
-            .time("dit_encoder_time_cost", || self.conditions(&inputs, &texts, batch))
+            .time("dit_encoder_time_cost", || self.conditions(&dit, &inputs, &texts, batch))
             .map_err(|e| JobError::model("condition encoder", e))?;
         ctx.check_cancelled()?;
 
         ctx.stage("diffusion");
-        let (latents_out, steps) = clock.time("dit_diffusion_time_cost", || self.sample(resolved, &inputs, &main, text2music.as_ref(), ctx))?;
+        let (latents_out, steps) = clock.time("dit_diffusion_time_cost", || self.sample(&dit, resolved, &inputs, &main, text2music.as_ref(), ctx))?;
         let per_step = clock.costs["dit_diffusion_time_cost"] / steps.max(1) as f64;
         clock.costs.insert("dit_diffusion_per_step_time_cost".into(), per_step);
+        let dit_file = dit.file.clone();
+        self.let_go(dit);
 
+        let vae = clock.load(|| self.vae(ctx))?;
+        ctx.check_cancelled()?;
         ctx.stage("decode");
-        let audio = clock.time("dit_vae_decode_time_cost", || self.decode(&latents_out, &inputs, ctx))?;
+        let audio = clock.time("dit_vae_decode_time_cost", || self.decode(&vae, &latents_out, &inputs, ctx))?;
+        self.let_go(vae);
         let total = clock.started.elapsed().as_secs_f64();
         clock.costs.insert("dit_total_time_cost".into(), total);
 
-        let mut models = vec![self.dit.file.clone()];
-        models.extend(self.shared.files.iter().cloned());
         let recipe = Recipe {
             request: resolved.recipe.clone(),
-            model_kind: self.dit.kind,
-            models,
+            model_kind: self.kind,
+            models: vec![dit_file, self.vae_file.clone(), text_file],
             source: inputs.source.as_ref().map(|s| s.record.clone()),
             reference: inputs.reference.as_ref().map(|r| r.record.clone()),
             sample_rate: MODEL_SAMPLE_RATE,
@@ -154,7 +235,7 @@ impl Pipeline {
 
 /// The condition of the task and, for a cover that switches part-way, text2music's: the
     /// text2music instruction's caption with silence as the source.
-    fn conditions(&self, inputs: &TaskInputs, texts: &Texts, batch: usize) -> candle_core::Result<(Condition, Option<Condition>)> {
+    fn conditions(&self, dit: &ResidentDit, inputs: &TaskInputs, texts: &Texts, batch: usize) -> candle_core::Result<(Condition, Option<Condition>)> {
         let clip_item: Vec<usize> = (0..batch).collect();
         let clips = match &inputs.reference {
             Some(r) => r.latents.repeat((batch, 1, 1))?,
@@ -169,14 +250,14 @@ impl Pipeline {
                 reference_clips: &clips,
                 clip_item: &clip_item,
             };
-            self.dit.model.prepare_condition(&inputs, source)
+            dit.model.prepare_condition(&inputs, source)
         };
         let is_cover = vec![inputs.is_cover; batch];
         let source = SourceInputs {
             latents: &inputs.context_source,
             chunk_mask: &inputs.chunk_mask,
             is_cover: &is_cover,
-            silence: &self.dit.silence,
+            silence: &self.silence,
         };
         let main = condition_for(texts.caption, &source)?;
         let text2music = match texts.non_cover_caption {
@@ -186,7 +267,7 @@ impl Pipeline {
                     latents: &silence,
                     chunk_mask: &silence.ones_like()?,
                     is_cover: &vec![false; batch],
-                    silence: &self.dit.silence,
+                    silence: &self.silence,
                 };
                 Some(condition_for(caption, &plain)?)
             }
@@ -196,36 +277,36 @@ impl Pipeline {
     }
 
     /// Caption prompt → the text encoder's last hidden state, repeated over the batch, with its mask.
-    fn caption_states(&self, prompt: &str, batch: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let ids = self.shared.tokenizer.encode(prompt, CAPTION_MAX_TOKENS)?;
-        let (ids, mask) = pad_batch(&[ids], self.shared.tokenizer.pad_id(), &self.device)?;
-        let states = self.shared.text_encoder.encode(&ids)?.to_dtype(self.dtype)?;
+    fn caption_states(&self, text: &ResidentText, prompt: &str, batch: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let ids = text.tokenizer.encode(prompt, CAPTION_MAX_TOKENS)?;
+        let (ids, mask) = pad_batch(&[ids], text.tokenizer.pad_id(), &self.device)?;
+        let states = text.encoder.encode(&ids)?.to_dtype(self.dtype)?;
         Ok((states.repeat((batch, 1, 1))?, mask.to_dtype(self.dtype)?.repeat((batch, 1))?))
     }
 
     /// Lyric prompt → token embeddings (no transformer layers, as upstream), repeated over the batch.
-    fn lyric_embeddings(&self, prompt: &PromptInputs, batch: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let ids = self.shared.tokenizer.encode(&prompt.lyric_prompt(), LYRIC_MAX_TOKENS)?;
-        let (ids, mask) = pad_batch(&[ids], self.shared.tokenizer.pad_id(), &self.device)?;
-        let embeds = self.shared.text_encoder.embed(&ids)?.to_dtype(self.dtype)?;
+    fn lyric_embeddings(&self, text: &ResidentText, prompt: &PromptInputs, batch: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let ids = text.tokenizer.encode(&prompt.lyric_prompt(), LYRIC_MAX_TOKENS)?;
+        let (ids, mask) = pad_batch(&[ids], text.tokenizer.pad_id(), &self.device)?;
+        let embeds = text.encoder.embed(&ids)?.to_dtype(self.dtype)?;
         Ok((embeds.repeat((batch, 1, 1))?, mask.to_dtype(self.dtype)?.repeat((batch, 1))?))
     }
 
     /// The silence latent's first `frames` frames for each batch item (repeated if the model's
     /// silence is shorter).
     fn silence_frames(&self, frames: usize, batch: usize) -> candle_core::Result<Tensor> {
-        let stored = self.dit.silence.dim(1)?;
+        let stored = self.silence.dim(1)?;
         let silence = if frames <= stored {
-            self.dit.silence.narrow(1, 0, frames)?
+            self.silence.narrow(1, 0, frames)?
         } else {
-            self.dit.silence.repeat((1, frames.div_ceil(stored), 1))?.narrow(1, 0, frames)?
+            self.silence.repeat((1, frames.div_ceil(stored), 1))?.narrow(1, 0, frames)?
         };
         silence.repeat((batch, 1, 1))
     }
 
     fn sampler_config(&self, resolved: &ResolvedRequest) -> SamplerConfig {
         let s = &resolved.sampling;
-        let (kind, timesteps) = match (self.dit.kind, &s.timesteps) {
+        let (kind, timesteps) = match (self.kind, &s.timesteps) {
             (ModelKind::Turbo, Some(t)) => (SamplerKind::Turbo, schedule::turbo_custom_schedule(t)),
             (ModelKind::Turbo, None) => (SamplerKind::Turbo, turbo_schedule(s.steps as usize, s.shift)),
             (_, Some(t)) => (SamplerKind::Base, schedule::base_custom_schedule(t)),
@@ -240,17 +321,19 @@ impl Pipeline {
         SamplerConfig { kind, timesteps, method: s.infer_method, guidance, audio_cover_strength }
     }
 
-    /// A condition's cross-attention K/V, and the null condition's when the run is guided.
-    fn condition_kvs(&self, condition: &Condition, guided: bool) -> candle_core::Result<(ConditionKv, Option<ConditionKv>)> {
-        let dit = &self.dit.model;
+    /// A condition's cross-attention K/V and, when the run is guided, the condition's and the
+    /// null condition's stacked as one batch (a guided step is one forward of both).
+    fn condition_kvs(dit: &ResidentDit, condition: &Condition, guided: bool) -> candle_core::Result<(ConditionKv, Option<ConditionKv>)> {
+        let dit = &dit.model;
         let kv = dit.condition_kv(&condition.states)?;
-        let null = if guided { Some(dit.condition_kv(&dit.null_condition(&condition.states)?)?) } else { None };
-        Ok((kv, null))
+        let with_null = if guided { Some(kv.stack(&dit.condition_kv(&dit.null_condition(&condition.states)?)?)?) } else { None };
+        Ok((kv, with_null))
     }
 
     /// The sampled latents and the number of steps run.
     fn sample(
         &self,
+        dit: &ResidentDit,
         resolved: &ResolvedRequest,
         inputs: &TaskInputs,
         main: &Condition,
@@ -260,17 +343,17 @@ impl Pipeline {
         let fail = |e| JobError::model("diffusion", e);
         let config = self.sampler_config(resolved);
         let guided = config.guidance.is_some();
-        let (kv, null_kv) = self.condition_kvs(main, guided).map_err(fail)?;
+        let (kv, null_kv) = Self::condition_kvs(dit, main, guided).map_err(fail)?;
         let switched = match text2music {
             Some(c) => {
-                let (kv, null) = self.condition_kvs(c, guided).map_err(fail)?;
+                let (kv, null) = Self::condition_kvs(dit, c, guided).map_err(fail)?;
                 Some((c, kv, null))
             }
             None => None,
         };
 
         let mut noise = SeededNoise::new(&resolved.seeds);
-        let channels = self.dit.silence.dim(2).map_err(fail)?;
+        let channels = self.silence.dim(2).map_err(fail)?;
         let initial = noise.draw(inputs.frames, channels, &self.device).and_then(|n| n.to_dtype(self.dtype)).map_err(fail)?;
         let start = match &inputs.source {
             Some(s) if resolved.task_type == TaskType::Cover && resolved.cover_noise_strength > 0.0 => {
@@ -281,21 +364,28 @@ impl Pipeline {
         let run = RunInputs { noise: initial, start, repaint: inputs.repaint.as_ref(), fresh_noise: &mut noise };
         let stop = StopSignal::new();
         let mut steps = 0;
-        let decoder = &self.dit.model.decoder;
+        let decoder = &dit.model.decoder;
         let result = config.run(
             run,
             |step| {
-                let (context, kv, null_kv) = match (&switched, step.cover) {
-                    (Some((c, kv, null)), false) => (&c.context, kv, null.as_ref()),
+                let (context, kv, with_null) = match (&switched, step.cover) {
+                    (Some((c, kv, with_null)), false) => (&c.context, kv, with_null.as_ref()),
                     _ => (&main.context, &kv, null_kv.as_ref()),
                 };
-                let t = Tensor::full(step.t, step.x.dim(0)?, &self.device)?.to_dtype(self.dtype)?;
-                let cond = decoder.forward(step.x, &t, &t, context, kv)?;
-                let uncond = match (step.guided, null_kv) {
-                    (true, Some(null)) => Some(decoder.forward(step.x, &t, &t, context, null)?),
-                    _ => None,
-                };
-                Ok(Prediction { cond, uncond })
+                let rows = step.x.dim(0)?;
+                match (step.guided, with_null) {
+                    (true, Some(both)) => {
+                        let t = Tensor::full(step.t, 2 * rows, &self.device)?.to_dtype(self.dtype)?;
+                        let x = Tensor::cat(&[step.x, step.x], 0)?;
+                        let context = Tensor::cat(&[context, context], 0)?;
+                        let v = decoder.forward(&x, &t, &t, &context, both)?;
+                        Ok(Prediction { cond: v.narrow(0, 0, rows)?, uncond: Some(v.narrow(0, rows, rows)?) })
+                    }
+                    _ => {
+                        let t = Tensor::full(step.t, rows, &self.device)?.to_dtype(self.dtype)?;
+                        Ok(Prediction { cond: decoder.forward(step.x, &t, &t, context, kv)?, uncond: None })
+                    }
+                }
             },
             |step| {
                 steps = step.count;
@@ -310,7 +400,7 @@ impl Pipeline {
 
     /// Latents → audio per item: tiled VAE decode (checking for cancel between tiles), the
     /// repaint waveform splice, then upstream's output levels (peak cap, −1 dBFS).
-    fn decode(&self, latents: &Tensor, inputs: &TaskInputs, ctx: &JobContext) -> Result<Vec<AudioBuffer>, JobError> {
+    fn decode(&self, vae: &ResidentVae, latents: &Tensor, inputs: &TaskInputs, ctx: &JobContext) -> Result<Vec<AudioBuffer>, JobError> {
         let fail = |e| JobError::model("VAE decode", e);
         let latents = latents.transpose(1, 2).and_then(|l| l.contiguous()).map_err(fail)?;
         let batch = latents.dim(0).map_err(fail)?;
@@ -318,7 +408,7 @@ impl Pipeline {
         for item in 0..batch {
             let one = latents.narrow(0, item, 1).map_err(fail)?;
             let stop = StopSignal::new();
-            let wave = self.shared.vae.decode_tiles(&one, DECODE_CHUNK_FRAMES, DECODE_OVERLAP_FRAMES, |_, _| stop.check(ctx));
+            let wave = vae.vae.decode_tiles(&one, DECODE_CHUNK_FRAMES, DECODE_OVERLAP_FRAMES, |_, _| stop.check(ctx));
             let wave = stop.outcome(wave).map_err(JobError::from_stopped("VAE decode"))?;
             let wave = wave.squeeze(0).and_then(|w| w.to_dtype(DType::F32)).and_then(|w| w.to_vec2::<f32>()).map_err(fail)?;
             let mut audio = AudioBuffer::new(MODEL_SAMPLE_RATE, wave);

@@ -16,6 +16,8 @@
 //! Upstream's chunk mask became "1 everywhere" for repaint in March 2026 by accident (a bool
 //! tensor given 2.0); Backline sends the explicit 0/1 mask the model was trained with.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor};
 
 use super::recipe::{samples_sha256, AudioInput};
@@ -27,6 +29,7 @@ use crate::error::JobError;
 use crate::progress::{JobContext, StopSignal};
 use crate::prompt::PromptInputs;
 use crate::request::SourceSpan;
+use crate::store::ResidentVae;
 use crate::sampling::{RepaintGuide, RepaintMode, SeededNoise};
 use crate::task::TaskType;
 use crate::timing::{FALLBACK_DURATION_S, HOP, MIN_LATENT_FRAMES};
@@ -103,17 +106,25 @@ pub struct TaskInputs {
 }
 
 impl TaskInputs {
-    pub fn prepare(p: &Pipeline, job: &Admitted, cache: &mut LatentCache, ctx: &JobContext) -> Result<Self, JobError> {
+    /// The inputs of `job`. `vae` is filled at the first audio input the cache lacks; the
+    /// caller lets go of it.
+    pub fn prepare(
+        p: &Pipeline,
+        job: &Admitted,
+        vae: &mut Option<Arc<ResidentVae>>,
+        cache: &mut LatentCache,
+        ctx: &JobContext,
+    ) -> Result<Self, JobError> {
         let resolved = &job.resolved;
         let batch = resolved.batch_size();
         let fail = |e| JobError::model("task inputs", e);
-        let hop = p.shared.vae.config().hop_length();
+        let hop = p.hop;
         let task = resolved.task_type;
 
         let reference = match &job.reference {
             Some(input) => {
                 let clip = reference_clip(&input.audio);
-                let (latents, record) = encode(p, &clip, &input.label, cache, ctx)?;
+                let (latents, record) = encode(p, vae, &clip, &input.label, cache, ctx)?;
                 Some(ReferenceLatents { latents, record })
             }
             None => None,
@@ -143,7 +154,7 @@ impl TaskInputs {
         let source_s = audio.frames() as f64 / MODEL_SAMPLE_RATE as f64;
         let (left, right) = padding_samples(&span);
         let padded = pad(audio, left, right);
-        let (latents, record) = encode(p, &padded, &input.label, cache, ctx)?;
+        let (latents, record) = encode(p, vae, &padded, &input.label, cache, ctx)?;
         let frames = latents.dim(1).map_err(fail)?;
         let latents_batch = latents.repeat((batch, 1, 1)).map_err(fail)?;
         let silence = p.silence_frames(frames, batch).map_err(fail)?;
@@ -255,6 +266,7 @@ pub fn task_context(
 /// hash, so one input always encodes the same way.
 fn encode(
     p: &Pipeline,
+    vae: &mut Option<Arc<ResidentVae>>,
     audio: &AudioBuffer,
     label: &str,
     cache: &mut LatentCache,
@@ -263,7 +275,7 @@ fn encode(
     let fail = |e| JobError::model("VAE encode", e);
     let audio_sha256 = samples_sha256(audio.channels.iter().map(Vec::as_slice));
     // The VAE's weights are part of the key: two checkpoint folders encode differently.
-    let key = format!("{}:{audio_sha256}", p.shared.files[0].fingerprint);
+    let key = format!("{}:{audio_sha256}", p.vae_file.fingerprint);
     let latents = match cache.get(&key) {
         Some(latents) => latents,
         None => {
@@ -271,9 +283,14 @@ fn encode(
             let wave = Tensor::from_vec(samples, (1, audio.channels.len(), audio.frames()), &p.device)
                 .and_then(|t| t.to_dtype(p.dtype))
                 .map_err(fail)?;
+            let vae = match vae {
+                Some(vae) => vae,
+                None => vae.insert(p.vae(ctx)?),
+            };
+            ctx.stage("encode");
             let stop = StopSignal::new();
             let mut tiles = 0;
-            let posterior = p.shared.vae.encode_tiles(&wave, ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES, |tile, count| {
+            let posterior = vae.vae.encode_tiles(&wave, ENCODE_CHUNK_FRAMES, ENCODE_OVERLAP_FRAMES, |tile, count| {
                 stop.check(ctx)?;
                 if tile > 0 {
                     ctx.step(tile - 1, count);

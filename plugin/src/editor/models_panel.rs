@@ -64,7 +64,7 @@ impl ModelsPanel {
                     }
                     let resident: u64 = info.resident.iter().map(|r| r.bytes).sum();
                     ui.weak(format!(
-                        "In memory: {} of models, shared by every Backline in this DAW (DiT budget {})",
+                        "In memory: {} of models, shared by every Backline in this DAW (budget {})",
                         gib(resident),
                         gib(info.budget_bytes)
                     ));
@@ -129,7 +129,14 @@ fn precision_choice(ui: &mut egui::Ui, info: &ModelsInfo, idle: bool) -> Option<
             .width(60.0)
             .show_ui(ui, |ui| {
                 for p in Precision::ALL {
-                    ui.selectable_value(&mut chosen, p, label(p));
+                    // A format this CPU cannot run at speed is shown, greyed, with the reason.
+                    let missing = p.missing_instructions();
+                    ui.add_enabled_ui(missing.is_none(), |ui| {
+                        let item = ui.selectable_value(&mut chosen, p, label(p));
+                        if let Some(missing) = missing {
+                            item.on_disabled_hover_text(format!("needs the {missing} instructions, which this CPU lacks"));
+                        }
+                    });
                 }
             })
             .response

@@ -12,6 +12,7 @@ use backline_engine::checkpoint::BASE_FOLDER;
 use backline_engine::error::{AudioRole, JobError};
 use backline_engine::precision::Precision;
 use backline_engine::request::{GenerationRequest, RequestError};
+use backline_engine::store::Residency;
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
@@ -77,7 +78,14 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
             run.checkpoints.display()
         ));
     }
-    let settings = LocalSettings { checkpoints: run.checkpoints, device: run.device, dtype: DType::F32, precision: run.precision };
+    // One job per process: each model is freed when its stage is over.
+    let settings = LocalSettings {
+        checkpoints: run.checkpoints,
+        device: run.device,
+        dtype: DType::F32,
+        precision: run.precision,
+        residency: Residency::PerStage,
+    };
     let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let admitted = backend.admit(JobRequest::new(run.request)).map_err(|e| describe(&e))?;
     // The seeds are drawn by now, so the file names are known before any work.
