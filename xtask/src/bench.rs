@@ -65,7 +65,7 @@ const NOISY_PCT: f64 = 10.0;
 /// a tick is then more than 2% of the window.
 const MIN_CPU_TICKS: u64 = 50;
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
 }
 
@@ -726,7 +726,7 @@ impl Meta {
     }
 }
 
-fn machine_description() -> String {
+pub(crate) fn machine_description() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

@@ -13,9 +13,13 @@
 //!   [--skip-torch]`: load time, speed and peak memory of the candle engine against upstream
 //!   PyTorch (f32, CPU) on the same synthetic checkpoint set (default `target/synth-full`); see
 //!   `docs/benchmarks.md`. It runs each stage as `xtask bench-stage` (internal) in a child process.
+//! - `cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations
+//!   30,10] [--precisions bf16,q8]`: whole generations side by side with acestep.cpp (a checkout
+//!   built by the user, given by path), per-stage time and peak memory, and the DiT's GFLOP/s.
 
 mod bench;
 mod checkpoints;
+mod side_by_side;
 mod test;
 
 /// Huge pages behind the engine's large buffers (weights, VAE activations): `engine/src/alloc.rs`.
@@ -28,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test::run_tests(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-stage") => bench::run_stage(&args[1..]),
+        Some("bench-cpp") => side_by_side::run(&args[1..]),
         Some("bench-warm-memory") => bench::warm_memory_child(&args[1..]),
         Some(command @ ("tiny-checkpoint" | "synth-checkpoint")) => checkpoints::run(command, &args[1..]),
         Some("bundle" | "bundle-universal" | "known-packages") => {
@@ -37,7 +42,8 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
                  cargo xtask tiny-checkpoint DIR [--seed N]\n  cargo xtask synth-checkpoint DIR --full [--seed N]\n  \
-                 cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]"
+                 cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]\n  \
+                 cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations 30,10] [--precisions bf16,q8]"
             );
             std::process::exit(2)
         }
