@@ -358,6 +358,8 @@ fn quantized_weights_generate_close_to_full_precision() {
         let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--name", precision, "--precision", precision];
         let out = backline(&dir, &[&args[..], &["--caption", "piano", "--duration", "10", "--seed", "3", "--batch-size", "1", "--format", "wav"]].concat());
         assert!(out.status.success(), "--precision {precision} failed:\n{}", stderr(&out));
+        let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join(format!("{precision}-3.json"))).unwrap()).unwrap();
+        assert_eq!(recipe.precision.name(), precision, "the recipe says how the weights were held");
         read_audio(&dir.join(format!("{precision}-3.wav"))).unwrap().channels.concat()
     };
     let full = take("f32");

@@ -228,6 +228,7 @@ impl Pipeline {
             sample_rate: MODEL_SAMPLE_RATE,
             duration_s: frames as f64 / LATENT_FRAMES_PER_SECOND,
             engine: format!("backline-engine {}", env!("CARGO_PKG_VERSION")),
+            precision: self.models.how.precision,
             time_costs: clock.costs,
         };
         Ok(Generation { audio, recipe })

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::precision::Precision;
 use crate::request::{GenerationRequest, Seed};
 use crate::task::ModelKind;
 
@@ -48,11 +49,19 @@ pub struct Recipe {
     /// Seconds of audio per item.
     pub duration_s: f64,
     pub engine: String,
+    /// How the CPU held the Linear weights (`crate::precision`): another precision gives other
+    /// samples (bf16 gives f32's). Recipes from before the choice have none: they ran in f32.
+    #[serde(default = "full_precision")]
+    pub precision: Precision,
     /// Seconds per stage, under upstream's `time_costs` names (`dit_encoder_time_cost`,
     /// `dit_diffusion_time_cost`, `dit_vae_decode_time_cost`, `dit_total_time_cost`, ...).
     /// Facts about one run, not part of what makes the audio.
     #[serde(default)]
     pub time_costs: BTreeMap<String, f64>,
+}
+
+fn full_precision() -> Precision {
+    Precision::F32
 }
 
 impl Recipe {
@@ -130,5 +139,27 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         assert_ne!(fingerprint(&path).unwrap().1, a);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_recipe_from_before_the_precision_choice_reads_as_f32() {
+        let request = GenerationRequest::from_value(serde_json::json!({"caption": "x"})).unwrap();
+        let recipe = Recipe {
+            request,
+            model_kind: ModelKind::Turbo,
+            models: Vec::new(),
+            source: None,
+            reference: None,
+            sample_rate: 48_000,
+            duration_s: 10.0,
+            engine: "backline-engine".into(),
+            precision: Precision::Q8,
+            time_costs: BTreeMap::new(),
+        };
+        let mut json = serde_json::to_value(&recipe).unwrap();
+        assert_eq!(json["precision"], "q8");
+        json.as_object_mut().unwrap().remove("precision");
+        let old: Recipe = serde_json::from_value(json).unwrap();
+        assert_eq!(old.precision, Precision::F32);
     }
 }
