@@ -283,11 +283,24 @@ impl ModelStore {
     /// `dit` together (other DiTs are evicted first). Called once the prompts are encoded, before
     /// the DiT loads.
     pub fn fit_text_encoder(&self, root: &Path, how: &LoadAs, dit: &DitFolder) -> Result<(), JobError> {
-        let text = TextEncoderFolder::open(&root.join(TEXT_ENCODER_FOLDER))?;
-        let vae = VaeFolder::open(&root.join(VAE_FOLDER))?;
-        let working_set = Self::dit_bytes(dit, how)? + text.footprint()?.plus(&vae.footprint()?).bytes(how);
-        if working_set > self.budget_bytes() {
-            let text = key(&text.dir, how);
+        let text_dir = root.join(TEXT_ENCODER_FOLDER);
+        let vae_dir = root.join(VAE_FOLDER);
+        // Resident models' bytes are known; only the others are counted from their folders.
+        let resident = |dir: &Path| {
+            let key = key(dir, how);
+            self.lock().entries.iter().find(|e| e.key == key).map(|e| e.bytes)
+        };
+        let Some(text) = resident(&text_dir) else { return Ok(()) }; // nothing to free
+        let vae = match resident(&vae_dir) {
+            Some(bytes) => bytes,
+            None => VaeFolder::open(&vae_dir)?.footprint()?.bytes(how),
+        };
+        let dit = match resident(&dit.dir) {
+            Some(bytes) => bytes,
+            None => Self::dit_bytes(dit, how)?,
+        };
+        if text + vae + dit > self.budget_bytes() {
+            let text = key(&text_dir, how);
             self.lock().entries.retain(|e| e.key != text);
         }
         Ok(())

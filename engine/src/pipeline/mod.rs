@@ -83,11 +83,11 @@ pub struct Pipeline {
     hop: usize,
 }
 
-/// Seconds spent per stage, under upstream's `time_costs` names (`inference.py` prefixes the
-/// DiT handler's keys with `dit_`); `vae_encode` and `text_encoder` are Backline's own stages.
 /// Seconds spent loading models during the job (Backline's own key).
 const MODEL_LOAD_KEY: &str = "model_load_time_cost";
 
+/// Seconds spent per stage, under upstream's `time_costs` names (`inference.py` prefixes the
+/// DiT handler's keys with `dit_`); `vae_encode` and `text_encoder` are Backline's own stages.
 struct StageClock {
     started: Instant,
     costs: BTreeMap<String, f64>,
