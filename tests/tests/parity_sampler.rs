@@ -14,6 +14,7 @@ use backline_engine::sampling::{
     base_schedule, turbo_schedule, Guidance, GuidanceMethod, InferMethod, Prediction, RepaintGuide, RunInputs,
     SamplerConfig, SamplerKind, SeededNoise, Start,
 };
+use backline_engine::kernels::int8;
 use backline_engine::precision::Precision;
 use backline_tests::parity::{
     assert_close, checkpoint_var_builder, checkpoint_var_builder_at, fixture_path, load_fixture, max_abs_error,
@@ -130,13 +131,19 @@ fn base_apg_trajectory_matches_upstream() {
 
 /// The base APG run with the DiT's and condition encoder's Linear weights held at each
 /// precision, against upstream's f32 run: the relative error of the first call's velocities
-/// (condition and null condition) and of the final latents. Printed for `docs/benchmarks.md`.
+/// (condition and null condition) and of the final latents. The quantized formats run both ways
+/// where the CPU has AVX-512 VNNI: in integers (8-bit activations too) and widened to f32.
+/// Printed for `docs/benchmarks.md`.
 #[test]
 fn quantized_weights_stay_near_upstreams_velocity_and_latents() {
     let f = load_fixture("sampler.safetensors");
     let sampler = base_apg_sampler();
+    let products: &[bool] = if int8::cpu_supports() { &[true, false] } else { &[false] };
     // (precision, largest velocity error, largest latents error)
-    for (precision, max_velocity, max_latents) in [(Precision::Bf16, 1e-5, 1e-5), (Precision::Q8, 0.02, 0.02), (Precision::Q4, 0.3, 0.3)] {
+    let cases = [(Precision::Bf16, 1e-5, 1e-5), (Precision::Q8, 0.02, 0.02), (Precision::Q4, 0.3, 0.3)];
+    for (in_integers, (precision, max_velocity, max_latents)) in products.iter().flat_map(|&p| cases.map(|c| (p, c))) {
+        int8::allow(in_integers);
+        let how = if precision == Precision::Bf16 { "" } else if in_integers { " in integers" } else { " widened" };
         let vb = checkpoint_var_builder_at(&["dit.safetensors"], precision);
         let model = AceStepModel::new(&tiny_config(), vb).expect("weights load");
         let cond = condition(&model, &f, "text", &f["input.src"], &ones(&f), false);
@@ -161,13 +168,14 @@ fn quantized_weights_stay_near_upstreams_velocity_and_latents() {
             .unwrap();
         let velocity = relative_rms_error(&first.unwrap(), &f["apg.call0.v"]);
         let latents = relative_rms_error(&target, &f["apg.target"]);
-        eprintln!("{precision}: velocity error {velocity:.2e}, final latents error {latents:.2e}");
-        assert!(velocity <= max_velocity, "{precision}: velocity differs from upstream's by {velocity:.2e}");
-        assert!(latents <= max_latents, "{precision}: final latents differ from upstream's by {latents:.2e}");
+        eprintln!("{precision}{how}: velocity error {velocity:.2e}, final latents error {latents:.2e}");
+        assert!(velocity <= max_velocity, "{precision}{how}: velocity differs from upstream's by {velocity:.2e}");
+        assert!(latents <= max_latents, "{precision}{how}: final latents differ from upstream's by {latents:.2e}");
         if precision != Precision::Bf16 {
             assert!(velocity > 1e-6, "{precision}: quantized weights cannot give f32's velocity exactly");
         }
     }
+    int8::allow(true);
 }
 
 fn repaint_guide(f: &Tensors, injection_ratio: f64, crossfade_frames: usize) -> RepaintGuide {

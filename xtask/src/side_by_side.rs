@@ -100,8 +100,14 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let mut runs = Vec::new();
     if !options.dit_only {
+        // Built here so that the runs are of the sources as they are, not of an older build.
+        let status = Command::new("cargo")
+            .args(["build", "--release", "--package", "backline-engine", "--features", "backline-engine/cli"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
+        ensure!(status.success(), "building the CLI failed ({status})");
         let backline = root.join("target/release/backline");
-        ensure!(backline.is_file(), "build the CLI first: cargo build --release --features backline-engine/cli");
         let cpp = Cpp::prepare(&options, &out.join("gguf"))?;
         for &duration in &options.durations {
             for &precision in &options.precisions {
@@ -116,7 +122,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let products = products()?;
     let dit = options.checkpoints.join(TURBO_FOLDER);
     let inputs = TrajectoryInputs::new(&DitFolder::open(&dit)?.config)?;
-    let forwards = Precision::ALL.iter().map(|&p| dit_trajectory(&dit, p, &inputs)).collect::<Result<Vec<_>>>()?;
+    // The quantized formats both ways where the CPU can multiply in integers.
+    let mut ways = vec![(Precision::F32, false), (Precision::Bf16, false)];
+    for precision in [Precision::Q8, Precision::Q4] {
+        if backline_engine::kernels::int8::cpu_supports() {
+            ways.push((precision, true));
+        }
+        ways.push((precision, false));
+    }
+    let forwards = ways.iter().map(|&(p, in_integers)| dit_trajectory(&dit, p, in_integers, &inputs)).collect::<Result<Vec<_>>>()?;
+    backline_engine::kernels::int8::allow(true);
 
     let table = markdown(&runs, &products, &quality(&forwards)?);
     println!("{table}");
@@ -127,10 +142,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "threads": THREADS,
         "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
         "gemm_peak_gflops": products.f32_gemm,
-        "packed_q8_gflops": products.packed_q8,
+        "q8_widened_gflops": products.q8_widened,
+        "q8_int8_gflops": products.q8_int8,
+        "q4_int8_gflops": products.q4_int8,
         "candle_q8_0_gflops": products.candle_q8_0,
         "dit_forward": quality(&forwards)?.iter().map(|(f, v, l)| json!({
-            "precision": f.precision.name(), "seconds": f.seconds, "gflop": f.gflop,
+            "precision": f.precision.name(), "product": f.product(), "seconds": f.seconds, "gflop": f.gflop,
             "velocity_relative_error": v, "latents_relative_error": l,
         })).collect::<Vec<_>>(),
     });
@@ -468,11 +485,15 @@ fn gflops(mut product: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 /// The products at [`PRODUCT`]'s shape: candle's f32 matmul (the machine's GEMM peak for these
-/// figures), Backline's packed 8-bit product (decode, then the same GEMM), and candle's
-/// quantized matmul on Q8_0 weights (int8 dot products against activations quantized to Q8_0).
+/// figures); Backline's 8-bit product widened (decode, then the same GEMM) and in integers, and
+/// its 4-bit one in integers (where the CPU has AVX-512 VNNI); and candle's quantized matmul on
+/// Q8_0 weights (int8 dot products against activations quantized to Q8_0, with a second,
+/// repacked copy of the weights on AVX-512 VNNI).
 struct Products {
     f32_gemm: f64,
-    packed_q8: f64,
+    q8_widened: f64,
+    q8_int8: Option<f64>,
+    q4_int8: Option<f64>,
     candle_q8_0: f64,
 }
 
@@ -484,13 +505,20 @@ fn products() -> Result<Products> {
     let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu)?;
     let w = Tensor::randn(0f32, 0.02, (k, n), &Device::Cpu)?;
     let f32_gemm = gflops(|| Ok(drop(x.matmul(&w)?)))?;
-    let packed = PackedMatrix::encode(PackedFormat::Q8, &w.flatten_all()?.to_vec1::<f32>()?, k, n)?;
+    let values = w.flatten_all()?.to_vec1::<f32>()?;
+    let q8 = PackedMatrix::encode(PackedFormat::Q8, &values, k, n)?;
+    let q4 = PackedMatrix::encode(PackedFormat::Q4, &values, k, n)?;
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let packed_q8 = gflops(|| Ok(drop(packed.matmul(&xs, m))))?;
+    let q8_widened = gflops(|| Ok(drop(q8.matmul_widened(&xs, m))))?;
+    let (q8_int8, q4_int8) = if backline_engine::kernels::int8::available() {
+        (Some(gflops(|| Ok(drop(q8.matmul_int8(&xs, m))))?), Some(gflops(|| Ok(drop(q4.matmul_int8(&xs, m))))?))
+    } else {
+        (None, None)
+    };
     // candle takes the weight as (out, in).
     let quantized = QMatMul::from_qtensor(QTensor::quantize(&w.t()?.contiguous()?, GgmlDType::Q8_0)?)?;
     let candle_q8_0 = gflops(|| Ok(drop(quantized.forward(&x)?)))?;
-    Ok(Products { f32_gemm, packed_q8, candle_q8_0 })
+    Ok(Products { f32_gemm, q8_widened, q8_int8, q4_int8, candle_q8_0 })
 }
 
 /// Fixed inputs for the DiT at every precision: latents noise, context and condition states.
@@ -506,8 +534,9 @@ impl TrajectoryInputs {
         let latent = cfg.audio_acoustic_hidden_dim;
         Ok(Self {
             noise: SeededNoise::new(&[SEED]).draw(FORWARD_FRAMES, latent, &dev)?,
-            context: Tensor::randn(0f32, 1., (1, FORWARD_FRAMES, cfg.in_channels - latent), &dev)?,
-            states: Tensor::randn(0f32, 1., (1, ENCODER_LEN, cfg.hidden_size), &dev)?,
+            // Seeded too, so that every run of the benchmark measures the same errors.
+            context: SeededNoise::new(&[SEED + 1]).draw(FORWARD_FRAMES, cfg.in_channels - latent, &dev)?,
+            states: SeededNoise::new(&[SEED + 2]).draw(ENCODER_LEN, cfg.hidden_size, &dev)?,
         })
     }
 }
@@ -516,15 +545,30 @@ impl TrajectoryInputs {
 /// latents of a turbo run.
 struct Trajectory {
     precision: Precision,
+    /// Whether the quantized weights were multiplied in integers (else widened to f32).
+    in_integers: bool,
     seconds: f64,
     gflop: f64,
     velocity: Tensor,
     latents: Tensor,
 }
 
-/// The turbo sampler's 8 steps (shift 3, ODE) on the DiT loaded at `precision`, from `inputs`.
-fn dit_trajectory(dir: &Path, precision: Precision, inputs: &TrajectoryInputs) -> Result<Trajectory> {
-    eprintln!("DiT trajectory at {precision}");
+impl Trajectory {
+    /// How the Linear products ran.
+    fn product(&self) -> &'static str {
+        match (self.precision, self.in_integers) {
+            (Precision::F32, _) => "f32",
+            (_, false) => "widened to f32",
+            (_, true) => "int8 dot products",
+        }
+    }
+}
+
+/// The turbo sampler's 8 steps (shift 3, ODE) on the DiT loaded at `precision`, from `inputs`,
+/// quantized weights multiplied in integers when `in_integers`.
+fn dit_trajectory(dir: &Path, precision: Precision, in_integers: bool, inputs: &TrajectoryInputs) -> Result<Trajectory> {
+    eprintln!("DiT trajectory at {precision} (in integers: {in_integers})");
+    backline_engine::kernels::int8::allow(in_integers);
     let model = DitFolder::open(dir)?.load(&LoadAs { dtype: DType::F32, precision, device: Device::Cpu })?.model;
     let kv = model.condition_kv(&inputs.states)?;
     let config = SamplerConfig {
@@ -550,7 +594,7 @@ fn dit_trajectory(dir: &Path, precision: Precision, inputs: &TrajectoryInputs) -
         |_| Ok(()),
     )?;
     let velocity = first.context("the sampler ran no step")?;
-    Ok(Trajectory { precision, seconds: fastest, gflop: dit_forward_gflop(&model.config, FORWARD_FRAMES, ENCODER_LEN), velocity, latents })
+    Ok(Trajectory { precision, in_integers, seconds: fastest, gflop: dit_forward_gflop(&model.config, FORWARD_FRAMES, ENCODER_LEN), velocity, latents })
 }
 
 /// `‖got − want‖ / ‖want‖`.
@@ -616,21 +660,27 @@ fn markdown(runs: &[Run], products: &Products, forwards: &[(&Trajectory, f64, f6
         ));
     }
     let (m, k, n) = PRODUCT;
+    let int8 = |rate: Option<f64>| rate.map_or("not run (no AVX-512 VNNI)".to_string(), |r| format!("{r:.1}"));
     t.push_str(&format!(
         "\nOne product of {m}x{k} by {k}x{n} (the DiT's MLP up-projection), GFLOP/s: f32 GEMM (candle) {gemm:.1}, the \
-         machine's peak for these figures; Backline's packed 8-bit product {:.1}; candle's quantized matmul on Q8_0 {:.1}.\n\n",
-        products.packed_q8, products.candle_q8_0
+         machine's peak for these figures; Backline's 8-bit product widened {:.1}, in integers {}; its 4-bit product in \
+         integers {}; candle's quantized matmul on Q8_0 {:.1}.\n\n",
+        products.q8_widened,
+        int8(products.q8_int8),
+        int8(products.q4_int8),
+        products.candle_q8_0
     ));
     t.push_str(&format!(
         "DiT forward at 750 frames (30 s), encoder length 400, fastest of a turbo run's {STEPS} steps; errors against f32 \
          on the same inputs: the first step's velocity and the run's final latents (`‖x − ref‖ / ‖ref‖`).\n\n"
     ));
-    t.push_str("| weights | forward s | GFLOP | GFLOP/s | share of the GEMM peak | velocity error | final latents error |\n|---|---|---|---|---|---|---|\n");
+    t.push_str("| weights | products | forward s | GFLOP | GFLOP/s | share of the GEMM peak | velocity error | final latents error |\n|---|---|---|---|---|---|---|---|\n");
     for (f, velocity, latents) in forwards {
         let rate = f.gflop / f.seconds;
         t.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {rate:.1} | {:.0} % | {velocity:.2e} | {latents:.2e} |\n",
+            "| {} | {} | {:.2} | {:.0} | {rate:.1} | {:.0} % | {velocity:.2e} | {latents:.2e} |\n",
             f.precision.name(),
+            f.product(),
             f.seconds,
             f.gflop,
             100.0 * rate / gemm

@@ -20,7 +20,7 @@ use candle_nn::{Init, VarBuilder};
 use super::footprint::Footprint;
 use super::tensor_index::TensorIndex;
 use super::{widen, CheckpointError};
-use crate::kernels::packed::PackedMatrix;
+use crate::kernels::packed::{PackedFormat, PackedMatrix};
 use crate::precision::Precision;
 
 const FLOAT_TYPES: [&str; 3] = ["F32", "BF16", "F16"];
@@ -130,13 +130,18 @@ impl SimpleBackend for ValidatingBackend {
         }
         if linear {
             // (out, in) stored; held as (in, out), the layout the GEMM reads without re-packing
-            // (`widen`): dense f32 as a transposed view of it, or packed (`model::linear`).
+            // (`widen`): dense f32 as a transposed view of it, or bf16 rows (`model::linear`).
+            // The quantized formats take the stored rows as they are: blocks of inputs.
             let (out_dim, in_dim) = shape.dims2()?;
-            return self.with_bytes(entry, |bytes, values| match self.precision.linear_format(stored, out_dim) {
+            return self.with_bytes(entry, |bytes, values| match self.precision.linear_format(stored, in_dim, out_dim) {
                 None => Tensor::from_vec(widen::widen_transposed(bytes, stored, out_dim, in_dim)?, (in_dim, out_dim), device)?.t(),
-                Some(format) => {
+                Some(PackedFormat::Bf16) => {
                     widen::widen_transposed_into(bytes, stored, out_dim, in_dim, values)?;
-                    Ok(PackedMatrix::encode(format, values, in_dim, out_dim)?.tensor().clone())
+                    Ok(PackedMatrix::encode(PackedFormat::Bf16, values, in_dim, out_dim)?.tensor().clone())
+                }
+                Some(format) => {
+                    widen::widen_into(bytes, stored, values)?;
+                    Ok(PackedMatrix::quantize_out_in(format, values, in_dim, out_dim)?.tensor().clone())
                 }
             });
         }

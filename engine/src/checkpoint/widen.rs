@@ -79,6 +79,20 @@ pub fn widen_to_f32(bytes: &[u8], stored: &str) -> Result<Vec<f32>> {
     for_stored!(stored, widen_as(bytes))
 }
 
+/// [`widen_to_f32`] into `out`, reusing its memory (a load's scratch between tensors).
+pub fn widen_into(bytes: &[u8], stored: &str, out: &mut Vec<f32>) -> Result<()> {
+    for_stored!(stored, widen_as_into(bytes, out))
+}
+
+fn widen_as_into<T: Stored>(bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
+    let len = bytes.len() / T::WIDTH;
+    check_len(bytes, T::WIDTH, len)?;
+    crate::alloc::refill(out, len, 1 << 16, |start, out| {
+        T::decode_run(&bytes[start * T::WIDTH..(start + out.len()) * T::WIDTH], out);
+    });
+    Ok(())
+}
+
 fn widen_as<T: Stored>(bytes: &[u8]) -> Result<Vec<f32>> {
     let len = bytes.len() / T::WIDTH;
     check_len(bytes, T::WIDTH, len)?;

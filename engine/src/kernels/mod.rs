@@ -7,10 +7,12 @@
 //!   blocked pass over GEMM.
 //! - `snake`: the Snake activation with a polynomial `sin²` (no libm call per element).
 //! - `packed`: Linear weights held as bf16 or 8-/4-bit blocks, widened per product into f32.
+//! - `int8`: the product with 8-/4-bit blocks in integer dot products (AVX-512 VNNI).
 //! - `cpu_f32`: borrowed slices of f32 CPU tensors, and a parallel element-wise zip.
 
 pub mod attention;
 pub mod cpu_f32;
 pub mod fused_residual;
+pub mod int8;
 pub mod packed;
 pub mod snake;

@@ -1,6 +1,6 @@
 //! The networks' `Linear` layer: `x · Wᵀ + b`, with `W` either a plain tensor (computed by candle
 //! in its own dtype, as `candle_nn::Linear` does) or a [`PackedMatrix`] on the CPU (bf16 or
-//! quantized, widened to f32 for each product: `kernels::packed`).
+//! quantized, multiplied in f32 or in integers: `kernels::packed`).
 //!
 //! Which one a layer gets is the checkpoint loader's choice (`checkpoint::validate`, from the
 //! requested [`crate::precision::Precision`]); the model code is the same for both.
@@ -38,7 +38,7 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let stored = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_HINT)?;
     let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?) } else { None };
-    Linear::from_loaded(stored, bias, out_dim)
+    Linear::from_loaded(stored, bias, in_dim, out_dim)
 }
 
 impl Linear {
@@ -49,9 +49,9 @@ impl Linear {
 
     /// A layer from a weight as the checkpoint loader returns it: (out, in) for a dense layer, or
     /// a packed matrix's bytes (`kernels::packed`: a U8 tensor, which no dense layer has).
-    pub fn from_loaded(weight: Tensor, bias: Option<Tensor>, out_dim: usize) -> Result<Self> {
+    pub fn from_loaded(weight: Tensor, bias: Option<Tensor>, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(match weight.dtype() {
-            DType::U8 => Self { weight: Weight::Packed(PackedMatrix::from_tensor(weight, out_dim)?), bias },
+            DType::U8 => Self { weight: Weight::Packed(PackedMatrix::from_tensor(weight, in_dim, out_dim)?), bias },
             _ => Self::new(weight, bias),
         })
     }
