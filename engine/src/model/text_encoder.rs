@@ -199,3 +199,33 @@ pub fn pad_batch(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Result
     let shape = (sequences.len(), width);
     Ok((Tensor::from_vec(ids, shape, device)?, Tensor::from_vec(mask, shape, device)?))
 }
+
+/// One token sequence cut or right-padded with `pad_id` to exactly `width`: ids (1, width) u32 and
+/// a mask (1, width) f32 of 1 for kept tokens and 0 for padding. Upstream fits a cover's second,
+/// non-cover caption to the cover caption's length this way, and encodes the padding too.
+pub fn fit_to_width(mut sequence: Vec<u32>, width: usize, pad_id: u32, device: &Device) -> Result<(Tensor, Tensor)> {
+    if width == 0 {
+        candle_core::bail!("fit_to_width: no width to fit to");
+    }
+    let kept = sequence.len().min(width);
+    sequence.resize(width, pad_id);
+    let mask: Vec<f32> = (0..width).map(|i| if i < kept { 1. } else { 0. }).collect();
+    Ok((Tensor::from_vec(sequence, (1, width), device)?, Tensor::from_vec(mask, (1, width), device)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sequence_is_cut_or_padded_to_the_width_with_its_mask() {
+        let dev = Device::Cpu;
+        let (ids, mask) = fit_to_width(vec![5, 6, 7], 5, 0, &dev).unwrap();
+        assert_eq!(ids.to_vec2::<u32>().unwrap(), [[5, 6, 7, 0, 0]]);
+        assert_eq!(mask.to_vec2::<f32>().unwrap(), [[1., 1., 1., 0., 0.]]);
+        let (ids, mask) = fit_to_width(vec![5, 6, 7], 2, 0, &dev).unwrap();
+        assert_eq!(ids.to_vec2::<u32>().unwrap(), [[5, 6]]);
+        assert_eq!(mask.to_vec2::<f32>().unwrap(), [[1., 1.]]);
+        assert!(fit_to_width(vec![5], 0, 0, &dev).is_err());
+    }
+}

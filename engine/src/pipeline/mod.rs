@@ -27,7 +27,7 @@ use crate::error::JobError;
 use crate::model::acestep::{Condition, SourceInputs};
 use crate::model::condition::ConditionInputs;
 use crate::model::dit::ConditionKv;
-use crate::model::text_encoder::{pad_batch, CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS};
+use crate::model::text_encoder::{fit_to_width, pad_batch, CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS};
 use crate::progress::{JobContext, StopSignal};
 use crate::prompt::PromptInputs;
 use crate::request::{ModelKind, ResolvedRequest};
@@ -180,9 +180,13 @@ impl Pipeline {
             clock.time("dit_text_encoder_time_cost", || {
                 let prompt = PromptInputs::new(&resolved.recipe).with_duration(inputs.prompt_duration);
                 let (lyrics, lyric_mask) = self.lyric_embeddings(&text, &prompt, batch)?;
-                let caption = self.caption_states(&text, &prompt.caption_prompt(), batch)?;
+                let caption = self.caption_states(&text, &prompt.caption_prompt(), batch, None)?;
                 let switches = resolved.task_type == TaskType::Cover && resolved.audio_cover_strength < 1.0;
-                let non_cover = if switches { Some(self.caption_states(&text, &prompt.non_cover_caption_prompt(), batch)?) } else { None };
+                // Upstream fits the second caption to the cover caption's length (cut, or padded
+                // with encoded pad tokens that the DiT attends), so the same is done here.
+                let cover_width = caption.0.dim(1)?;
+                let non_cover =
+                    if switches { Some(self.caption_states(&text, &prompt.non_cover_caption_prompt(), batch, Some(cover_width))?) } else { None };
                 Ok((lyrics, lyric_mask, caption, non_cover))
             })
         };
@@ -277,10 +281,14 @@ impl Pipeline {
         Ok((main, text2music))
     }
 
-    /// Caption prompt → the text encoder's last hidden state, repeated over the batch, with its mask.
-    fn caption_states(&self, text: &ResidentText, prompt: &str, batch: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Caption prompt → the text encoder's last hidden state, repeated over the batch, with its
+    /// mask; its tokens cut or padded to `width` when given.
+    fn caption_states(&self, text: &ResidentText, prompt: &str, batch: usize, width: Option<usize>) -> candle_core::Result<(Tensor, Tensor)> {
         let ids = text.tokenizer.encode(prompt, CAPTION_MAX_TOKENS)?;
-        let (ids, mask) = pad_batch(&[ids], text.tokenizer.pad_id(), &self.device)?;
+        let (ids, mask) = match width {
+            Some(width) => fit_to_width(ids, width, text.tokenizer.pad_id(), &self.device)?,
+            None => pad_batch(&[ids], text.tokenizer.pad_id(), &self.device)?,
+        };
         let states = text.encoder.encode(&ids)?.to_dtype(self.dtype)?;
         Ok((states.repeat((batch, 1, 1))?, mask.to_dtype(self.dtype)?.repeat((batch, 1))?))
     }
