@@ -120,11 +120,12 @@ pub fn release_scratch() {
     });
 }
 
-/// `out = x · W` for the quantized `(k, n)` matrix whose tiles are `tiles` (Q4 when `q4`, else
-/// Q8), `x` being `m x k` and `out` `m x n`, row-major. Panics without [`cpu_supports`].
-pub fn product(q4: bool, tiles: &[u8], k: usize, n: usize, x: &[f32], m: usize, out: &mut [f32]) {
+/// `out = x · W` for the quantized (Q8 or Q4) `(k, n)` matrix whose tiles are `tiles`, `x` being
+/// `m x k` and `out` `m x n`, row-major. Panics without [`cpu_supports`].
+pub fn product(format: PackedFormat, tiles: &[u8], k: usize, n: usize, x: &[f32], m: usize, out: &mut [f32]) {
     assert!(cpu_supports(), "the integer product needs AVX-512 VNNI");
-    let format = if q4 { PackedFormat::Q4 } else { PackedFormat::Q8 };
+    assert!(format != PackedFormat::Bf16, "bf16 is multiplied widened");
+    let q4 = format == PackedFormat::Q4;
     assert!(format.fits(k, n) && tiles.len() == format.bytes(k, n), "product: tiles are not a {k}x{n} {} matrix", format.name());
     assert!(x.len() == m * k && out.len() == m * n, "product: x or out is not {m} rows");
     ACTIVATIONS.with(|scratch| {

@@ -209,10 +209,9 @@ impl PackedMatrix {
     /// Panics on a CPU without AVX-512 VNNI ([`int8::cpu_supports`]) or for bf16.
     pub fn matmul_int8(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "matmul: x is not {m}x{}", self.k);
-        assert!(self.format != PackedFormat::Bf16, "bf16 is multiplied widened");
         let mut out = vec![0f32; m * self.n];
         if m > 0 {
-            self.with_bytes(|tiles| int8::product(self.format == PackedFormat::Q4, tiles, self.k, self.n, x, m, &mut out));
+            self.with_bytes(|tiles| int8::product(self.format, tiles, self.k, self.n, x, m, &mut out));
         }
         out
     }
@@ -322,17 +321,9 @@ fn quantize_tile_generic(format: PackedFormat, rows: &[f32], k: usize, out: &mut
             let w: &[f32; BLOCK] = rows[c * k + block * BLOCK..][..BLOCK].try_into().expect("a whole block");
             let (d, q) = quantize_block(format, w);
             scales[2 * c..2 * c + 2].copy_from_slice(&d.to_le_bytes());
-            // Inputs 4g..4g+4 of output c go to bytes 4c.. of group g (`value_position`).
-            for g in 0..8 {
-                let at = (g % 4) * 64 + 4 * c;
-                match format {
-                    PackedFormat::Q4 => {
-                        for j in 0..4 {
-                            quants[at + j] |= q[4 * g + j] << (4 * (g / 4));
-                        }
-                    }
-                    _ => quants[g * 64 + 4 * c..g * 64 + 4 * c + 4].copy_from_slice(&q[4 * g..4 * g + 4]),
-                }
+            for (i, q) in q.into_iter().enumerate() {
+                let (byte, shift) = value_position(format, c, i);
+                quants[byte] |= q << shift;
             }
         }
     }
@@ -347,19 +338,16 @@ fn quantize_block(format: PackedFormat, w: &[f32; BLOCK]) -> (f16, [u8; BLOCK]) 
         lanes[i % 8] = lanes[i % 8].max(v.abs());
     }
     let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
+    // The stored value is `round(w / d) + offset`, clamped to `low..=high`: Q8's q in -127..=127
+    // plus 128, Q4's in -8..=7 plus 8.
     let (d, offset, low, high) = match format {
-        PackedFormat::Q8 => (amax / 127.0, 128.0, -127.0, 127.0),
+        PackedFormat::Q8 => (amax / 127.0, 128.0, 1.0, 255.0),
         // ggml's Q4_0: the first value of largest magnitude, sign kept, is -8 steps.
-        _ => (w.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0) / -8.0, 0.0, 0.0, 15.0),
+        _ => (w.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0) / -8.0, 8.0, 0.0, 15.0),
     };
     let d = f16::from_f32(d);
     let inv = if d.to_f32() == 0.0 { 0.0 } else { 1.0 / d.to_f32() };
-    let q4_offset = if format == PackedFormat::Q4 { 8.0 } else { 0.0 };
-    let mut q = [0u8; BLOCK];
-    for (q, &v) in q.iter_mut().zip(w) {
-        *q = (((v * inv).round() + q4_offset).clamp(low, high) + offset) as u8;
-    }
-    (d, q)
+    (d, w.map(|v| ((v * inv).round() + offset).clamp(low, high) as u8))
 }
 
 /// Where input `i` of a block's output `c` is stored among the block's values: (byte, bit shift).
