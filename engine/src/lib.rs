@@ -11,6 +11,7 @@
 //!   fused residual unit).
 //! - [`model`]: the ACE-Step 1.5 networks in candle (DiT, condition encoders, FSQ, VAE, text encoder).
 //! - [`checkpoint`]: checkpoint folders in the published layout, validated and loaded; synthetic sets.
+//! - [`hub`]: downloading the published folders from the model hub, resumable and hash-checked.
 //! - [`sampling`]: turbo and base schedules, APG/ADG guidance, ODE/SDE, cover and repaint controls.
 //! - [`error`]: [`error::JobError`], why a job did not produce audio, with its cause kept as a value.
 //! - [`store`]: the process's resident models (text encoder and VAE shared, DiTs under a budget).
@@ -24,6 +25,7 @@ pub mod audio;
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod hub;
 pub mod job;
 pub mod kernels;
 pub mod model;

@@ -303,3 +303,87 @@ fn each_precision_runs_bf16_weights_within_its_error_and_memory() {
         }
     }
 }
+
+/// One DiT velocity of `model` for a (1, 10)-frame input and 6 condition states of `width`.
+fn one_velocity(model: &backline_engine::model::acestep::AceStepModel, width: usize) -> Vec<f32> {
+    let (b, t, latent) = (1, 10, model.config.audio_acoustic_hidden_dim);
+    let x = Tensor::randn(0f32, 1., (b, t, latent), &Device::Cpu).unwrap();
+    let context = Tensor::randn(0f32, 1., (b, t, 2 * latent), &Device::Cpu).unwrap();
+    let states = Tensor::randn(0f32, 1., (b, 6, width), &Device::Cpu).unwrap();
+    let kv = model.condition_kv(&states).unwrap();
+    let time = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+    let v = model.decoder.forward(&x, &time, &time, &context, &kv).unwrap();
+    assert_eq!(v.dims(), [b, t, latent]);
+    v.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn tiny_xl(name: &str) -> PathBuf {
+    synth::write_xl_turbo(&scratch(name), SynthSize::Tiny, 9).unwrap().0
+}
+
+#[test]
+fn tiny_xl_folder_loads_and_runs() {
+    let dir = tiny_xl("xl-loads");
+    let folder = DitFolder::open(&dir).unwrap();
+    assert!(folder.config.is_xl());
+    assert_eq!(folder.model_kind(), backline_engine::task::ModelKind::Turbo);
+    // The 2B tiny model's 138 tensors and the third decoder layer's 19.
+    assert_eq!(folder.weights.tensors.len(), 138 + 19);
+    assert_eq!(weights(&dir)["decoder.condition_embedder.weight"].dims(), [80, 64], "condition width 64 into the 80-wide decoder");
+    folder.validate().unwrap();
+    let model = folder.load(&LoadAs::cpu(Precision::F32)).unwrap().model;
+    let v = one_velocity(&model, folder.config.condition_width());
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+}
+
+#[test]
+fn an_xl_folder_with_a_2b_shaped_tensor_is_named() {
+    let dir = tiny_xl("xl-shape");
+    let mut w = weights(&dir);
+    // A condition projection as the 2B model has it: square at the decoder width.
+    w.insert("decoder.condition_embedder.weight".into(), Tensor::zeros((80, 80), DType::F32, &Device::Cpu).unwrap());
+    save_weights(&dir, &w);
+    let err = DitFolder::open(&dir).unwrap().validate().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CheckpointError::WrongShape { .. }), "{text}");
+    assert!(text.contains("decoder.condition_embedder.weight") && text.contains("[80, 80]") && text.contains("[80, 64]"), "{text}");
+
+    let dir = tiny_xl("xl-missing");
+    let mut w = weights(&dir);
+    w.remove("encoder.timbre_encoder.special_token");
+    save_weights(&dir, &w);
+    let err = DitFolder::open(&dir).unwrap().validate().unwrap_err();
+    assert!(matches!(err, CheckpointError::MissingTensor { .. }) && err.to_string().contains("encoder.timbre_encoder.special_token"), "{err}");
+}
+
+/// The XL turbo DiT at its published shapes, written once by `cargo xtask synth-checkpoint
+/// target/synth-xl --xl` (about 16 GB, f32 as published; not in CI): it validates, its file is the
+/// published size, and it loads as q8 and runs one forward. `BACKLINE_XL_DIR` overrides the folder.
+#[test]
+#[ignore = "needs the 16 GB folder from `cargo xtask synth-checkpoint target/synth-xl --xl`"]
+fn published_xl_shapes_load_and_run() {
+    let dir = std::env::var_os("BACKLINE_XL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/synth-xl").join(synth::XL_TURBO_FOLDER)
+    });
+    let folder = DitFolder::open(&dir).unwrap_or_else(|e| panic!("{e}: run `cargo xtask synth-checkpoint target/synth-xl --xl`"));
+    assert!(folder.config.is_xl());
+    assert_eq!((folder.config.hidden_size, folder.config.condition_width(), folder.config.num_hidden_layers), (2560, 2048, 32));
+    folder.validate().unwrap();
+    // The published XL files hold about 19.9 GB of f32 (model-spec.md section 1.3).
+    let params = folder.weights.parameter_count() as f64;
+    eprintln!("XL parameters: {params:.4e} ({:.2} GB as f32)", params * 4.0 / 1e9);
+    assert!((params * 4.0 / 19.9e9 - 1.0).abs() < 0.02, "{params} parameters is not the published XL's size");
+
+    for precision in Precision::ALL {
+        let bytes = folder.footprint().unwrap().bytes(&LoadAs::cpu(precision));
+        eprintln!("XL weights resident at {precision}: {:.2} GB", bytes as f64 / 1e9);
+    }
+    let started = std::time::Instant::now();
+    let how = LoadAs::cpu(Precision::Q8);
+    let model = folder.load(&how).unwrap().model;
+    eprintln!("XL loaded as q8 in {:.1} s, {:.2} GB resident weights", started.elapsed().as_secs_f64(), folder.footprint().unwrap().bytes(&how) as f64 / 1e9);
+    let started = std::time::Instant::now();
+    let v = one_velocity(&model, folder.config.condition_width());
+    eprintln!("one XL forward of 10 frames in {:.2} s", started.elapsed().as_secs_f64());
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+}

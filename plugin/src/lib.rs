@@ -25,6 +25,7 @@ pub mod click;
 pub mod draft;
 pub mod editor;
 pub mod folder_dialog;
+pub mod model_download;
 pub mod params;
 pub mod playback;
 pub mod presets;

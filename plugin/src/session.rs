@@ -8,6 +8,7 @@
 //!   takes the audio thread retired, submits when the Generate parameter turns on, and reloads
 //!   take audio after the host loads a project or re-activates at a new rate;
 //! - the engine worker runs each job's callback: progress into [`JobView`]s, results into takes;
+//! - a download thread, while the model panel downloads weights ([`ModelDownload`]);
 //! - the GUI thread calls the rest.
 //!
 //! Every lock here is held for a copy or a short edit, never across a model call or file I/O
@@ -30,6 +31,7 @@ use backline_engine::task::TaskType;
 use crate::bridge::{self, AudioEnds, SessionEnds, ToAudio, TAKE_SLOTS};
 use crate::capture_store::{CaptureStore, MIN_CAPTURE_LIMIT_S};
 use crate::draft::{job_request, task_title, TakePlan};
+use crate::model_download::{DownloadState, ModelDownload};
 use crate::params::BacklineParams;
 use crate::playback::TakeAudio;
 use crate::settings::MachineSettings;
@@ -90,6 +92,8 @@ pub struct Session {
     syncing: Mutex<()>,
     stop: AtomicBool,
     service: Mutex<Option<JoinHandle<()>>>,
+    /// Started and cancelled by the GUI thread; its own thread fetches and reports.
+    download: ModelDownload,
 }
 
 impl Session {
@@ -111,6 +115,7 @@ impl Session {
             syncing: Mutex::new(()),
             stop: AtomicBool::new(false),
             service: Mutex::new(None),
+            download: ModelDownload::default(),
         })
     }
 
@@ -137,6 +142,8 @@ impl Session {
     /// the plugin: the backend is dropped here, never on its own worker.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        // Not joined: a download ends at its next chunk and keeps what arrived.
+        self.download.cancel();
         if let Some(handle) = lock(&self.service).take() {
             let _ = handle.join();
         }
@@ -196,6 +203,28 @@ impl Session {
             let old = lock(&self.backend).take();
             drop(old);
         }
+    }
+
+    pub fn download(&self) -> &ModelDownload {
+        &self.download
+    }
+
+    /// Download `models` into `folder` off the GUI thread; once every one arrived and validated,
+    /// the session uses that folder. A failure is also a notice.
+    pub fn start_download(self: &Arc<Self>, folder: String, models: Vec<&'static backline_engine::hub::HubModel>) -> Result<(), String> {
+        if folder.trim().is_empty() {
+            return Err("Choose the folder the models go in first.".into());
+        }
+        let session = Arc::downgrade(self);
+        let target = folder.trim().to_owned();
+        self.download.start(PathBuf::from(&target), models, move |end| {
+            let Some(session) = session.upgrade() else { return };
+            match end {
+                DownloadState::Finished { .. } => session.set_checkpoints(target),
+                DownloadState::Failed { message } => session.notice(format!("Download failed: {message}")),
+                _ => {}
+            }
+        })
     }
 
     /// How the engine holds the weights, remembered for this machine. The next job loads the
@@ -565,6 +594,6 @@ fn service_loop(session: Weak<Session>, mut seen_generate: u64) {
 }
 
 /// Said wherever a folder holds no usable weights.
-pub const HOW_TO_GET_WEIGHTS: &str = "Download ACE-Step 1.5 from https://huggingface.co/ACE-Step/Ace-Step1.5 \
-(the folders acestep-v15-turbo, vae and Qwen3-Embedding-0.6B; acestep-v15-base for lego, extract and complete) \
-and choose the folder that holds them.";
+pub const HOW_TO_GET_WEIGHTS: &str = "Choose a folder and press Download below (or run `backline models download \
+--checkpoints DIR`): it fetches acestep-v15-turbo, vae and Qwen3-Embedding-0.6B from the model hub; \
+acestep-v15-base adds lego, extract and complete.";

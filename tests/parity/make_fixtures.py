@@ -156,6 +156,23 @@ def condition_encoder_stage(out: Path) -> None:
     print(f"condition_encoder: {len(tensors)} tensors, packed {tuple(states.shape)}")
 
 
+def condition_batch(config, generator, batch=2, frames=40):
+    """The condition encoder's inputs and a source for a two-item batch, drawn in a fixed order:
+    text (7 tokens, item 1 padded after 5), lyrics (9, item 0 padded after 6), three 30-frame
+    reference clips, a 200-frame silence latent and the source latents."""
+    latent = config.audio_acoustic_hidden_dim
+    text = torch.randn(batch, 7, config.text_hidden_dim, generator=generator)
+    text_mask = torch.ones(batch, 7)
+    text_mask[1, 5:] = 0
+    lyric = torch.randn(batch, 9, config.text_hidden_dim, generator=generator)
+    lyric_mask = torch.ones(batch, 9)
+    lyric_mask[0, 6:] = 0
+    refs = torch.randn(3, 30, latent, generator=generator)
+    silence = torch.randn(1, 200, latent, generator=generator)
+    src = torch.randn(batch, frames, latent, generator=generator)
+    return text, text_mask, lyric, lyric_mask, refs, silence, src
+
+
 def dit_stage(out: Path) -> None:
     """The whole turbo model on a two-item batch: condition encoder, context latents, one DiT
     forward at a mid timestep (with the real condition and with the CFG null condition), and the
@@ -169,16 +186,8 @@ def dit_stage(out: Path) -> None:
     randomize(model, generator)
 
     batch, frames, latent = 2, 40, config.audio_acoustic_hidden_dim
-    text = torch.randn(batch, 7, config.text_hidden_dim, generator=generator)
-    text_mask = torch.ones(batch, 7)
-    text_mask[1, 5:] = 0
-    lyric = torch.randn(batch, 9, config.text_hidden_dim, generator=generator)
-    lyric_mask = torch.ones(batch, 9)
-    lyric_mask[0, 6:] = 0
-    refs = torch.randn(3, 30, latent, generator=generator)
+    text, text_mask, lyric, lyric_mask, refs, silence, src = condition_batch(config, generator)
     order = torch.tensor([0, 0, 1])
-    silence = torch.randn(1, 200, latent, generator=generator)
-    src = torch.randn(batch, frames, latent, generator=generator)
     chunk_masks = torch.ones(batch, frames, latent)
     chunk_masks[1, 10:25] = 0  # the second item keeps a window of its source
     is_covers = torch.zeros(batch, dtype=torch.long)
@@ -844,10 +853,82 @@ def task_inputs_stage(out: Path) -> None:
     print(f"task_inputs: {len(cases)} cases")
 
 
+# The tiny XL configuration: the tiny config's condition encoder (width 64, 4 / 2 heads) under a
+# wider decoder (80, 3 layers, 8 query heads of 16, so the heads' total width is not the hidden
+# size), as XL keeps the 2B encoder (2048) under a 2560-wide decoder.
+TINY_XL_CONFIG = dict(
+    TINY_CONFIG,
+    hidden_size=80,
+    intermediate_size=192,
+    num_hidden_layers=3,
+    num_attention_heads=8,
+    num_audio_decoder_hidden_layers=3,
+    encoder_hidden_size=64,
+    encoder_intermediate_size=128,
+    encoder_num_attention_heads=4,
+    encoder_num_key_value_heads=2,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+)
+
+
+def xl_stage(out: Path) -> None:
+    """The tiny XL turbo model (upstream's `xl_turbo` code) on a two-item batch with item 1 a
+    cover: the packed condition (its timbre read through the summary token), the context
+    latents, one DiT velocity at t = 0.7, and `generate_audio`'s 8-step trajectory target."""
+    from acestep.models.common.configuration_acestep_v15 import AceStepConfig
+    from acestep.models.xl_turbo import modeling_acestep_v15_xl_turbo as xl
+
+    config = AceStepConfig(**TINY_XL_CONFIG)
+    config._attn_implementation = "sdpa"
+    config.to_json_file(str(out / "xl_config.json"))
+    generator = torch.Generator().manual_seed(SEED + 8)
+    model = xl.AceStepConditionGenerationModel(config).eval()
+    randomize(model, generator)
+
+    batch, frames, latent = 2, 40, config.audio_acoustic_hidden_dim
+    text, text_mask, lyric, lyric_mask, refs, silence, src = condition_batch(config, generator)
+    order = torch.tensor([0, 1, 1])
+    chunk_masks = torch.ones(batch, frames, latent)
+    is_covers = torch.tensor([0, 1])
+    seed = 7
+
+    with torch.no_grad():
+        states, states_mask, context = model.prepare_condition(
+            text, text_mask, lyric, lyric_mask, refs, order,
+            src, torch.ones(batch, frames), silence, src, chunk_masks, is_covers)
+        xt = torch.randn(batch, frames, latent, generator=generator)
+        t = torch.full((batch,), 0.7)
+        vt = model.decoder(hidden_states=xt, timestep=t, timestep_r=t, attention_mask=None,
+                           encoder_hidden_states=states, encoder_attention_mask=states_mask,
+                           context_latents=context, use_cache=False)[0]
+        noise = model.prepare_noise(context, seed)
+        result = model.generate_audio(
+            text_hidden_states=text, text_attention_mask=text_mask,
+            lyric_hidden_states=lyric, lyric_attention_mask=lyric_mask,
+            refer_audio_acoustic_hidden_states_packed=refs, refer_audio_order_mask=order,
+            src_latents=src, chunk_masks=chunk_masks, is_covers=is_covers, silence_latent=silence,
+            seed=seed, shift=3.0, dcw_enabled=False)
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors.update({
+        "input.text": text, "input.text_mask": text_mask,
+        "input.lyric": lyric, "input.lyric_mask": lyric_mask,
+        "input.refs": refs, "input.order": order.to(torch.float32),
+        "input.src": src, "input.chunk_masks": chunk_masks, "input.silence": silence,
+        "input.is_covers": is_covers.to(torch.float32),
+        "input.xt": xt, "input.t": t, "input.noise": noise,
+        "out.states": states, "out.states_mask": states_mask.to(torch.float32), "out.context": context,
+        "out.vt": vt, "out.target": result["target_latents"],
+    })
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "xl.safetensors"), metadata={"seed": str(SEED + 8)})
+    print(f"xl: {len(tensors)} tensors, target {tuple(result['target_latents'].shape)}")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
           "text_encoder": text_encoder_stage, "prompts": prompts_stage,
-          "sampler": sampler_stage, "task_inputs": task_inputs_stage}
+          "sampler": sampler_stage, "task_inputs": task_inputs_stage, "xl": xl_stage}
 
 
 def main() -> None:

@@ -81,3 +81,25 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor) -> f32 {
     eprintln!("{name}: max-abs error {err:.3e}, relative {relative:.3e}");
     relative
 }
+
+/// The batch item of each reference clip, as the fixtures store it (`input.order`, f32).
+pub fn fixture_clip_items(f: &HashMap<String, Tensor>) -> Vec<usize> {
+    f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect()
+}
+
+/// The condition encoder's inputs as the fixtures store them, the caption states under
+/// `input.{text}` (`text`, or the sampler fixture's `non_cover_text`) with their mask.
+pub fn fixture_condition_inputs<'a>(
+    f: &'a HashMap<String, Tensor>,
+    text: &str,
+    clip_item: &'a [usize],
+) -> backline_engine::model::condition::ConditionInputs<'a> {
+    backline_engine::model::condition::ConditionInputs {
+        text: &f[&format!("input.{text}")],
+        text_mask: &f[&format!("input.{text}_mask")],
+        lyrics: &f["input.lyric"],
+        lyric_mask: &f["input.lyric_mask"],
+        reference_clips: &f["input.refs"],
+        clip_item,
+    }
+}

@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use backline_engine::checkpoint::{TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use backline_engine::hub::registry;
 use backline_tests::workflow::{scratch, use_tiny_checkpoints};
 use backline_tests::{artifacts_dir, existing, workspace_root};
+
+#[path = "../../engine/tests/support/loopback_hub.rs"]
+mod loopback_hub;
 
 /// One Xvfb at a time: two tests picking a display number at once could pick the same one.
 static DISPLAY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -158,12 +163,14 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
 /// folder's Browse button, the task picker's box, its "Generate (text to music)" entry once open,
 /// and the Generate button (with a checkpoints folder that holds the models).
 const BROWSE_CHECKPOINTS: (u32, u32) = (633, 143);
+/// The Models panel's Download button while the folder is empty (its two warnings above it).
+const DOWNLOAD_BUTTON: (u32, u32) = (521, 298);
 /// The Models panel's Weights box, and its third entry (8-bit) once open.
 const WEIGHTS_BOX: (u32, u32) = (92, 213);
 const WEIGHTS_Q8: (u32, u32) = (120, 286);
-const TASK_BOX: (u32, u32) = (183, 400);
-const TASK_ITEM: (u32, u32) = (148, 427);
-const GENERATE_BUTTON: (u32, u32) = (61, 665);
+const TASK_BOX: (u32, u32) = (183, 428);
+const TASK_ITEM: (u32, u32) = (148, 455);
+const GENERATE_BUTTON: (u32, u32) = (61, 693);
 
 /// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
 /// answers `folder` as the real one does when the user picks it, and refuses unless it was asked
@@ -181,8 +188,9 @@ fn folder_dialog_answering(folder: &Path) -> PathBuf {
 }
 
 /// The producer's way in: the editor under Xvfb, driven with xdotool. The app starts pointed at
-/// an empty folder; Browse… opens the folder dialog and the folder picked there is used and
-/// remembered. Weights set to 8-bit is remembered too. Then choose the task, press Generate, and
+/// an empty folder; Download fetches what generation needs into it from a model hub on loopback
+/// (`HF_ENDPOINT`), off the GUI thread, with its progress drawn. Browse… opens the folder dialog
+/// and the folder picked there is used and remembered. Weights set to 8-bit is remembered too. Then choose the task, press Generate, and
 /// wait for the take to be written and listed; the screenshots show the job's progress and then
 /// the take list.
 #[test]
@@ -197,11 +205,34 @@ fn generate_from_the_editor_under_xvfb() {
         std::iter::once(dialog_bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap();
+    let hub = loopback_hub::LoopbackHub::start();
+    for folder in [TURBO_FOLDER, VAE_FOLDER, TEXT_ENCODER_FOLDER] {
+        hub.add_folder(registry::MAIN_REPO, folder, &checkpoints.join(folder));
+    }
+    // Slow enough in the DiT's weights for the progress to be on screen.
+    hub.set_faults(loopback_hub::Faults { stall: Some(("model.safetensors".into(), Duration::from_secs(2))), ..Default::default() });
     let (_xvfb, display) = start_xvfb();
-    let (_app, id, _, _) =
-        start_app(&display, "140", &[("BACKLINE_CHECKPOINTS", empty.into_os_string()), ("PATH", path)]);
+    let (_app, id, _, _) = start_app(
+        &display,
+        "140",
+        &[("BACKLINE_CHECKPOINTS", empty.clone().into_os_string()), ("PATH", path), ("HF_ENDPOINT", hub.endpoint.clone().into())],
+    );
     std::thread::sleep(Duration::from_secs(2));
-    screenshot(&display, &id, "editor-no-models.png");
+    let (no_models, w0, _) = screenshot(&display, &id, "editor-no-models.png");
+
+    click(&display, &id, DOWNLOAD_BUTTON.0, DOWNLOAD_BUTTON.1);
+    std::thread::sleep(Duration::from_millis(700));
+    let (downloading, _, _) = screenshot(&display, &id, "editor-downloading.png");
+    let row = |rgb: &[[u8; 3]], y: u32| rgb[(y * w0) as usize..((y + 1) * w0) as usize].to_vec();
+    assert_ne!(row(&no_models, DOWNLOAD_BUTTON.1), row(&downloading, DOWNLOAD_BUTTON.1), "no progress where the Download row was");
+    wait_for("the download into the empty folder", Duration::from_secs(60), || {
+        [TURBO_FOLDER, VAE_FOLDER, TEXT_ENCODER_FOLDER]
+            .iter()
+            .all(|f| loopback_hub::same_files(&empty.join(f), &checkpoints.join(f)))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    screenshot(&display, &id, "editor-downloaded.png");
 
     click(&display, &id, BROWSE_CHECKPOINTS.0, BROWSE_CHECKPOINTS.1);
     let settings = Path::new(&std::env::var_os("XDG_CONFIG_HOME").unwrap()).join("backline/settings.json");

@@ -4,22 +4,19 @@
 //! every saved intermediate within 1e-4 of its scale.
 
 use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
-use backline_engine::model::condition::{ConditionInputs, LyricEncoder};
+use backline_engine::model::condition::LyricEncoder;
 use backline_engine::sampling::{turbo_schedule, InferMethod, Prediction, RunInputs, SamplerConfig, SamplerKind, SeededNoise, Start, TURBO_STEPS};
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::kernels::attention::bidirectional_mask;
 use backline_engine::model::nn::RotaryEmbedding;
-use backline_tests::parity::{assert_close, checkpoint_var_builder, fixture_path, load_fixture, load_fixture_weights};
+use backline_tests::parity::{
+    assert_close, checkpoint_var_builder, fixture_clip_items, fixture_condition_inputs, fixture_path, load_fixture, load_fixture_weights,
+};
 use candle_core::Device;
 
 fn tiny_config() -> AceStepConfig {
     let json = std::fs::read_to_string(fixture_path("config.json")).expect("fixture config.json");
     AceStepConfig::from_json(&json).expect("upstream's config.json parses")
-}
-
-/// The batch item of each reference clip, as the fixtures store it (`input.order`, f32).
-fn clip_items(f: &std::collections::HashMap<String, candle_core::Tensor>) -> Vec<usize> {
-    f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect()
 }
 
 #[test]
@@ -70,21 +67,14 @@ fn condition_encoder_matches_upstream() {
     use backline_engine::model::condition::ConditionEncoder;
     let cfg = tiny_config();
     let (f, vb) = load_fixture_weights("condition_encoder.safetensors");
-    let encoder = ConditionEncoder::new(&cfg, vb.pp("encoder")).expect("weights load");
-    let clip_item = clip_items(&f);
+    let encoder = ConditionEncoder::new(&cfg, false, vb.pp("encoder")).expect("weights load");
+    let clip_item = fixture_clip_items(&f);
 
     let (timbre, timbre_mask) = encoder.timbre_encoder().forward(&f["input.refs"], &clip_item).unwrap();
     assert_close("timbre per item", &timbre, &f["out.timbre"]);
     assert_eq!(timbre_mask.to_vec2::<f32>().unwrap(), f["out.timbre_mask"].to_vec2::<f32>().unwrap());
 
-    let inputs = ConditionInputs {
-        text: &f["input.text"],
-        text_mask: &f["input.text_mask"],
-        lyrics: &f["input.lyric"],
-        lyric_mask: &f["input.lyric_mask"],
-        reference_clips: &f["input.refs"],
-        clip_item: &clip_item,
-    };
+    let inputs = fixture_condition_inputs(&f, "text", &clip_item);
     let (states, mask) = encoder.forward(&inputs).unwrap();
     assert_eq!(mask.to_vec2::<f32>().unwrap(), f["out.mask"].to_vec2::<f32>().unwrap(), "packed mask");
     assert_close("packed condition states", &states, &f["out.states"]);
@@ -95,15 +85,8 @@ fn dit_fixture() -> (AceStepConfig, std::collections::HashMap<String, candle_cor
     let cfg = tiny_config();
     let (f, vb) = load_fixture_weights("dit.safetensors");
     let model = AceStepModel::new(&cfg, vb).expect("weights load");
-    let clip_item = clip_items(&f);
-    let inputs = ConditionInputs {
-        text: &f["input.text"],
-        text_mask: &f["input.text_mask"],
-        lyrics: &f["input.lyric"],
-        lyric_mask: &f["input.lyric_mask"],
-        reference_clips: &f["input.refs"],
-        clip_item: &clip_item,
-    };
+    let clip_item = fixture_clip_items(&f);
+    let inputs = fixture_condition_inputs(&f, "text", &clip_item);
     let source = SourceInputs {
         latents: &f["input.src"],
         chunk_mask: &f["input.chunk_masks"],

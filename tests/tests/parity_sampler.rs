@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use backline_engine::model::acestep::{AceStepModel, Condition, SourceInputs};
-use backline_engine::model::condition::ConditionInputs;
 use backline_engine::model::config::AceStepConfig;
 use backline_engine::sampling::noise::Mt19937;
 use backline_engine::sampling::{
@@ -17,7 +16,7 @@ use backline_engine::sampling::{
 use backline_engine::kernels::int8;
 use backline_engine::precision::Precision;
 use backline_tests::parity::{
-    assert_close, checkpoint_var_builder, checkpoint_var_builder_at, fixture_path, load_fixture, max_abs_error,
+    assert_close, checkpoint_var_builder, fixture_clip_items, fixture_condition_inputs, checkpoint_var_builder_at, fixture_path, load_fixture, max_abs_error,
     relative_rms_error,
 };
 use candle_core::{Device, Tensor};
@@ -38,15 +37,8 @@ fn fixture() -> (AceStepModel, Tensors) {
 /// The condition for a source, with the caption states `text` (`input.text` or the
 /// non-cover `input.non_cover_text`).
 fn condition(model: &AceStepModel, f: &Tensors, text: &str, src: &Tensor, chunk: &Tensor, cover: bool) -> Condition {
-    let clip_item: Vec<usize> = f["input.order"].to_vec1::<f32>().unwrap().iter().map(|&i| i as usize).collect();
-    let inputs = ConditionInputs {
-        text: &f[&format!("input.{text}")],
-        text_mask: &f[&format!("input.{text}_mask")],
-        lyrics: &f["input.lyric"],
-        lyric_mask: &f["input.lyric_mask"],
-        reference_clips: &f["input.refs"],
-        clip_item: &clip_item,
-    };
+    let clip_item = fixture_clip_items(f);
+    let inputs = fixture_condition_inputs(f, text, &clip_item);
     let source = SourceInputs { latents: src, chunk_mask: chunk, is_cover: &[cover, cover], silence: &f["input.silence"] };
     model.prepare_condition(&inputs, &source).unwrap()
 }

@@ -1,5 +1,9 @@
-//! `cargo xtask tiny-checkpoint DIR` and `cargo xtask synth-checkpoint DIR --full`: synthetic
-//! checkpoint sets in the published folder layout (see `backline_engine::checkpoint::synth`).
+//! Synthetic checkpoint sets in the published folder layout (see
+//! `backline_engine::checkpoint::synth`):
+//! - `cargo xtask tiny-checkpoint DIR [--xl]`: the tiny set, plus a tiny XL turbo DiT with `--xl`;
+//! - `cargo xtask synth-checkpoint DIR --full`: the set at the published 2B shapes (bf16);
+//! - `cargo xtask synth-checkpoint DIR --xl`: the XL turbo DiT folder at the published XL shapes,
+//!   stored in f32 as the published XL weights are (about 16 GB).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,30 +16,46 @@ const DEFAULT_SEED: u64 = 20_261_124;
 pub fn run(command: &str, args: &[String]) -> anyhow::Result<()> {
     let mut dir = None;
     let mut seed = DEFAULT_SEED;
-    let mut full = false;
+    let (mut full, mut xl) = (false, false);
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--seed" => seed = rest.next().context("--seed needs a value")?.parse().context("--seed must be an integer")?,
             "--full" => full = true,
+            "--xl" => xl = true,
             other if other.starts_with('-') => bail!("unknown option {other}"),
             other if dir.is_none() => dir = Some(PathBuf::from(other)),
             other => bail!("unexpected argument {other}"),
         }
     }
-    let dir = dir.with_context(|| format!("usage: cargo xtask {command} DIR [--seed N]{}", if command == "synth-checkpoint" { " --full" } else { "" }))?;
-    let size = match (command, full) {
-        ("tiny-checkpoint", false) => SynthSize::Tiny,
-        ("synth-checkpoint", true) => SynthSize::Full,
-        ("synth-checkpoint", false) => bail!("synth-checkpoint writes the full-size set: pass --full (for the tiny set use tiny-checkpoint)"),
-        _ => bail!("tiny-checkpoint takes no --full (use synth-checkpoint DIR --full)"),
+    let usage = match command {
+        "synth-checkpoint" => "usage: cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]",
+        _ => "usage: cargo xtask tiny-checkpoint DIR [--xl] [--seed N]",
     };
+    let dir = dir.context(usage)?;
 
     let started = Instant::now();
-    let report = synth::write_set(&dir, size, seed).with_context(|| format!("writing {}", dir.display()))?;
-    for (folder, bytes) in &report.folders {
+    let mut folders = Vec::new();
+    let xl_folder = |size| synth::write_xl_turbo(&dir, size, seed + 4).with_context(|| format!("writing the XL DiT under {}", dir.display()));
+    match (command, full, xl) {
+        ("tiny-checkpoint", false, _) => {
+            folders = synth::write_set(&dir, SynthSize::Tiny, seed).with_context(|| format!("writing {}", dir.display()))?.folders;
+            if xl {
+                folders.push(xl_folder(SynthSize::Tiny)?);
+            }
+        }
+        ("synth-checkpoint", true, false) => {
+            folders = synth::write_set(&dir, SynthSize::Full, seed).with_context(|| format!("writing {}", dir.display()))?.folders;
+        }
+        ("synth-checkpoint", false, true) => {
+            folders.push(xl_folder(SynthSize::Full)?);
+        }
+        ("tiny-checkpoint", true, _) => bail!("tiny-checkpoint takes no --full (use synth-checkpoint DIR --full)"),
+        _ => bail!("synth-checkpoint writes a published-size set: pass --full (2B set) or --xl (XL DiT); for the tiny set use tiny-checkpoint"),
+    }
+    for (folder, bytes) in &folders {
         println!("{:>12} bytes  {}", bytes, folder.display());
     }
-    println!("{:?} checkpoint set (seed {seed}) in {:.1} s", size, started.elapsed().as_secs_f64());
+    println!("checkpoints (seed {seed}) written in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

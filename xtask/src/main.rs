@@ -5,10 +5,11 @@
 //! - `cargo xtask test`: everything the test suite needs, then the tests: system packages (when
 //!   run as root on Debian), the release bundles and their alloc-check build, the standalone app, a Python venv
 //!   with DawDreamer, and `cargo test --release`.
-//! - `cargo xtask tiny-checkpoint DIR [--seed N]`: a tiny random checkpoint set (a few MB) in the
-//!   published folder layout.
-//! - `cargo xtask synth-checkpoint DIR --full [--seed N]`: random weights with the published
-//!   shapes (several GB), for load, memory and speed work.
+//! - `cargo xtask tiny-checkpoint DIR [--xl] [--seed N]`: a tiny random checkpoint set (a few MB)
+//!   in the published folder layout; `--xl` adds a tiny XL turbo DiT.
+//! - `cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]`: random weights with the
+//!   published shapes (several GB): the 2B set, or the XL turbo DiT (f32, about 16 GB), for load,
+//!   memory and speed work.
 //! - `cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH]
 //!   [--skip-torch]`: load time, speed and peak memory of the candle engine against upstream
 //!   PyTorch (f32, CPU) on the same synthetic checkpoint set (default `target/synth-full`); see
@@ -41,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
-                 cargo xtask tiny-checkpoint DIR [--seed N]\n  cargo xtask synth-checkpoint DIR --full [--seed N]\n  \
+                 cargo xtask tiny-checkpoint DIR [--xl] [--seed N]\n  cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]\n  \
                  cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]\n  \
                  cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations 30,10] [--precisions bf16,q8]"
             );

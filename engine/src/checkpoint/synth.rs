@@ -217,6 +217,38 @@ pub fn dit_config_json(size: SynthSize, turbo: bool) -> Value {
     config
 }
 
+/// The folder ACE-Step publishes the XL turbo DiT in (`model_downloader.py`).
+pub const XL_TURBO_FOLDER: &str = "acestep-v15-xl-turbo";
+
+/// An XL DiT `config.json`: the 2B config with the XL decoder (published: hidden 2560, MLP 9728,
+/// 32 layers, 32 query / 8 KV heads of 128) and the `encoder_*` keys keeping the condition
+/// encoder, tokenizer and detokenizer at the 2B widths (2048, 6144, 16 / 8 heads). The tiny
+/// variant keeps the same relations: a decoder wider than the encoder, and query heads whose
+/// total width differs from the hidden size.
+pub fn xl_dit_config_json(size: SynthSize, turbo: bool) -> Value {
+    let mut config = dit_config_json(size, turbo);
+    let encoder = config.clone();
+    let (hidden, intermediate, layers, heads, kv_heads) = match size {
+        SynthSize::Tiny => (80, 192, 3, 8, 2),
+        SynthSize::Full => (2560, 9728, 32, 32, 8),
+    };
+    let layer_types: Vec<&str> =
+        (0..layers).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect();
+    let xl = json!({
+        "model_version": if turbo { "xl_turbo" } else { "xl_base" },
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "layer_types": layer_types,
+        "num_audio_decoder_hidden_layers": layers,
+        "encoder_hidden_size": encoder["hidden_size"], "encoder_intermediate_size": encoder["intermediate_size"],
+        "encoder_num_attention_heads": encoder["num_attention_heads"],
+        "encoder_num_key_value_heads": encoder["num_key_value_heads"],
+    });
+    if let (Some(config), Value::Object(xl)) = (config.as_object_mut(), xl) {
+        config.extend(xl);
+    }
+    config
+}
+
 /// Write one DiT folder: config.json, model.safetensors and silence_latent.pt.
 pub fn write_dit_folder(dir: &Path, config: &Value, dtype: DType, seed: u64, silence_frames: usize) -> Result<u64, CheckpointError> {
     create_dir(dir)?;
@@ -343,11 +375,21 @@ pub struct SynthReport {
     pub folders: Vec<(PathBuf, u64)>,
 }
 
+/// Frames of silence latent a synthetic DiT folder holds: the published file's 600 s at 25 Hz,
+/// or 60 s in the tiny set.
+fn silence_frames(size: SynthSize) -> usize {
+    match size {
+        SynthSize::Tiny => 1500,
+        SynthSize::Full => 15000,
+    }
+}
+
 /// Write a synthetic checkpoint set under `root` in the published folder layout.
 pub fn write_set(root: &Path, size: SynthSize, seed: u64) -> Result<SynthReport, CheckpointError> {
-    let (dtype, silence_frames) = match size {
-        SynthSize::Tiny => (DType::F32, 1500),
-        SynthSize::Full => (DType::BF16, 15000),
+    let silence_frames = silence_frames(size);
+    let dtype = match size {
+        SynthSize::Tiny => DType::F32,
+        SynthSize::Full => DType::BF16,
     };
     let mut folders = Vec::new();
     for (name, turbo, folder_seed) in [(TURBO_FOLDER, true, seed), (BASE_FOLDER, false, seed + 1)] {
@@ -363,4 +405,12 @@ pub fn write_set(root: &Path, size: SynthSize, seed: u64) -> Result<SynthReport,
     let bytes = write_text_encoder_folder(&text_dir, &text_encoder_config_json(size), dtype, seed + 3)?;
     folders.push((text_dir, bytes));
     Ok(SynthReport { folders })
+}
+
+/// Write the XL turbo DiT folder under `root` (`acestep-v15-xl-turbo/`), stored in f32 as the
+/// published XL weights are (about 16 GB at full size).
+pub fn write_xl_turbo(root: &Path, size: SynthSize, seed: u64) -> Result<(PathBuf, u64), CheckpointError> {
+    let dir = root.join(XL_TURBO_FOLDER);
+    let bytes = write_dit_folder(&dir, &xl_dit_config_json(size, true), DType::F32, seed, silence_frames(size))?;
+    Ok((dir, bytes))
 }

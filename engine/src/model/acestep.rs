@@ -18,14 +18,15 @@ pub struct AceStepModel {
     pub decoder: DiT,
     pub tokenizer: AudioTokenizer,
     pub detokenizer: AudioDetokenizer,
-    /// (1, 1, hidden): what replaces every condition position on the unconditional CFG branch.
+    /// (1, 1, condition width): what replaces every condition position on the unconditional CFG
+    /// branch.
     null_condition_emb: Tensor,
 }
 
 /// What one request's diffusion reads besides the noisy latents.
 #[derive(Debug, Clone)]
 pub struct Condition {
-    /// The packed encoder states (B, L, hidden) and their mask (B, L).
+    /// The packed encoder states (B, L, condition width) and their mask (B, L).
     pub states: Tensor,
     pub mask: Tensor,
     /// `[source latents, chunk mask]` (B, T, 2A).
@@ -47,13 +48,15 @@ pub struct SourceInputs<'a> {
 impl AceStepModel {
     /// `vb` at the checkpoint's root (tensor names `encoder.*`, `decoder.*`, ...).
     pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+        // Everything but the decoder runs at the condition width (narrower than the decoder in XL).
+        let encoder_cfg = cfg.encoder_config();
         Ok(Self {
             config: cfg.clone(),
-            encoder: ConditionEncoder::new(cfg, vb.pp("encoder"))?,
+            encoder: ConditionEncoder::new(&encoder_cfg, cfg.is_xl(), vb.pp("encoder"))?,
             decoder: DiT::new(cfg, vb.pp("decoder"))?,
-            tokenizer: AudioTokenizer::new(cfg, vb.pp("tokenizer"))?,
-            detokenizer: AudioDetokenizer::new(cfg, vb.pp("detokenizer"))?,
-            null_condition_emb: vb.get((1, 1, cfg.hidden_size), "null_condition_emb")?,
+            tokenizer: AudioTokenizer::new(&encoder_cfg, vb.pp("tokenizer"))?,
+            detokenizer: AudioDetokenizer::new(&encoder_cfg, vb.pp("detokenizer"))?,
+            null_condition_emb: vb.get((1, 1, encoder_cfg.hidden_size), "null_condition_emb")?,
         })
     }
 

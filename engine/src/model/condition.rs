@@ -47,16 +47,20 @@ impl LyricEncoder {
 #[derive(Debug, Clone)]
 pub struct TimbreEncoder {
     stack: EncoderStack,
+    /// XL's learned summary token (1, 1, hidden), read in front of each clip; `None` for the 2B
+    /// models, whose forward leaves it out.
+    summary_token: Option<Tensor>,
 }
 
 impl TimbreEncoder {
-    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
-        // The checkpoint also stores `special_token` (1, 1, hidden), which upstream's forward never
-        // reads; checked for presence so a checkpoint missing it is reported, then dropped.
-        vb.get((1, 1, cfg.hidden_size), "special_token")?;
+    /// `summarize`: whether the forward reads the stored `special_token` (XL) or, as the 2B
+    /// models do, keeps the output at the clip's first frame. 2B checkpoints store the token too;
+    /// it is checked for presence so a checkpoint missing it is reported, then dropped.
+    pub fn new(cfg: &AceStepConfig, summarize: bool, vb: VarBuilder) -> Result<Self> {
+        let special_token = vb.get((1, 1, cfg.hidden_size), "special_token")?;
         let stack = EncoderStack::new(cfg, cfg.timbre_hidden_dim, cfg.num_timbre_encoder_hidden_layers, vb)?
             .limit_layers(cfg.num_hidden_layers);
-        Ok(Self { stack })
+        Ok(Self { stack, summary_token: summarize.then_some(special_token) })
     }
 
     /// `clips` (N, T, timbre_hidden_dim); `clip_item[n]` is the batch item clip n belongs to.
@@ -68,9 +72,12 @@ impl TimbreEncoder {
             candle_core::bail!("{} reference clips but {} item indices", n, clip_item.len());
         }
         // Clips are not padded: the masks only limit the sliding layers' reach.
-        let encoded = self.stack.forward_traced(clips, None, &mut Vec::new())?;
-        let per_clip = encoded.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?; // row 0: (N, hidden)
-        unpack_clips(&per_clip, clip_item)
+        let embedded = self.stack.embed(clips)?;
+        let per_clip = match &self.summary_token {
+            Some(token) => self.stack.summarize(&embedded, token)?,
+            None => self.stack.encode_traced(&embedded, None, &mut Vec::new())?.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        unpack_clips(&per_clip.contiguous()?, clip_item)
     }
 }
 
@@ -138,11 +145,13 @@ pub struct ConditionInputs<'a> {
 }
 
 impl ConditionEncoder {
-    pub fn new(cfg: &AceStepConfig, vb: VarBuilder) -> Result<Self> {
+    /// `cfg` at the encoder's width ([`AceStepConfig::encoder_config`]); `xl_timbre` as
+    /// [`TimbreEncoder::new`]'s `summarize`.
+    pub fn new(cfg: &AceStepConfig, xl_timbre: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             text_projector: linear_b(cfg.text_hidden_dim, cfg.hidden_size, false, vb.pp("text_projector"))?,
             lyric_encoder: LyricEncoder::new(cfg, vb.pp("lyric_encoder"))?,
-            timbre_encoder: TimbreEncoder::new(cfg, vb.pp("timbre_encoder"))?,
+            timbre_encoder: TimbreEncoder::new(cfg, xl_timbre, vb.pp("timbre_encoder"))?,
         })
     }
 

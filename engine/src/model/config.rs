@@ -3,6 +3,10 @@
 //! (`acestep/models/common/configuration_acestep_v15.py`). Field names are the JSON keys; keys the
 //! engine does not read are ignored. Nothing here is hard-coded to the published 2B sizes, so
 //! tiny test checkpoints run the same code.
+//!
+//! The XL (4B) DiTs add four `encoder_*` keys: their decoder is wider than their condition
+//! encoder, audio tokenizer and detokenizer, which keep the 2B widths
+//! (`models/xl_turbo/modeling_acestep_v15_xl_turbo.py`, `AceStepConditionGenerationModel`).
 
 use serde::Deserialize;
 
@@ -52,6 +56,16 @@ pub struct AceStepConfig {
     pub num_lyric_encoder_hidden_layers: usize,
     pub num_timbre_encoder_hidden_layers: usize,
     pub num_attention_pooler_hidden_layers: usize,
+    /// Width of the condition encoder, audio tokenizer and detokenizer when it differs from the
+    /// decoder's (XL: 2048 beside a 2560-wide decoder); the three below likewise.
+    #[serde(default)]
+    pub encoder_hidden_size: Option<usize>,
+    #[serde(default)]
+    pub encoder_intermediate_size: Option<usize>,
+    #[serde(default)]
+    pub encoder_num_attention_heads: Option<usize>,
+    #[serde(default)]
+    pub encoder_num_key_value_heads: Option<usize>,
     #[serde(default)]
     pub is_turbo: bool,
     #[serde(default)]
@@ -75,6 +89,31 @@ impl AceStepConfig {
             None if index.is_multiple_of(2) => LayerType::SlidingAttention,
             None => LayerType::FullAttention,
         }
+    }
+
+    /// The config the condition encoder, the audio tokenizer and the detokenizer are built from:
+    /// this one with the `encoder_*` widths in place of the decoder's, as upstream copies it.
+    pub fn encoder_config(&self) -> AceStepConfig {
+        AceStepConfig {
+            hidden_size: self.condition_width(),
+            intermediate_size: self.encoder_intermediate_size.unwrap_or(self.intermediate_size),
+            num_attention_heads: self.encoder_num_attention_heads.unwrap_or(self.num_attention_heads),
+            num_key_value_heads: self.encoder_num_key_value_heads.unwrap_or(self.num_key_value_heads),
+            ..self.clone()
+        }
+    }
+
+    /// Width of the condition states the decoder's `condition_embedder` takes in.
+    pub fn condition_width(&self) -> usize {
+        self.encoder_hidden_size.unwrap_or(self.hidden_size)
+    }
+
+    /// Whether this is an XL model: a decoder wider than its condition encoder. Besides the widths,
+    /// XL's timbre encoder differs in one thing: it reads its learned `special_token` in front of
+    /// the reference frames and keeps that position's output (the 2B code has the line commented
+    /// out and keeps frame 0's).
+    pub fn is_xl(&self) -> bool {
+        self.condition_width() != self.hidden_size
     }
 
     /// The sliding window of a sliding layer, `None` when sliding is switched off. Upstream
@@ -116,6 +155,27 @@ mod tests {
         assert_eq!(cfg.layer_type(2), LayerType::SlidingAttention);
         assert_eq!(cfg.layer_type(3), LayerType::FullAttention);
         assert_eq!(cfg.sliding_window(), None);
+    }
+
+    #[test]
+    fn the_xl_keys_split_the_encoder_from_the_decoder() {
+        // The XL widths as the published XL config.json states them.
+        let mut value: serde_json::Value = serde_json::from_str(UPSTREAM_TINY).unwrap();
+        let xl = serde_json::json!({
+            "hidden_size": 2560, "intermediate_size": 9728, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "encoder_hidden_size": 2048, "encoder_intermediate_size": 6144,
+            "encoder_num_attention_heads": 16, "encoder_num_key_value_heads": 8,
+        });
+        value.as_object_mut().unwrap().extend(xl.as_object().unwrap().clone());
+        let cfg: AceStepConfig = serde_json::from_value(value).unwrap();
+        assert!(cfg.is_xl());
+        let encoder = cfg.encoder_config();
+        assert_eq!((encoder.hidden_size, encoder.intermediate_size, encoder.num_attention_heads), (2048, 6144, 16));
+        assert_eq!((encoder.num_key_value_heads, encoder.head_dim()), (8, 128));
+        // A 2B config has none of the keys: the encoder is the decoder's width.
+        let two_b = AceStepConfig::from_json(UPSTREAM_TINY).unwrap();
+        assert!(!two_b.is_xl());
+        assert_eq!(two_b.encoder_config(), two_b);
     }
 
     #[test]

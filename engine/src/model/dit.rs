@@ -195,7 +195,7 @@ impl DiT {
             proj_in,
             time_embed: TimestepEmbedding::new(h, vb.pp("time_embed"))?,
             time_embed_r: TimestepEmbedding::new(h, vb.pp("time_embed_r"))?,
-            condition_embedder: linear(h, h, vb.pp("condition_embedder"))?,
+            condition_embedder: linear(cfg.condition_width(), h, vb.pp("condition_embedder"))?,
             layers,
             norm_out: rms_norm(h, cfg.rms_norm_eps, vb.pp("norm_out"))?,
             proj_out,

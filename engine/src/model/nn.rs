@@ -319,6 +319,15 @@ impl EncoderStack {
         self.norm.forward(&x)
     }
 
+    /// One summary per sequence: `token` (1, 1, hidden) is put in front of the embedded tokens
+    /// (B, L, hidden), the layers run over the L + 1 positions with no padding mask, and the
+    /// normed output at the token's position is kept: (B, hidden).
+    pub fn summarize(&self, embedded: &Tensor, token: &Tensor) -> Result<Tensor> {
+        let (b, _, h) = embedded.dims3()?;
+        let x = Tensor::cat(&[&token.to_dtype(embedded.dtype())?.broadcast_as((b, 1, h))?, embedded], 1)?;
+        self.encode_traced(&x, None, &mut Vec::new())?.narrow(1, 0, 1)?.squeeze(1)
+    }
+
     /// `embed` then `encode_traced`.
     pub fn forward_traced(&self, x: &Tensor, key_padding: Option<&Tensor>, trace: &mut Vec<Tensor>) -> Result<Tensor> {
         self.encode_traced(&self.embed(x)?, key_padding, trace)

@@ -35,10 +35,7 @@ impl AttentionPooler {
     pub fn forward(&self, windows: &Tensor) -> Result<Tensor> {
         let (b, n, w, h) = windows.dims4()?;
         let x = self.stack.embed(&windows.reshape((b * n, w, h))?)?;
-        let summary = self.special_token.broadcast_as((b * n, 1, h))?;
-        let x = Tensor::cat(&[&summary, &x], 1)?;
-        let x = self.stack.encode_traced(&x, None, &mut Vec::new())?;
-        x.narrow(1, 0, 1)?.reshape((b, n, h))
+        self.stack.summarize(&x, &self.special_token)?.reshape((b, n, h))
     }
 }
 

@@ -1,15 +1,19 @@
 //! The checkpoints folder: where it is (remembered for this machine), what it holds, which tasks
 //! each model runs, what is loaded and the memory it takes, and the weights' precision with the
 //! memory of each choice. A wrong folder is a message that says
-//! how to get the weights.
+//! how to get the weights, and the panel downloads them: the models generation needs, or any
+//! other published one, into the folder in the field, with progress and a cancel.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backline_engine::backend::ModelsInfo;
+use backline_engine::hub::registry::{self, HubModel};
 use backline_engine::precision::Precision;
 
 use super::browse_button;
 use crate::folder_dialog::FolderDialog;
+use crate::model_download::DownloadState;
 use crate::session::Session;
 
 /// How often the panel reads the folder again while open (it may be filled by a download).
@@ -20,14 +24,22 @@ pub struct ModelsPanel {
     info: Option<Result<ModelsInfo, String>>,
     read_at: Option<Instant>,
     dialog: FolderDialog,
+    /// What the Download button fetches: 0 for what generation needs, else `registry::MODELS[i - 1]`.
+    download_choice: usize,
 }
 
 impl ModelsPanel {
     pub fn new(session: &Session) -> Self {
-        Self { folder: session.machine().checkpoints, info: None, read_at: None, dialog: FolderDialog::default() }
+        Self {
+            folder: session.machine().checkpoints,
+            info: None,
+            read_at: None,
+            dialog: FolderDialog::default(),
+            download_choice: 0,
+        }
     }
 
-    pub fn show(&mut self, ui: &mut egui::Ui, session: &Session) {
+    pub fn show(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
         let picked = ui.horizontal(|ui| {
             ui.label("Checkpoints folder");
             let edit = ui.add(
@@ -75,7 +87,82 @@ impl ModelsPanel {
             }
             None => {}
         }
+        if self.show_download(ui, session) {
+            self.read_at = None;
+        }
     }
+
+    /// The download row: a choice and its button, or the running download's progress and
+    /// Cancel. Returns whether the folder's contents may have changed.
+    fn show_download(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) -> bool {
+        let state = session.download().state();
+        if let DownloadState::Running { model, file, done_bytes, total_bytes } = &state {
+            ui.horizontal(|ui| {
+                let share = if *total_bytes > 0 { *done_bytes as f32 / *total_bytes as f32 } else { 0.0 };
+                let text = format!("{model}: {file}  {} of {}", gib(*done_bytes), gib(*total_bytes));
+                ui.add(egui::ProgressBar::new(share).text(text).desired_width(460.0));
+                if ui.button("Cancel download").clicked() {
+                    session.download().cancel();
+                }
+            });
+            ui.ctx().request_repaint_after(Duration::from_millis(200));
+            return true;
+        }
+        let label = |choice: usize| match choice.checked_sub(1).map(|i| &registry::MODELS[i]) {
+            None => format!("what generation needs: turbo, VAE, text encoder ({})", approx(&essential())),
+            Some(model) => format!("{} ({})", model.name, approx(&[model])),
+        };
+        let mut started = false;
+        ui.horizontal(|ui| {
+            ui.label("Download");
+            egui::ComboBox::from_id_salt("download-model")
+                .selected_text(label(self.download_choice))
+                .width(330.0)
+                .show_ui(ui, |ui| {
+                    for choice in 0..=registry::MODELS.len() {
+                        ui.selectable_value(&mut self.download_choice, choice, label(choice));
+                    }
+                });
+            let has_folder = !self.folder.trim().is_empty();
+            let button = ui
+                .add_enabled(has_folder, egui::Button::new("Download"))
+                .on_hover_text("From the model hub (HF_ENDPOINT names a mirror) into the folder above; resumes partial files and checks every file")
+                .on_disabled_hover_text("Choose the folder the models go in first.");
+            if button.clicked() {
+                let models = match self.download_choice.checked_sub(1) {
+                    None => essential(),
+                    Some(i) => vec![&registry::MODELS[i]],
+                };
+                if let Err(message) = session.start_download(self.folder.clone(), models) {
+                    session.notice(message);
+                }
+                started = true;
+            }
+            // On the same row, so the panel keeps its height whatever the last download did.
+            match &state {
+                DownloadState::Finished { message } => {
+                    ui.label(message);
+                }
+                DownloadState::Cancelled => {
+                    ui.label("Cancelled: what arrived is kept, and the next download resumes it.");
+                }
+                DownloadState::Failed { message } => {
+                    // The whole message is also among the notices at the top.
+                    ui.colored_label(ui.visuals().warn_fg_color, "Download failed (see the message above)").on_hover_text(message);
+                }
+                DownloadState::Idle | DownloadState::Running { .. } => {}
+            }
+        });
+        started
+    }
+}
+
+fn essential() -> Vec<&'static HubModel> {
+    registry::ESSENTIAL.iter().filter_map(|name| registry::find(name)).collect()
+}
+
+fn approx(models: &[&HubModel]) -> String {
+    format!("about {:.1} GB", models.iter().map(|m| m.approx_bytes).sum::<u64>() as f64 / 1e9)
 }
 
 fn gib(bytes: u64) -> String {

@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Generate audio: a JSON request and/or flags in, audio files with their recipes out.
     Generate(Box<GenerateArgs>),
-    /// List the folders in a checkpoints folder and validate each.
+    /// List the folders in a checkpoints folder and validate each; `models download` fetches them.
     Models(ModelsArgs),
     /// Validate one checkpoint folder: a DiT, the VAE or the text encoder.
     Check(CheckArgs),
@@ -61,9 +61,30 @@ pub struct GenerateArgs {
 
 #[derive(Args)]
 pub struct ModelsArgs {
-    /// The checkpoints folder to list.
-    #[arg(long, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
+    /// The checkpoints folder to list (or download into).
+    #[arg(long, global = true, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
     pub checkpoints: PathBuf,
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsAction {
+    /// Download published models from the model hub (`HF_ENDPOINT` names a mirror; `HF_TOKEN`
+    /// is sent when set) into the checkpoints folder, resuming partial files, checking every
+    /// file's size and hash, then validating each folder.
+    Download(DownloadArgs),
+}
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    /// A model to fetch, by folder name (repeatable): acestep-v15-turbo, vae,
+    /// Qwen3-Embedding-0.6B, acestep-v15-base, acestep-v15-sft, acestep-v15-turbo-shift1,
+    /// acestep-v15-turbo-shift3, acestep-v15-turbo-continuous, acestep-v15-xl-turbo,
+    /// acestep-v15-xl-base, acestep-v15-xl-sft. Default: the turbo DiT, the VAE and the text
+    /// encoder, all a generation needs.
+    #[arg(long = "model", value_name = "NAME")]
+    pub models: Vec<String>,
 }
 
 #[derive(Args)]

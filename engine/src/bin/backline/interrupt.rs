@@ -28,3 +28,8 @@ pub fn install() {
 pub fn interrupted() -> bool {
     INTERRUPTED.load(SeqCst)
 }
+
+/// The flag itself, for code that takes a cancel flag (a download stops between chunks).
+pub fn flag() -> &'static AtomicBool {
+    &INTERRUPTED
+}

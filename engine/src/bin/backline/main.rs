@@ -3,6 +3,7 @@
 //! - `backline generate`: one request (flags, or a JSON request or recipe plus flags) to audio
 //!   files, each with its recipe beside it.
 //! - `backline models`: list and validate the checkpoint folders.
+//! - `backline models download`: fetch the published folders from the model hub.
 //! - `backline check DIR`: validate one checkpoint folder.
 //! - `backline demo`: a synthetic tiny checkpoint set and one short generation, no download needed.
 //!
@@ -11,6 +12,7 @@
 
 mod args;
 mod demo;
+mod download;
 mod folders;
 mod generate;
 mod interrupt;
@@ -21,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{Cli, Command, ModelsAction};
 
 /// Huge pages behind the engine's large buffers (weights, VAE activations): `engine/src/alloc.rs`.
 #[global_allocator]
@@ -31,7 +33,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
-        Command::Models(args) => folders::list(&args.checkpoints),
+        Command::Models(args) => match args.action {
+            None => folders::list(&args.checkpoints),
+            Some(ModelsAction::Download(download)) => download::run(&args.checkpoints, &download.models),
+        },
         Command::Check(args) => folders::check(&args.dir),
         Command::Demo(args) => demo::run(&args),
     };
