@@ -247,8 +247,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
 }
 
-/// Whether two folders hold the same files with the same bytes.
+/// Whether two folders exist and hold the same files with the same bytes.
 pub fn same_files(a: &Path, b: &Path) -> bool {
+    if !a.is_dir() || !b.is_dir() {
+        return false;
+    }
     let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
     files_under(a, "", &mut fa);
     files_under(b, "", &mut fb);
