@@ -359,6 +359,7 @@ fn an_xl_folder_with_a_2b_shaped_tensor_is_named() {
 /// The XL turbo DiT at its published shapes, written once by `cargo xtask synth-checkpoint
 /// target/synth-xl --xl` (about 16 GB, f32 as published; not in CI): it validates, its file is the
 /// published size, and it loads as q8 and runs one forward. `BACKLINE_XL_DIR` overrides the folder.
+/// Run by hand as `docs/benchmarks.md` (section "XL at the published shapes") says.
 #[test]
 #[ignore = "needs the 16 GB folder from `cargo xtask synth-checkpoint target/synth-xl --xl`"]
 fn published_xl_shapes_load_and_run() {

@@ -141,7 +141,8 @@ impl ModelsPanel {
             // On the same row, so the panel keeps its height whatever the last download did.
             match &state {
                 DownloadState::Finished { message } => {
-                    ui.label(message);
+                    // Short, so it fits beside the button; the models it fetched on hover.
+                    ui.label("Downloaded and checked.").on_hover_text(message);
                 }
                 DownloadState::Cancelled => {
                     ui.label("Cancelled: what arrived is kept, and the next download resumes it.");
