@@ -68,6 +68,20 @@ impl fmt::Display for TaskType {
     }
 }
 
+/// What the DiT's chunk mask holds for a repaint or lego window (upstream `chunk_mask_mode`,
+/// `inference.py:163`). Every other task's mask is 1 everywhere in either mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkMaskMode {
+    /// Upstream's default: 1 on every frame. Upstream means "2.0, the model decides" but writes
+    /// 2.0 into a bool tensor, which reads back as 1 (`conditioning_masks.py:74-77`). The window
+    /// still silences repaint's source, and the source is still held outside it.
+    #[default]
+    Auto,
+    /// 1 inside the window, 0 outside.
+    Explicit,
+}
+
 /// Turbo's step limit: its sampler's variable schedule stops at 20
 /// (`models/turbo/modeling_acestep_v15_turbo.py:1971`) and the UI offers 1-20
 /// (`ui/gradio/events/generation/model_config.py:117`).

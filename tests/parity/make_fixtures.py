@@ -8,7 +8,9 @@ from ACE-Step 1.5 commit 6d467e4 (e.g. `git archive 6d467e4 acestep/models acest
 | tar x -C DIR`); the prompts stage also needs `acestep/constants.py`, `acestep/api/job_generation_setup.py`,
 `acestep/ui/gradio/events/generation/ui_helpers.py` and, in `acestep/core/generation/handler/`, `task_utils.py`,
 `prompt_utils.py`, `metadata_utils.py`, `batch_prep.py`, `conditioning_text.py`; the task_inputs stage
-`conditioning_masks.py` and `padding_utils.py`. Needs torch 2.15, transformers
+`conditioning_masks.py` and `padding_utils.py`. The e2e stage (not run by default) runs upstream's whole
+pipeline: it needs the whole `acestep/` package, soundfile, torchaudio, einops and vector-quantize-pytorch, and
+`--checkpoints DIR` from `cargo xtask tiny-checkpoint DIR --seed 0`. Needs torch 2.15, transformers
 4.57.6, diffusers 0.39.0 (the VAE), safetensors, numpy (and loguru, which upstream imports). Runs in float32 on
 one CPU thread so the numbers do not depend on the machine's thread count. Nothing here reimplements the model: every output comes from upstream modules.
 
@@ -785,8 +787,8 @@ def sampler_stage(out: Path) -> None:
 
 def task_inputs_stage(out: Path) -> None:
     """What each task feeds the DiT, from upstream's handler: `prepare_padding_info` (out-painting
-    pads the source) and `_build_chunk_masks_and_src_latents` (context source, chunk mask with the
-    explicit 0/1 masks, i.e. no "auto" 2.0 sentinel, cover flag and repaint mask), on random
+    pads the source) and `_build_chunk_masks_and_src_latents` (context source, chunk mask in both
+    modes: "explicit" 0/1 and the default "auto", cover flag and repaint mask), on random
     source latents of the padded length the VAE gives (`samples // 1920`: diffusers' strided convs
     floor, so a partial last frame is dropped)."""
     import acestep
@@ -840,6 +842,10 @@ def task_inputs_stage(out: Path) -> None:
         tensors[f"{name}.latents"] = latents
         tensors[f"{name}.src_latents"] = src_latents
         tensors[f"{name}.chunk_mask"] = chunk.to(torch.float32)
+        auto = host._build_chunk_masks_and_src_latents(
+            1, frames, ["x"], [None], target_wavs, latents, starts, ends, silence_tiled,
+            chunk_mask_modes=["auto"], task_type=task)[0]
+        tensors[f"{name}.chunk_mask_auto"] = auto.to(torch.float32)
         if repaint_mask is not None:
             tensors[f"{name}.repaint_mask"] = repaint_mask.to(torch.float32)
         meta.append({"name": name, "task": task, "source_s": source_s, "repainting_start": start,
@@ -925,27 +931,151 @@ def xl_stage(out: Path) -> None:
     print(f"xl: {len(tensors)} tensors, target {tuple(result['target_latents'].shape)}")
 
 
+# The end-to-end cases: upstream's top-level `acestep.inference.generate_music` on the tiny set,
+# LM and DCW off, one item, seed 7. Each is also the request the Rust test sends the CLI.
+E2E_SEED = 7
+E2E_SOURCE_SECONDS = 10  # Backline makes 10 s at least
+E2E_STRIDE = 5  # every 5th sample of each channel is stored, to keep the fixture small
+E2E_CASES = [
+    ("text2music", dict(task_type="text2music", duration=10.0)),
+    ("cover", dict(task_type="cover", audio_cover_strength=0.5)),
+    ("repaint", dict(task_type="repaint", repainting_start=3.0, repainting_end=7.0)),
+]
+E2E_COMMON = dict(caption="warm synth pop", lyrics="[Instrumental]", instrumental=True, inference_steps=8,
+                  shift=1.0, seed=E2E_SEED)
+
+
+def e2e_source(seconds: int) -> "np.ndarray":
+    """The source clip of the audio tasks: two detuned sawtooth chords, built in integer
+    arithmetic and divided by 2^15, so Rust makes the same float samples bit for bit (the VAE's
+    posterior noise is seeded from their hash)."""
+    import numpy as np
+
+    n = np.arange(seconds * 48000, dtype=np.int64)
+    channels = []
+    for periods in ((218, 175, 146), (220, 173, 147)):
+        total = sum(((n % p) * 2 * 3000) // p - 3000 for p in periods)
+        channels.append(total.astype(np.float32) / np.float32(32768.0))
+    return np.stack(channels)
+
+
+def samples_sha256(audio) -> str:
+    """Backline's hash of a clip: SHA-256 over each channel's little-endian f32 samples in turn."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for channel in audio:
+        digest.update(channel.astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
+def e2e_stage(out: Path, checkpoints: Path) -> None:
+    """Whole generations by upstream's `generate_music` on the tiny set that `cargo xtask
+    tiny-checkpoint` writes (its files' hashes are recorded, so the test knows it has the same
+    weights). The DiT folders get what the published ones carry for `AutoModel`: upstream's model
+    code beside the weights and `auto_map` in `config.json` (a scratch copy; nothing of upstream's is
+    stored). Before each run torch's global RNG is seeded as Backline seeds the VAE posterior's
+    noise (the first 8 hex digits of the source's hash), the only draw from it."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import soundfile
+    import acestep
+    from acestep.constants import TASK_INSTRUCTIONS
+    from acestep.handler import AceStepHandler
+    from acestep.inference import GenerationConfig, GenerationParams, generate_music
+
+    models = Path(acestep.__file__).parent / "models"
+    hashes = {str(f.relative_to(checkpoints)): hashlib.sha256(f.read_bytes()).hexdigest()
+              for f in sorted(checkpoints.rglob("*")) if f.is_file()}
+    scratch = Path(tempfile.mkdtemp(prefix="backline-e2e-"))
+    root = scratch / "checkpoints"
+    shutil.copytree(checkpoints, root)
+    for folder, kind in (("acestep-v15-turbo", "turbo"), ("acestep-v15-base", "base")):
+        if not (root / folder).is_dir():
+            continue
+        config_path = root / folder / "config.json"
+        config = json.loads(config_path.read_text())
+        config["auto_map"] = {"AutoConfig": "configuration_acestep_v15.AceStepConfig",
+                              "AutoModel": f"modeling_acestep_v15_{kind}.AceStepConditionGenerationModel"}
+        config_path.write_text(json.dumps(config, indent=2))
+        for code in (models / kind).glob("*.py"):
+            shutil.copy(code, root / folder / code.name)
+
+    source = e2e_source(E2E_SOURCE_SECONDS)
+    source_path = scratch / "source.wav"
+    soundfile.write(str(source_path), source.T, 48000, subtype="FLOAT")
+    posterior_seed = int(samples_sha256(source)[:8], 16)
+
+    # Upstream keeps a `.cache/` in the working directory: keep it in the scratch folder.
+    previous_cwd = Path.cwd()
+    os.chdir(scratch)
+    handler = AceStepHandler()
+    handler.initialize_service(str(scratch), "acestep-v15-turbo", device="cpu", use_mlx_dit=False)
+    tensors = {}
+    cases = {}
+    for name, fields in E2E_CASES:
+        request = dict(E2E_COMMON, **fields)
+        if fields["task_type"] != "text2music":
+            request["src_audio"] = "source.wav"
+        # generate_music takes the instruction as given; upstream's server picks the task's
+        # (`api/job_generation_setup.py` `_resolve_instruction`), as Backline does.
+        params = dict(request, instruction=TASK_INSTRUCTIONS[request["task_type"]], dcw_enabled=False,
+                      thinking=False, use_cot_metas=False, use_cot_caption=False, use_cot_language=False)
+        if "src_audio" in params:
+            params["src_audio"] = str(source_path)
+        torch.manual_seed(posterior_seed)
+        result = generate_music(handler, None, GenerationParams(**params),
+                                GenerationConfig(batch_size=1, use_random_seed=False, seeds=[E2E_SEED],
+                                                 audio_format="wav"),
+                                save_dir=str(scratch / name))
+        if not result.success:
+            raise RuntimeError(f"{name}: {result.error}")
+        audio = result.audios[0]["tensor"].to(torch.float32)
+        tensors[f"out.{name}"] = audio[:, ::E2E_STRIDE].contiguous()
+        cases[name] = {"request": request, "samples": audio.shape[-1]}
+        print(f"e2e {name}: {tuple(audio.shape)}, max |x| {audio.abs().max().item():.4f}")
+    save_file(tensors, str(out / "e2e.safetensors"))
+    meta = {"stride": E2E_STRIDE, "source_seconds": E2E_SOURCE_SECONDS, "source_sha256": samples_sha256(source),
+            "checkpoint_sha256": hashes, "cases": cases}
+    (out / "e2e.json").write_text(json.dumps(meta, indent=1) + "\n")
+    os.chdir(previous_cwd)
+    shutil.rmtree(scratch)
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
           "text_encoder": text_encoder_stage, "prompts": prompts_stage,
           "sampler": sampler_stage, "task_inputs": task_inputs_stage, "xl": xl_stage}
+# Stages that run upstream's whole pipeline on the checkpoint set given by --checkpoints.
+CHECKPOINT_STAGES = {"e2e": e2e_stage}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="directory containing upstream's acestep/")
     parser.add_argument("--out", default=str(Path(__file__).parent / "fixtures"))
-    parser.add_argument("--stage", action="append", choices=sorted(STAGES), help="default: all")
+    parser.add_argument("--stage", action="append", choices=sorted(STAGES) + sorted(CHECKPOINT_STAGES),
+                        help="default: all but e2e")
+    parser.add_argument("--checkpoints", help="for --stage e2e: the set `cargo xtask tiny-checkpoint DIR` wrote")
     args = parser.parse_args()
 
     sys.path.insert(0, args.upstream)
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tiny_config().to_json_file(str(out / "config.json"))
     for stage in args.stage or sorted(STAGES):
-        STAGES[stage](out)
+        if stage in CHECKPOINT_STAGES:
+            if not args.checkpoints:
+                parser.error(f"--stage {stage} needs --checkpoints DIR")
+            CHECKPOINT_STAGES[stage](out, Path(args.checkpoints).resolve())
+        else:
+            STAGES[stage](out)
 
 
 if __name__ == "__main__":

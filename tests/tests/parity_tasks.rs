@@ -1,14 +1,14 @@
 //! What each task feeds the DiT, against upstream's handler (fixture stage `task_inputs`:
 //! `prepare_padding_info` and `_build_chunk_masks_and_src_latents`): out-painting padding, the
-//! latent length, the repaint/lego window in frames, the context source, the chunk mask, the
-//! cover flag and the repaint mask, for every task and for windows inside, across and beyond the
-//! source. All must be exactly equal.
+//! latent length, the repaint/lego window in frames, the context source, the chunk mask (explicit
+//! and auto), the cover flag and the repaint mask, for every task and for windows inside, across
+//! and beyond the source. All must be exactly equal.
 
 use std::collections::HashMap;
 
 use backline_engine::pipeline::task_inputs::{padding_samples, task_context, window_frames};
 use backline_engine::request::{GenerationRequest, ModelKind};
-use backline_engine::task::TaskType;
+use backline_engine::task::{ChunkMaskMode, TaskType};
 use backline_tests::parity::{fixture_path, load_fixture};
 use candle_core::{Tensor, D};
 use serde_json::{json, Value};
@@ -80,10 +80,13 @@ fn every_tasks_context_chunk_mask_and_window_equal_upstreams() {
 
         let latents = &f[&format!("{name}.latents")];
         let silence = f["input.silence"].narrow(1, 0, frames).unwrap();
-        let context = task_context(task, latents, &silence, window).unwrap();
+        let context = task_context(task, latents, &silence, window, ChunkMaskMode::Explicit).unwrap();
         assert_same(&format!("{name}: context source"), &context.context_source, &f[&format!("{name}.src_latents")]);
-        let chunk = context.chunk_mask.narrow(D::Minus1, 0, 1).unwrap().squeeze(D::Minus1).unwrap();
-        assert_same(&format!("{name}: chunk mask"), &chunk, &f[&format!("{name}.chunk_mask")]);
+        let chunk = |mask: &Tensor| mask.narrow(D::Minus1, 0, 1).unwrap().squeeze(D::Minus1).unwrap();
+        assert_same(&format!("{name}: explicit chunk mask"), &chunk(&context.chunk_mask), &f[&format!("{name}.chunk_mask")]);
+        let auto = task_context(task, latents, &silence, window, ChunkMaskMode::Auto).unwrap();
+        assert_same(&format!("{name}: auto context source"), &auto.context_source, &f[&format!("{name}.src_latents")]);
+        assert_same(&format!("{name}: auto chunk mask"), &chunk(&auto.chunk_mask), &f[&format!("{name}.chunk_mask_auto")]);
         assert_eq!(task == TaskType::Cover, case["is_cover"].as_bool().unwrap(), "{name}: cover flag");
         match (context.window_mask, f.get(&format!("{name}.repaint_mask"))) {
             (Some(got), Some(want)) => assert_same(&format!("{name}: repaint mask"), &got, want),

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::precision::Precision;
 use crate::request::{GenerationRequest, Seed};
-use crate::task::ModelKind;
+use crate::task::{ChunkMaskMode, ModelKind};
 
 /// One model file the result came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,7 @@ pub struct AudioInput {
 pub struct Recipe {
     /// The request with every default filled in and the seeds made explicit: submitting it again
     /// with the same models gives the same audio.
+    #[serde(deserialize_with = "request_of_any_age")]
     pub request: GenerationRequest,
     pub model_kind: ModelKind,
     /// The DiT's weight file, then the VAE's and the text encoder's.
@@ -62,6 +63,18 @@ pub struct Recipe {
 
 fn full_precision() -> Precision {
     Precision::F32
+}
+
+/// A stored request. Recipes from before `chunk_mask_mode` have none: those jobs sent the
+/// explicit mask, while a request without the key now means upstream's auto.
+fn request_of_any_age<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<GenerationRequest, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let before_the_choice = value.get("chunk_mask_mode").is_none();
+    let mut request = GenerationRequest::from_value(value).map_err(serde::de::Error::custom)?;
+    if before_the_choice {
+        request.chunk_mask_mode = ChunkMaskMode::Explicit;
+    }
+    Ok(request)
 }
 
 impl Recipe {
@@ -123,6 +136,21 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn recipe(request: GenerationRequest, precision: Precision) -> Recipe {
+        Recipe {
+            request,
+            model_kind: ModelKind::Turbo,
+            models: Vec::new(),
+            source: None,
+            reference: None,
+            sample_rate: 48_000,
+            duration_s: 10.0,
+            engine: "backline-engine".into(),
+            precision,
+            time_costs: BTreeMap::new(),
+        }
+    }
+
     #[test]
     fn fingerprint_sees_a_change_deep_inside_the_file() {
         let dir = std::env::temp_dir().join(format!("backline-fingerprint-{}", std::process::id()));
@@ -142,20 +170,21 @@ mod tests {
     }
 
     #[test]
+    fn a_recipe_from_before_the_chunk_mask_choice_reads_as_explicit() {
+        let request = GenerationRequest::from_value(serde_json::json!({"task_type": "repaint"})).unwrap();
+        let recipe = recipe(request, Precision::F32);
+        let mut json = serde_json::to_value(&recipe).unwrap();
+        assert_eq!(json["request"]["chunk_mask_mode"], "auto");
+        assert_eq!(serde_json::from_value::<Recipe>(json.clone()).unwrap(), recipe);
+        json["request"].as_object_mut().unwrap().remove("chunk_mask_mode");
+        let old: Recipe = serde_json::from_value(json).unwrap();
+        assert_eq!(old.request.chunk_mask_mode, ChunkMaskMode::Explicit);
+    }
+
+    #[test]
     fn a_recipe_from_before_the_precision_choice_reads_as_f32() {
         let request = GenerationRequest::from_value(serde_json::json!({"caption": "x"})).unwrap();
-        let recipe = Recipe {
-            request,
-            model_kind: ModelKind::Turbo,
-            models: Vec::new(),
-            source: None,
-            reference: None,
-            sample_rate: 48_000,
-            duration_s: 10.0,
-            engine: "backline-engine".into(),
-            precision: Precision::Q8,
-            time_costs: BTreeMap::new(),
-        };
+        let recipe = recipe(request, Precision::Q8);
         let mut json = serde_json::to_value(&recipe).unwrap();
         assert_eq!(json["precision"], "q8");
         json.as_object_mut().unwrap().remove("precision");

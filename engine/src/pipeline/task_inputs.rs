@@ -6,15 +6,13 @@
 //! |---|---|---|---|
 //! | text2music | silence latent | 1 | no |
 //! | cover | source (the model takes its FSQ round trip) | 1 | yes |
-//! | repaint | source, silence inside the window | 1 inside the window, 0 outside | no |
-//! | lego | source (kept inside the window too) | 1 inside the window, 0 outside | no |
+//! | repaint | source, silence inside the window | 1; explicit mode: 1 inside the window, 0 outside | no |
+//! | lego | source (kept inside the window too) | 1; explicit mode: 1 inside the window, 0 outside | no |
 //! | extract, complete | source | 1 | no |
 //!
 //! Repaint and lego both hold the source outside the window (step injection, edge blend,
-//! waveform splice), as upstream does for any item with a repaint window.
-//!
-//! Upstream's chunk mask became "1 everywhere" for repaint in March 2026 by accident (a bool
-//! tensor given 2.0); Backline sends the explicit 0/1 mask the model was trained with.
+//! waveform splice), as upstream does for any item with a repaint window. The chunk mask follows
+//! the request's [`ChunkMaskMode`]: upstream's default, auto, is 1 everywhere.
 
 use std::sync::Arc;
 
@@ -31,7 +29,7 @@ use crate::prompt::PromptInputs;
 use crate::request::SourceSpan;
 use crate::store::ResidentVae;
 use crate::sampling::{RepaintGuide, RepaintMode, SeededNoise};
-use crate::task::TaskType;
+use crate::task::{ChunkMaskMode, TaskType};
 use crate::timing::{FALLBACK_DURATION_S, HOP, MIN_LATENT_FRAMES};
 
 /// The VAE encode's tile: windows of this many latent frames (20 s) with this many frames of
@@ -136,7 +134,8 @@ impl TaskInputs {
             let samples = ((duration * 10.0).round() / 10.0 * MODEL_SAMPLE_RATE as f64).floor() as usize;
             let frames = (samples / hop).max(MIN_LATENT_FRAMES);
             let silence = p.silence_frames(frames, batch).map_err(fail)?;
-            let context = task_context(TaskType::Text2Music, &silence, &silence, None).map_err(fail)?;
+            let context =
+                task_context(TaskType::Text2Music, &silence, &silence, None, ChunkMaskMode::Auto).map_err(fail)?;
             return Ok(Self {
                 frames,
                 prompt_duration: PromptInputs::new(&resolved.recipe).duration,
@@ -163,7 +162,7 @@ impl TaskInputs {
         let window_s = resolved.repaint.map(|w| (w.start_s + span.left_pad_s, w.end_s.unwrap_or(source_s) + span.left_pad_s));
         let window = window_s.map(|(start_s, end_s)| window_frames(start_s, end_s, frames));
         let TaskContext { context_source, chunk_mask, window_mask } =
-            task_context(task, &latents_batch, &silence, window).map_err(fail)?;
+            task_context(task, &latents_batch, &silence, window, resolved.recipe.chunk_mask_mode).map_err(fail)?;
 
         // Repaint and lego hold the source outside the window: the sampler's injection and edge
         // blend, and (unless aggressive) the waveform splice.
@@ -239,6 +238,7 @@ pub fn task_context(
     latents: &Tensor,
     silence: &Tensor,
     window: Option<(usize, usize)>,
+    mode: ChunkMaskMode,
 ) -> candle_core::Result<TaskContext> {
     let ones = silence.ones_like()?;
     let (window, task) = match (task, window) {
@@ -257,7 +257,11 @@ pub fn task_context(
         TaskType::Repaint => inside.to_dtype(DType::U8)?.where_cond(silence, latents)?,
         _ => latents.clone(),
     };
-    Ok(TaskContext { context_source, chunk_mask: inside.contiguous()?, window_mask: Some(mask) })
+    let chunk_mask = match mode {
+        ChunkMaskMode::Auto => ones,
+        ChunkMaskMode::Explicit => inside.contiguous()?,
+    };
+    Ok(TaskContext { context_source, chunk_mask, window_mask: Some(mask) })
 }
 
 /// VAE-encode 48 kHz stereo `audio` to `[1, frames, 64]` latents in tiles (progress per tile,

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 pub use crate::sampling::InferMethod;
 use crate::sampling::RepaintMode;
-use crate::task::TaskType;
+use crate::task::{ChunkMaskMode, TaskType};
 pub use crate::task::ModelKind;
 
 mod limits;
@@ -116,7 +116,8 @@ pub enum Seed {
 /// | `audio_format` | `audioFormat` (B) |
 /// | `model` | `model_name`, `modelName`, `dit_model`, `ditModel` (parser:19) |
 ///
-/// `lyrics`, `instrumental`, `bpm`, `shift`, `timesteps` and `instruction` have no other keys.
+/// `lyrics`, `instrumental`, `bpm`, `chunk_mask_mode`, `shift`, `timesteps` and `instruction` have
+/// no other keys.
 /// As upstream's parser does, keys may also sit in a nested `param_obj` object, or in a `metas`,
 /// `meta`, `metadata`, `user_metadata` or `userMetadata` object (parser:105,126). A nested object
 /// may also be sent as a JSON string. Top-level keys win over `param_obj`, which wins over the
@@ -177,6 +178,8 @@ pub struct GenerationRequest {
     /// Balanced mode's dial, 0 (keep the source, like conservative) to 1 (like aggressive).
     /// Default 0.5. The other modes and tasks do not read it.
     pub repaint_strength: f64,
+    /// The DiT's chunk mask for the repaint or lego window. Default auto, upstream's.
+    pub chunk_mask_mode: ChunkMaskMode,
     /// Share of the steps that see the source's structure, 0 to 1. Default 1
     /// (`inference.py:188`). About 0.2 gives style transfer.
     pub audio_cover_strength: f64,
@@ -257,6 +260,7 @@ impl Default for GenerationRequest {
             repainting_end: None,
             repaint_mode: RepaintMode::Balanced,
             repaint_strength: 0.5,
+            chunk_mask_mode: ChunkMaskMode::Auto,
             audio_cover_strength: 1.0,
             cover_noise_strength: 0.0,
             track_name: None,
@@ -511,9 +515,17 @@ pub(crate) mod tests {
             let err = parse(json!({"thinking": true})).unwrap_err();
             assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "thinking"), "{err}");
             assert!(err.to_string().contains("5 Hz LM"), "{err}");
-            let err = parse(json!({"chunk_mask_mode": "explicit"})).unwrap_err();
-            assert!(err.to_string().starts_with("`chunk_mask_mode` = \"explicit\" is not supported"), "{err}");
+            let err = parse(json!({"repaint_latent_crossfade_frames": 4})).unwrap_err();
+            assert!(err.to_string().starts_with("`repaint_latent_crossfade_frames` = 4 is not supported"), "{err}");
             assert!(parse(json!({"format": "mp3"})).is_err(), "`format` is upstream's alias of use_format");
+        }
+
+        #[test]
+        fn chunk_mask_mode_is_auto_unless_asked() {
+            assert_eq!(parse(json!({})).unwrap().chunk_mask_mode, ChunkMaskMode::Auto);
+            assert_eq!(parse(json!({"chunk_mask_mode": "explicit"})).unwrap().chunk_mask_mode, ChunkMaskMode::Explicit);
+            let err = parse(json!({"chunk_mask_mode": "window"})).unwrap_err();
+            assert_eq!(field_of(err), "chunk_mask_mode");
         }
 
         #[test]

@@ -39,6 +39,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ("repainting_end", &["repaintingEnd"]),
     ("repaint_mode", &["repaintMode"]),
     ("repaint_strength", &["repaintStrength"]),
+    ("chunk_mask_mode", &[]),
     ("audio_cover_strength", &["audioCoverStrength", "cover_strength", "coverStrength"]),
     ("cover_noise_strength", &["coverNoiseStrength"]),
     ("track_name", &["trackName"]),
@@ -70,8 +71,6 @@ pub(super) enum Inert {
     Always,
     /// false, 0 or an empty string.
     Off,
-    /// Off, or this string (upstream's default).
-    Text(&'static str),
     /// Off, or this number (upstream's default).
     Number(f64),
     /// Off is not inert here: only true, upstream's default.
@@ -96,7 +95,6 @@ const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
     ("analysis_only", &["analysisOnly"], Inert::Off, ANALYSIS),
     ("full_analysis_only", &["fullAnalysisOnly"], Inert::Off, ANALYSIS),
     ("extract_codes_only", &["extractCodesOnly"], Inert::Off, ANALYSIS),
-    ("chunk_mask_mode", &[], Inert::Text("auto"), REPAINT_TUNING),
     ("repaint_latent_crossfade_frames", &[], Inert::Number(10.0), REPAINT_TUNING),
     ("repaint_wav_crossfade_sec", &[], Inert::Number(0.0), REPAINT_TUNING),
     ("use_tiled_decode", &["useTiledDecode"], Inert::True, "the engine chooses how the VAE decodes"),
@@ -137,7 +135,6 @@ fn asks_for_nothing(inert: Inert, value: &Value) -> bool {
     match inert {
         Inert::Always => true,
         Inert::Off => off,
-        Inert::Text(default) => off || value.as_str().is_some_and(|s| s.trim() == default),
         Inert::Number(default) => off || loose_number(value) == Some(default),
         Inert::True => loose_bool(value) == Some(true),
     }
@@ -395,6 +392,7 @@ impl Fields {
             ("balanced", RepaintMode::Balanced),
             ("conservative", RepaintMode::Conservative),
         ];
+        let mask_modes = [("auto", ChunkMaskMode::Auto), ("explicit", ChunkMaskMode::Explicit)];
         let defaults = GenerationRequest::default();
         let request = GenerationRequest {
             task_type: self.choice("task_type", &tasks)?.unwrap_or(defaults.task_type),
@@ -412,6 +410,7 @@ impl Fields {
             repainting_end: self.number_or_unset("repainting_end")?,
             repaint_mode: self.choice("repaint_mode", &repaint_modes)?.unwrap_or(defaults.repaint_mode),
             repaint_strength: self.number("repaint_strength")?.unwrap_or(defaults.repaint_strength),
+            chunk_mask_mode: self.choice("chunk_mask_mode", &mask_modes)?.unwrap_or(defaults.chunk_mask_mode),
             audio_cover_strength: self.number("audio_cover_strength")?.unwrap_or(defaults.audio_cover_strength),
             cover_noise_strength: self.number("cover_noise_strength")?.unwrap_or(defaults.cover_noise_strength),
             track_name: self.name("track_name")?,

@@ -200,6 +200,11 @@ const FLAGS: &[Flag] = &[
     Flag { value_name: Some("SECONDS"), ..flag("repainting_end", Kind::Signed, "End of the repaint/lego window in seconds (-1: the source's end).") },
     flag("repaint_mode", Kind::Text, "aggressive, balanced or conservative."),
     flag("repaint_strength", Kind::Text, "Balanced mode's dial, 0 to 1."),
+    flag(
+        "chunk_mask_mode",
+        Kind::Text,
+        "The model's mask for a repaint/lego window: auto (upstream's default, 1 everywhere) or explicit (1 inside, 0 outside).",
+    ),
     flag("audio_cover_strength", Kind::Text, "Share of the steps that follow the source's structure (cover), 0 to 1."),
     flag("cover_noise_strength", Kind::Text, "How close to the source the noise starts (cover), 0 to 1."),
     flag("track_name", Kind::Text, "The track lego adds or extract pulls out, e.g. drums, bass, vocals."),
