@@ -177,11 +177,19 @@ fn a_request_file_and_flags_combine() {
     fs::write(&request, r#"{"prompt": "old caption", "audio_duration": 10, "seed": 5, "batch_size": 1}"#).unwrap();
     let out_dir = dir.join("out");
     let args = ["generate", "--checkpoints", s(&checkpoints), "--request", s(&request), "--caption", "new caption"];
-    let out = backline(&dir, &[&args[..], &["--out", s(&out_dir), "--format", "wav16"]].concat());
+    let more = ["--bpm", "120", "--key", "C major", "--out", s(&out_dir), "--format", "wav16"];
+    let out = backline(&dir, &[&args[..], &more[..]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let recipe_path = out_dir.join("backline-text2music-5.json");
     let recipe: Recipe = serde_json::from_str(&fs::read_to_string(&recipe_path).unwrap()).unwrap();
     assert_eq!(recipe.request.caption, "new caption");
+    // The take measured against what was asked (random weights: whatever it found, or why not).
+    let analysis = recipe.analysis.expect("the recipe reports the take's tempo and key");
+    let tempo = analysis.tempo.expect("a tempo was asked for");
+    assert_eq!((tempo.requested_bpm, tempo.meter.as_str()), (120.0, "4/4"));
+    assert!(tempo.measured.is_some() != tempo.problem.is_some(), "{tempo:?}");
+    assert_eq!(analysis.key.requested.as_deref(), Some("C major"));
+    assert!(analysis.key.measured.is_some() != analysis.key.problem.is_some(), "{:?}", analysis.key);
     assert!(out_dir.join("backline-text2music-5.wav").is_file());
 
     // A recipe is a request too: it makes the same take again.

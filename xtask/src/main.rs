@@ -17,8 +17,11 @@
 //! - `cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations
 //!   30,10] [--precisions bf16,q8]`: whole generations side by side with acestep.cpp (a checkout
 //!   built by the user, given by path), per-stage time and peak memory, and the DiT's GFLOP/s.
+//! - `cargo xtask bench-grid [--minutes N] [--runs N]`: seconds per minute of audio that
+//!   measuring a take's tempo, phase and key costs.
 
 mod bench;
+mod bench_grid;
 mod checkpoints;
 mod side_by_side;
 mod test;
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("bench-stage") => bench::run_stage(&args[1..]),
         Some("bench-cpp") => side_by_side::run(&args[1..]),
+        Some("bench-grid") => bench_grid::run(&args[1..]),
         Some("bench-warm-memory") => bench::warm_memory_child(&args[1..]),
         Some(command @ ("tiny-checkpoint" | "synth-checkpoint")) => checkpoints::run(command, &args[1..]),
         Some("bundle" | "bundle-universal" | "known-packages") => {
@@ -44,7 +48,8 @@ fn main() -> anyhow::Result<()> {
                 "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
                  cargo xtask tiny-checkpoint DIR [--xl] [--seed N]\n  cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]\n  \
                  cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]\n  \
-                 cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations 30,10] [--precisions bf16,q8]"
+                 cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations 30,10] [--precisions bf16,q8]\n  \
+                 cargo xtask bench-grid [--minutes N] [--runs N]"
             );
             std::process::exit(2)
         }

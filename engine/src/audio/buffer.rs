@@ -49,6 +49,12 @@ impl AudioBuffer {
         self.frames() as f64 / self.sample_rate as f64
     }
 
+    /// All channels averaged into one (empty without channels).
+    pub fn mono(&self) -> Vec<f32> {
+        let channels = self.channels.len().max(1) as f32;
+        (0..self.frames()).map(|i| self.channels.iter().map(|c| c[i]).sum::<f32>() / channels).collect()
+    }
+
     /// Largest absolute sample over all channels (0 for an empty buffer). NaNs are ignored.
     pub fn peak(&self) -> f32 {
         peak_of(&self.channels)

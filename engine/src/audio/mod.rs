@@ -1,6 +1,9 @@
 //! Audio-side helpers shared by the plugin and the engine.
 //!
 //! - [`grid`]: bars, beats and samples at a tempo and meter.
+//! - [`beats`]: the tempo, beats and phase a take actually has, and half or double time.
+//! - [`key`]: the key a take is in, of the 24 major and minor keys.
+//! - [`analysis`]: a take's measured tempo, phase and key beside its request's, for its recipe.
 //! - [`buffer`]: [`AudioBuffer`], planar `f32` audio, the currency of everything below.
 //! - [`decode`]: WAV, FLAC, MP3 and Ogg Vorbis files (or bytes) to an [`AudioBuffer`].
 //! - [`resample`]: to the model's 48 kHz stereo ([`to_model_format`]), or to any rate.
@@ -11,10 +14,13 @@
 //! The usual path of a source clip is `read_audio` → `to_model_format` → VAE encode, and of a
 //! result VAE decode → `normalize_output` → `resample` to the host rate or `write_audio`.
 
+pub mod analysis;
+pub mod beats;
 pub mod buffer;
 pub mod decode;
 pub mod error;
 pub mod grid;
+pub mod key;
 pub mod normalize;
 pub mod resample;
 pub mod write;

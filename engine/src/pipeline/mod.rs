@@ -234,6 +234,7 @@ impl Pipeline {
             engine: format!("backline-engine {}", env!("CARGO_PKG_VERSION")),
             precision: self.models.how.precision,
             time_costs: clock.costs,
+            analysis: None,
         };
         Ok(Generation { audio, recipe })
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::audio::analysis::TakeAnalysis;
 use crate::precision::Precision;
 use crate::request::{GenerationRequest, Seed};
 use crate::task::{ChunkMaskMode, ModelKind};
@@ -59,6 +60,10 @@ pub struct Recipe {
     /// Facts about one run, not part of what makes the audio.
     #[serde(default)]
     pub time_costs: BTreeMap<String, f64>,
+    /// One take measured against its request (tempo, phase, key): filled in where a single
+    /// item's recipe is written, absent from a batch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<TakeAnalysis>,
 }
 
 fn full_precision() -> Precision {
@@ -148,6 +153,7 @@ mod tests {
             engine: "backline-engine".into(),
             precision,
             time_costs: BTreeMap::new(),
+            analysis: None,
         }
     }
 

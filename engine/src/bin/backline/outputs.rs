@@ -1,4 +1,5 @@
-//! Where a generation's files go: `<out>/<stem>-<seed>.<ext>` with the recipe as `<same>.json`.
+//! Where a generation's files go: `<out>/<stem>-<seed>.<ext>` with the recipe as `<same>.json`,
+//! each item's recipe carrying that take measured against its request (`audio::analysis`).
 //! The names are known before generating (the seeds are drawn up front), so a file in the way
 //! stops the run before any work, and nothing on disk is replaced without `--overwrite`.
 
@@ -6,6 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use backline_engine::audio::analysis::analyze_take;
 use backline_engine::audio::{write_audio, OutputFormat};
 use backline_engine::pipeline::recipe::Recipe;
 use backline_engine::pipeline::Generation;
@@ -73,7 +75,14 @@ impl Outputs {
         for (i, (files, audio)) in self.items.iter().zip(&generation.audio).enumerate() {
             write_audio(&files.audio, audio, self.format, self.overwrite).map_err(|e| e.to_string())?;
             written.push(files.audio.clone());
-            let recipe = item_recipe(&generation.recipe, i);
+            let mut recipe = item_recipe(&generation.recipe, i);
+            let request = &recipe.request;
+            recipe.analysis = Some(analyze_take(
+                audio,
+                request.bpm.map(f64::from),
+                request.timesignature.as_deref(),
+                request.keyscale.as_deref(),
+            ));
             let json =
                 serde_json::to_string_pretty(&recipe).map_err(|e| format!("cannot serialise the recipe: {e}"))?;
             write_text(&files.recipe, &(json + "\n"), self.overwrite)?;
