@@ -361,7 +361,7 @@ fn an_xl_folder_with_a_2b_shaped_tensor_is_named() {
 /// published size, and it loads as q8 and runs one forward. `BACKLINE_XL_DIR` overrides the folder.
 /// Run by hand as `docs/benchmarks.md` (section "XL at the published shapes") says.
 #[test]
-#[ignore = "needs the 16 GB folder from `cargo xtask synth-checkpoint target/synth-xl --xl`"]
+#[ignore = "needs the 20 GB folder from `cargo xtask synth-checkpoint target/synth-xl --xl`; run by hand as docs/benchmarks.md (XL at the published shapes) says"]
 fn published_xl_shapes_load_and_run() {
     let dir = std::env::var_os("BACKLINE_XL_DIR").map(PathBuf::from).unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/synth-xl").join(synth::XL_TURBO_FOLDER)

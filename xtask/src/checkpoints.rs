@@ -3,7 +3,7 @@
 //! - `cargo xtask tiny-checkpoint DIR [--xl]`: the tiny set, plus a tiny XL turbo DiT with `--xl`;
 //! - `cargo xtask synth-checkpoint DIR --full`: the set at the published 2B shapes (bf16);
 //! - `cargo xtask synth-checkpoint DIR --xl`: the XL turbo DiT folder at the published XL shapes,
-//!   stored in f32 as the published XL weights are (about 16 GB).
+//!   stored in f32 as the published XL weights are (about 20 GB).
 
 use std::path::PathBuf;
 use std::time::Instant;

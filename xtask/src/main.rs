@@ -8,7 +8,7 @@
 //! - `cargo xtask tiny-checkpoint DIR [--xl] [--seed N]`: a tiny random checkpoint set (a few MB)
 //!   in the published folder layout; `--xl` adds a tiny XL turbo DiT.
 //! - `cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]`: random weights with the
-//!   published shapes (several GB): the 2B set, or the XL turbo DiT (f32, about 16 GB), for load,
+//!   published shapes (several GB): the 2B set, or the XL turbo DiT (f32, about 20 GB), for load,
 //!   memory and speed work.
 //! - `cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH]
 //!   [--skip-torch]`: load time, speed and peak memory of the candle engine against upstream

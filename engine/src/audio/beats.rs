@@ -142,7 +142,7 @@ pub fn onset_envelope(audio: &AudioBuffer) -> OnsetEnvelope {
     let frames = mono.len() / hop + 1;
 
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
-    let window: Vec<f32> = (0..n).map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos()).collect();
+    let window = super::hann(n);
     let mut input = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();
     let band_of = band_map(spectrum.len(), sr / n as f64);
@@ -223,10 +223,10 @@ pub fn track_beats(audio: &AudioBuffer, requested_bpm: f64, meter: TimeSignature
 
     // The most salient pulse, weighted towards the requested one.
     let prior = |bpm: f64| (-0.5 * (bpm / requested_pulse).log2().powi(2)).exp();
-    let grid = bpm_grid(SLOWEST_PULSE, FASTEST_PULSE, 1.002);
-    let scored: Vec<(f64, Fold)> = grid.iter().map(|&bpm| (bpm, salience.fold(60.0 * env.rate / bpm))).collect();
-    let (best_bpm, best) = scored
-        .iter()
+    let period_of = |bpm: f64| 60.0 * env.rate / bpm;
+    let (best_bpm, best) = bpm_grid(SLOWEST_PULSE, FASTEST_PULSE, 1.002)
+        .into_iter()
+        .map(|bpm| (bpm, salience.fold(period_of(bpm))))
         .max_by(|a, b| (a.1.contrast * prior(a.0)).total_cmp(&(b.1.contrast * prior(b.0))))
         .expect("the grid is not empty");
     if best.contrast <= 0.0 || best.contrast < 0.05 * salience.mean {
@@ -235,11 +235,11 @@ pub fn track_beats(audio: &AudioBuffer, requested_bpm: f64, meter: TimeSignature
     // Finer around it, unweighted: the prior only picks the octave.
     let (pulse_bpm, fold) = bpm_grid(best_bpm / 1.004, best_bpm * 1.004, 1.0002)
         .into_iter()
-        .map(|bpm| (bpm, salience.fold(60.0 * env.rate / bpm)))
+        .map(|bpm| (bpm, salience.fold(period_of(bpm))))
         .max_by(|a, b| a.1.contrast.total_cmp(&b.1.contrast))
         .expect("the fine grid is not empty");
 
-    let period = 60.0 * env.rate / pulse_bpm;
+    let period = period_of(pulse_bpm);
     let beats = follow_beats(&env, period, fold.phase);
     if beats.len() < 4 {
         return Err(BeatError::NoPulse);

@@ -139,7 +139,7 @@ pub fn chroma(audio: &AudioBuffer) -> Result<[f64; 12], KeyError> {
     let mono = audio.mono();
 
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
-    let window: Vec<f32> = (0..n).map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos()).collect();
+    let window = super::hann(n);
     let mut input = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();
     // The pitch class of each bin in range: C4 is 261.63 Hz.

@@ -31,3 +31,8 @@ pub use error::AudioError;
 pub use normalize::{cap_peak, normalize_output, normalize_peak, DEFAULT_PEAK_DBFS};
 pub use resample::{resample, resampled_len, to_model_format, to_stereo, MODEL_CHANNELS, MODEL_SAMPLE_RATE};
 pub use write::{write_audio, OutputFormat};
+
+/// A periodic Hann window of `n` points, for the spectra of `beats` and `key`.
+fn hann(n: usize) -> Vec<f32> {
+    (0..n).map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos()).collect()
+}

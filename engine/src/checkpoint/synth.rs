@@ -408,7 +408,7 @@ pub fn write_set(root: &Path, size: SynthSize, seed: u64) -> Result<SynthReport,
 }
 
 /// Write the XL turbo DiT folder under `root` (`acestep-v15-xl-turbo/`), stored in f32 as the
-/// published XL weights are (about 16 GB at full size).
+/// published XL weights are (about 20 GB at full size).
 pub fn write_xl_turbo(root: &Path, size: SynthSize, seed: u64) -> Result<(PathBuf, u64), CheckpointError> {
     let dir = root.join(XL_TURBO_FOLDER);
     let bytes = write_dit_folder(&dir, &xl_dit_config_json(size, true), DType::F32, seed, silence_frames(size))?;
