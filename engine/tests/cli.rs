@@ -205,6 +205,73 @@ fn a_request_file_and_flags_combine() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A recipe's grid report, read as JSON (the figures the user sees).
+fn grid_report(recipe_path: &Path) -> (Recipe, serde_json::Value) {
+    let text = fs::read_to_string(recipe_path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (serde_json::from_str(&text).unwrap(), json["grid"].clone())
+}
+
+#[test]
+fn a_loop_take_is_exactly_its_bars_with_a_seamless_wrap() {
+    let dir = scratch("bars-loop");
+    let checkpoints = tiny_set(&dir);
+    let out_dir = dir.join("out");
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--caption", "odd-meter loop", "--seed", "3"];
+    let grid = ["--bars", "2", "--bpm", "93.5", "--timesignature", "7/8", "--loop", "--batch-size", "1"];
+    let out = backline(&dir, &[&args[..], &grid[..], &["--out", s(&out_dir), "--format", "wav"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audio = read_audio(&out_dir.join("backline-text2music-3.wav")).unwrap();
+    // 2 bars of 7/8 at 93.5: 7 quarters * 60/93.5 s * 48 kHz = 215614.97 samples.
+    assert_eq!(audio.frames(), 215_615);
+    let (recipe, report) = grid_report(&out_dir.join("backline-text2music-3.json"));
+    // The model was asked for whole passes and a bar (3 passes of 4.49 s and a bar: 15.72 s,
+    // asked as 15.8 s), at 94 BPM in the meter it knows nearest 7/8.
+    assert_eq!((recipe.request.bpm, recipe.request.timesignature.as_deref()), (Some(94), Some("6")));
+    assert_eq!(recipe.request.duration, Some(15.8));
+    assert_eq!((report["meter"].as_str(), report["metas_timesignature"].as_str()), (Some("7/8"), Some("6")));
+    assert_eq!((report["frames"].as_u64(), report["options"]["loop"].as_bool()), (Some(215_615), Some(true)));
+    // Random weights make noise-like audio: no beat to conform to, said so; the wrap is still
+    // measured and within the documented bound.
+    assert!(report["correction"]["note"].as_str().is_some_and(|n| n.starts_with("no beat found")), "{report}");
+    let seam = &report["seam"];
+    let flux = seam["flux_ratio"].as_f64().unwrap();
+    assert!(flux <= backline_engine::audio::seam::SEAM_FLUX_BOUND && seam["seamless"] == true, "{seam}");
+    let analysis = recipe.analysis.unwrap();
+    assert_eq!(analysis.tempo.unwrap().meter, "7/8", "measured against the real meter");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_audio_task_in_bars_takes_its_region_and_comes_back_aligned() {
+    let dir = scratch("bars-cover");
+    let checkpoints = tiny_set(&dir);
+    let source = dir.join("source.wav");
+    tone(&source, 20.0, 0.5);
+    let out_dir = dir.join("out");
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--task-type", "cover", "--src-audio", s(&source)];
+    let grid = ["--bars", "4", "--bpm", "120", "--start-bar", "3", "--conform", "trim", "--seed", "4", "--batch-size", "1"];
+    let out = backline(&dir, &[&args[..], &grid[..], &["--out", s(&out_dir), "--format", "wav"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audio = read_audio(&out_dir.join("backline-cover-4.wav")).unwrap();
+    assert_eq!(audio.frames(), 8 * 48_000, "4 bars at 120");
+    let (recipe, report) = grid_report(&out_dir.join("backline-cover-4.json"));
+    // The job's source was bars 3-6 of the file, tiled to two passes and a bar.
+    let source = serde_json::to_value(&recipe.source).unwrap().to_string();
+    assert!(source.contains("bars 3-6"), "{source}");
+    assert!(report["alignment"].is_object(), "the result was compared with its source: {report}");
+    assert_eq!(report["options"]["conform"], "trim");
+
+    // Bad grids are refused before any work, naming the flag.
+    let bad = |extra: &[&str]| backline(&dir, &[&args[..], extra].concat());
+    assert_fails_with(&bad(&["--bars", "0", "--bpm", "120"]), &["--bars 0", "0 bars"]);
+    assert_fails_with(&bad(&["--bars", "4", "--bpm", "500"]), &["30-300"]);
+    assert_fails_with(&bad(&["--bars", "4", "--bpm", "120", "--timesignature", "0/0"]), &["0/0"]);
+    assert_fails_with(&bad(&["--bars", "4"]), &["--bars needs --bpm"]);
+    assert_fails_with(&bad(&["--bars", "4", "--bpm", "120", "--start-bar", "40"]), &["--start-bar 40", "20.0 s long"]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn lego_needs_the_base_model_and_says_where_to_get_it() {
     let dir = scratch("lego");

@@ -1,15 +1,19 @@
 //! The one place the editor's draft becomes an engine job: [`job_request`] maps the saved
 //! [`SessionState`], the host grid (tempo, meter, rate) and the captured bars to a [`JobRequest`]
-//! plus the [`TakePlan`] that says how to cut the result back to whole bars.
+//! plus the [`TakePlan`] that says how the result becomes a take of whole bars.
 //!
-//! The model makes 10 s to 600 s. A region shorter than 10 s is generated as a longer span of
-//! whole repeats of it (the captured bars looped, for the audio tasks) and the first pass is
-//! cut out; an audio task's source also gets one more bar so the cut never runs short.
+//! The engine's [`BarPlan`] does the planning (whole passes of a short region and a bar after
+//! them, the meter the model is told, an audio task's tiled source), and its `take_shape` turns
+//! the result into the take: aligned to the captured bars, conformed to the host grid, cut exact.
 
-use backline_engine::audio::grid::{Grid, TimeSignature};
+use std::sync::Arc;
+
+use backline_engine::audio::bar_plan::{BarPlan, BarSpec};
+use backline_engine::audio::grid::Grid;
+use backline_engine::audio::take_shape::TakeOptions;
 use backline_engine::audio::AudioBuffer;
 use backline_engine::backend::{AudioInput, JobRequest};
-use backline_engine::request::{GenerationRequest, BPM_MAX, BPM_MIN, DURATION_MAX_S, DURATION_MIN_S, TIME_SIGNATURES};
+use backline_engine::request::GenerationRequest;
 use backline_engine::task::TaskType;
 use serde_json::json;
 
@@ -17,16 +21,24 @@ use crate::capture_store::CapturedRegion;
 use crate::state::SessionState;
 
 /// How a finished generation becomes a take.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TakePlan {
-    pub start_bar: u32,
-    pub bars: u32,
+    /// The bars at the host's tempo, meter and rate when the job was submitted.
+    pub bars: BarPlan,
     /// Where the take's first sample sits, in quarter notes.
     pub start_quarters: f64,
-    /// The host's tempo, meter and rate when the job was submitted.
-    pub grid: Grid,
-    /// Exactly `bars` bars at the host rate.
-    pub frames: usize,
+    /// The tiled captured bars the job was given (audio tasks), at the host rate: the result is
+    /// aligned to them.
+    pub source: Option<Arc<AudioBuffer>>,
+    /// The request's key, for the take's report.
+    pub keyscale: Option<String>,
+    pub options: TakeOptions,
+}
+
+impl TakePlan {
+    pub fn grid(&self) -> &Grid {
+        &self.bars.grid
+    }
 }
 
 /// The draft as a job, or why it cannot run yet (in words for the editor).
@@ -35,19 +47,16 @@ pub fn job_request(
     grid: &Grid,
     captured: Option<&CapturedRegion>,
 ) -> Result<(JobRequest, TakePlan), String> {
-    let bars = draft.length_bars.max(1);
-    let region_s = grid.bars_to_seconds(bars as f64);
-    let bar_s = grid.bars_to_seconds(1.0);
-    let repeats = (DURATION_MIN_S / region_s).ceil().max(1.0) as usize;
+    let meter = grid.meter();
+    let spec = BarSpec {
+        bars: draft.length_bars.max(1),
+        start_bar: draft.start_bar,
+        bpm: grid.bpm(),
+        meter: (meter.numerator, meter.denominator),
+        sample_rate: grid.sample_rate(),
+    };
+    let plan = BarPlan::new(spec).map_err(|e| e.to_string())?;
     let task = draft.task;
-    let needs_source = task.needs_source_audio();
-    let span_s = repeats as f64 * region_s + if needs_source { bar_s } else { 0.0 };
-    if span_s > DURATION_MAX_S {
-        return Err(format!(
-            "{bars} bars at {:.2} BPM last {region_s:.1} s; the model makes at most {DURATION_MAX_S} s",
-            grid.bpm()
-        ));
-    }
 
     let mut body = json!({
         "task_type": task.as_str(),
@@ -55,14 +64,9 @@ pub fn job_request(
         "instrumental": draft.instrumental,
         "lyrics": if draft.instrumental { "" } else { draft.lyrics.as_str() },
         "batch_size": 1,
+        "bpm": plan.metas_bpm(),
+        "timesignature": plan.metas_timesignature(),
     });
-    let bpm = grid.bpm().round();
-    if (BPM_MIN as f64..=BPM_MAX as f64).contains(&bpm) {
-        body["bpm"] = json!(bpm as u32);
-    }
-    if let Some(signature) = time_signature(grid.meter()) {
-        body["timesignature"] = json!(signature);
-    }
     if !draft.keyscale.is_empty() {
         body["keyscale"] = json!(draft.keyscale);
     }
@@ -77,24 +81,23 @@ pub fn job_request(
         body["model"] = json!(draft.model);
     }
     match task {
-        // A multiple of 0.2 s is a whole number of latent frames, so the engine's rounding never
-        // makes the audio shorter than asked.
-        TaskType::Text2Music => body["duration"] = json!((span_s * 5.0).ceil() / 5.0),
+        TaskType::Text2Music => body["duration"] = json!(plan.request_duration_s()),
         TaskType::Cover => body["audio_cover_strength"] = json!(draft.strength),
-        // The first pass is repainted; the repeats around it are the context it must fit.
+        // The first pass is repainted; the passes around it are the context it must fit.
         TaskType::Repaint => {
-            body["repainting_start"] = json!(0.0);
-            body["repainting_end"] = json!(region_s);
+            let (start, end) = plan.repaint_window_s();
+            body["repainting_start"] = json!(start);
+            body["repainting_end"] = json!(end);
         }
         TaskType::Lego | TaskType::Extract => body["track_name"] = json!(draft.track_name),
         TaskType::Complete => body["track_classes"] = json!([draft.track_name]),
     }
     let request = GenerationRequest::from_value(body).map_err(|e| e.to_string())?;
 
-    let first_bar = draft.start_bar;
+    let (first_bar, bars) = (plan.start_bar, plan.bars);
     let mut job = JobRequest::new(request);
-    let start_quarters = match (needs_source, captured) {
-        (false, _) => first_bar as f64 * grid.meter().quarters_per_bar(),
+    let (start_quarters, source) = match (task.needs_source_audio(), captured) {
+        (false, _) => (plan.start_quarters(), None),
         (true, None) => {
             return Err(format!(
                 "{} needs audio: play bars {}–{} through the plugin with the transport running first",
@@ -105,12 +108,13 @@ pub fn job_request(
         }
         (true, Some(region)) => {
             let label = format!("capture, bars {}-{}", first_bar + 1, first_bar + bars);
-            job = job.with_source(AudioInput::samples(label, looped(&region.audio, repeats, bars)));
-            region.start_quarters
+            let tiled = Arc::new(plan.tile_source(&region.audio));
+            job = job.with_source(AudioInput::Samples { label, audio: Arc::clone(&tiled) });
+            (region.start_quarters, Some(tiled))
         }
     };
-    let frames = (grid.bars_to_seconds(bars as f64) * grid.sample_rate()).round() as usize;
-    Ok((job, TakePlan { start_bar: first_bar, bars, start_quarters, grid: *grid, frames }))
+    let keyscale = (!draft.keyscale.is_empty()).then(|| draft.keyscale.clone());
+    Ok((job, TakePlan { bars: plan, start_quarters, source, keyscale, options: TakeOptions::default() }))
 }
 
 /// What a task is called in messages.
@@ -125,40 +129,10 @@ pub fn task_title(task: TaskType) -> &'static str {
     }
 }
 
-/// The metas' time signature for a meter, when the model knows it ("4/4" is written "4").
-fn time_signature(meter: TimeSignature) -> Option<String> {
-    let full = meter.to_string();
-    let short = meter.numerator.to_string();
-    if meter.denominator == 4 && TIME_SIGNATURES.contains(&short.as_str()) {
-        Some(short)
-    } else {
-        TIME_SIGNATURES.contains(&full.as_str()).then_some(full)
-    }
-}
-
-/// `repeats` passes of the region and then its first bar again: a loop, long enough for the
-/// model and for the cut.
-fn looped(region: &AudioBuffer, repeats: usize, bars: u32) -> AudioBuffer {
-    let frames = region.frames();
-    let first_bar = (frames as f64 / bars as f64).round() as usize;
-    let channels = region
-        .channels
-        .iter()
-        .map(|c| {
-            let mut out = Vec::with_capacity(frames * repeats + first_bar);
-            for _ in 0..repeats {
-                out.extend_from_slice(c);
-            }
-            out.extend_from_slice(&c[..first_bar.min(c.len())]);
-            out
-        })
-        .collect();
-    AudioBuffer::new(region.sample_rate, channels)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use backline_engine::audio::grid::TimeSignature;
     use backline_engine::request::Seed;
 
     fn grid(bpm: f64, meter: (u32, u32)) -> Grid {
@@ -179,14 +153,15 @@ mod tests {
         let draft = SessionState { caption: "lofi keys".into(), keyscale: "F# minor".into(), start_bar: 8, length_bars: 4, seed: 7, ..Default::default() };
         let (job, plan) = job_request(&draft, &grid(120.0, (4, 4)), None).unwrap();
         let r = &job.request;
-        // 4 bars at 120 = 8 s: two passes, 16 s.
-        assert_eq!(r.duration, Some(16.0));
+        // 4 bars at 120 = 8 s: two passes and a bar, 18 s.
+        assert_eq!(r.duration, Some(18.0));
         assert_eq!((r.bpm, r.timesignature.as_deref(), r.keyscale.as_deref()), (Some(120), Some("4"), Some("F# minor")));
         assert_eq!(r.seed, Some(Seed::One(7)));
         assert_eq!(r.batch_size, Some(1));
-        assert_eq!(plan.frames, 8 * 48_000);
+        assert_eq!(plan.bars.take_frames, 8 * 48_000);
         assert_eq!(plan.start_quarters, 32.0);
-        assert!(job.src.is_none());
+        assert_eq!(plan.keyscale.as_deref(), Some("F# minor"));
+        assert!(job.src.is_none() && plan.source.is_none());
     }
 
     #[test]
@@ -197,12 +172,16 @@ mod tests {
         let captured = region(g.bars_to_seconds(4.0));
         let (job, plan) = job_request(&draft, &g, Some(&captured)).unwrap();
         let r = &job.request;
-        assert_eq!((r.task_type, r.track_name.as_deref(), r.bpm, r.timesignature.as_deref()), (TaskType::Lego, Some("bass"), Some(93), None));
+        // The model knows 6 beats a bar nearest 7/8; the grid keeps 7/8.
+        assert_eq!((r.task_type, r.track_name.as_deref(), r.bpm, r.timesignature.as_deref()), (TaskType::Lego, Some("bass"), Some(93), Some("6")));
+        assert_eq!(plan.grid().meter().to_string(), "7/8");
         let Some(AudioInput::Samples { audio, label }) = &job.src else { panic!("source in memory") };
         assert_eq!(label, "capture, bars 1-4");
-        assert_eq!(audio.frames(), captured.audio.frames() * 2 + (captured.audio.frames() as f64 / 4.0).round() as usize);
+        // Two passes and a bar: 9 bars at the capture's rate.
+        assert_eq!(audio.frames(), (g.bars_to_seconds(9.0) * 44_100.0).round() as usize);
+        assert!(Arc::ptr_eq(audio, plan.source.as_ref().unwrap()), "the take is aligned to what the job got");
         assert_eq!(plan.start_quarters, 16.0, "the take goes where the capture was");
-        assert_eq!(plan.frames, (g.bars_to_seconds(4.0) * 48_000.0).round() as usize);
+        assert_eq!(plan.bars.take_frames, (g.bars_to_seconds(4.0) * 48_000.0).round() as usize);
     }
 
     #[test]
@@ -234,9 +213,11 @@ mod tests {
     }
 
     #[test]
-    fn too_long_a_region_is_refused_in_words() {
+    fn too_long_a_region_or_an_unusable_tempo_is_refused_in_words() {
         let draft = SessionState { length_bars: 400, ..Default::default() };
         let err = job_request(&draft, &grid(60.0, (4, 4)), None).unwrap_err();
         assert!(err.contains("at most 600"), "{err}");
+        let err = job_request(&SessionState::default(), &grid(320.0, (4, 4)), None).unwrap_err();
+        assert!(err.contains("30-300 BPM"), "{err}");
     }
 }

@@ -96,7 +96,7 @@ mod tests {
             let capture = CapturedRegion { audio: AudioBuffer::new(48_000, vec![vec![0.1; frames]; 2]), start_quarters: 0.0, start_sample: 0 };
             let (job, plan) = job_request(&draft, &grid, Some(&capture)).unwrap_or_else(|e| panic!("{}: {e}", preset.name));
             assert_eq!(job.request.task_type, preset.request.task_type);
-            assert_eq!(plan.bars, preset.bars);
+            assert_eq!(plan.bars.bars, preset.bars);
         }
         let bass = presets.iter().find(|p| p.request.task_type == TaskType::Lego).unwrap();
         let mut draft = SessionState::default();

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use backline_engine::audio::analysis::analyze_take;
 use backline_engine::audio::grid::Grid;
+use backline_engine::audio::AudioBuffer;
 use backline_engine::backend::{Backend, LocalBackend, LocalSettings, ModelsInfo};
 use backline_engine::precision::Precision;
 use backline_engine::job::{JobControl, JobEvent};
@@ -355,9 +357,9 @@ impl Session {
         let backend = self.backend()?;
         let title = match draft.task {
             TaskType::Lego | TaskType::Extract | TaskType::Complete => {
-                format!("{} ({}), bars {}–{}", task_title(draft.task), draft.track_name, plan.start_bar + 1, plan.start_bar + plan.bars)
+                format!("{} ({}), bars {}–{}", task_title(draft.task), draft.track_name, plan.bars.start_bar + 1, plan.bars.start_bar + plan.bars.bars)
             }
-            _ => format!("{}, bars {}–{}", task_title(draft.task), plan.start_bar + 1, plan.start_bar + plan.bars),
+            _ => format!("{}, bars {}–{}", task_title(draft.task), plan.bars.start_bar + 1, plan.bars.start_bar + plan.bars.bars),
         };
         let view = Arc::new(JobView { title, state: Mutex::new(JobState::Queued { position: 0 }), control: OnceLock::new() });
         lock(&self.jobs).push(Arc::clone(&view));
@@ -408,7 +410,7 @@ impl Session {
         let folder = self.take_folder();
         let seeds = generation.recipe.seeds();
         for (item, audio) in generation.audio.iter().enumerate() {
-            let take = cut_to_plan(audio, plan)?;
+            let (take, grid_report) = cut_to_plan(audio, plan)?;
             let id = {
                 let mut state = self.params.session.write();
                 let id = state.next_take_id;
@@ -420,15 +422,21 @@ impl Session {
             let (path, sha) = write_take(&folder, &name, &take)?;
             let mut recipe = generation.recipe.clone();
             recipe.request.seed = seed.map(|s| backline_engine::request::Seed::One(s as i64));
+            // The take as shaped, measured against the host's tempo and meter and the draft's key.
+            let left_right = AudioBuffer::new(take.sample_rate as u32, vec![take.left.clone(), take.right.clone()]);
+            let grid = plan.grid();
+            let meter = grid.meter().to_string();
+            recipe.analysis = Some(analyze_take(&left_right, Some(grid.bpm()), Some(&meter), plan.keyscale.as_deref()));
+            recipe.grid = Some(grid_report);
             let record = TakeRecord {
                 id,
                 name: format!("{title}{}", seed.map(|s| format!(", seed {s}")).unwrap_or_default()),
                 file: path.display().to_string(),
                 audio_sha256: sha,
                 placement: saved_placement(plan),
-                start_bar: plan.start_bar,
-                bars: plan.bars,
-                meter: plan.grid.meter().to_string(),
+                start_bar: plan.bars.start_bar,
+                bars: plan.bars.bars,
+                meter: plan.grid().meter().to_string(),
                 recipe,
             };
             let audio = Arc::new(take);

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use backline_engine::audio::take_shape::{shape_take, GridReport};
 use backline_engine::audio::{decode_bytes, resample, to_stereo, write_audio, AudioBuffer, AudioError, OutputFormat};
 use backline_engine::pipeline::recipe::hex;
 use sha2::{Digest, Sha256};
@@ -15,24 +16,21 @@ use crate::draft::TakePlan;
 use crate::playback::{Placement, TakeAudio};
 use crate::state::{SavedPlacement, TakeRecord};
 
-/// The engine's audio as a take: stereo at the host rate, exactly the plan's bars. A result a few
-/// frames short (the model works in 40 ms frames) is padded with silence.
-pub fn cut_to_plan(audio: &AudioBuffer, plan: &TakePlan) -> Result<TakeAudio, String> {
-    let host_rate = plan.grid.sample_rate().round() as u32;
+/// The engine's audio as a take: stereo at the host rate, shaped to the plan's bars (aligned to
+/// the captured bars, conformed to the grid, exactly the plan's length), with the report of what
+/// was done.
+pub fn cut_to_plan(audio: &AudioBuffer, plan: &TakePlan) -> Result<(TakeAudio, GridReport), String> {
+    let host_rate = plan.grid().sample_rate().round() as u32;
     let stereo = to_stereo(audio).and_then(|a| resample(&a, host_rate)).map_err(|e| e.to_string())?;
-    let mut channels = stereo.channels.into_iter();
-    let cut = |c: Option<Vec<f32>>| {
-        let mut c = c.unwrap_or_default();
-        c.resize(plan.frames, 0.0);
-        c
-    };
-    let (left, right) = (cut(channels.next()), cut(channels.next()));
-    Ok(TakeAudio { left, right, sample_rate: host_rate as f32 })
+    let (take, report) = shape_take(&stereo, &plan.bars, plan.source.as_deref(), plan.keyscale.as_deref(), plan.options);
+    let mut channels = take.channels.into_iter();
+    let (left, right) = (channels.next().unwrap_or_default(), channels.next().unwrap_or_default());
+    Ok((TakeAudio { left, right, sample_rate: host_rate as f32 }, report))
 }
 
 /// The placement a take of `plan` plays at.
 pub fn saved_placement(plan: &TakePlan) -> SavedPlacement {
-    SavedPlacement { start_quarters: plan.start_quarters, bpm: plan.grid.bpm(), gain: 1.0 }
+    SavedPlacement { start_quarters: plan.start_quarters, bpm: plan.grid().bpm(), gain: 1.0 }
 }
 
 /// The placement at the host's current rate.
@@ -120,12 +118,13 @@ pub fn load_take(record: &TakeRecord, sample_rate: f32) -> Result<TakeAudio, Tak
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backline_engine::audio::grid::{Grid, TimeSignature};
+    use backline_engine::audio::bar_plan::{BarPlan, BarSpec};
+    use backline_engine::audio::take_shape::TakeOptions;
 
     fn plan(rate: f64, bars: u32) -> TakePlan {
-        let grid = Grid::new(93.0, TimeSignature::new(7, 8).unwrap(), rate).unwrap();
-        let frames = (grid.bars_to_seconds(bars as f64) * rate).round() as usize;
-        TakePlan { start_bar: 0, bars, start_quarters: 0.0, grid, frames }
+        let spec = BarSpec { bars, start_bar: 0, bpm: 93.0, meter: (7, 8), sample_rate: rate };
+        let bars = BarPlan::new(spec).unwrap();
+        TakePlan { bars, start_quarters: 0.0, source: None, keyscale: None, options: TakeOptions::default() }
     }
 
     #[test]
@@ -133,16 +132,19 @@ mod tests {
         let model = AudioBuffer::new(48_000, vec![vec![0.25; 48_000 * 20], vec![-0.25; 48_000 * 20]]);
         for rate in [44_100.0, 48_000.0, 96_000.0] {
             let p = plan(rate, 4);
-            let take = cut_to_plan(&model, &p).unwrap();
-            assert_eq!((take.left.len(), take.right.len()), (p.frames, p.frames), "{rate}");
+            let (take, report) = cut_to_plan(&model, &p).unwrap();
+            let frames = p.bars.take_frames;
+            assert_eq!((take.left.len(), take.right.len(), report.frames), (frames, frames, frames), "{rate}");
             assert_eq!(take.sample_rate, rate as f32);
-            assert!((take.left[p.frames / 2] - 0.25).abs() < 1e-3);
+            assert!((take.left[frames / 2] - 0.25).abs() < 1e-3);
+            // No beat in a constant: cut as made, and the report says why.
+            assert!(report.correction.note.as_deref().is_some_and(|n| n.starts_with("no beat found")), "{report:?}");
         }
         // Short by a few frames: padded with silence, never longer or shorter than the bars.
         let short = AudioBuffer::new(48_000, vec![vec![0.5; 1000]]);
         let p = plan(48_000.0, 1);
-        let take = cut_to_plan(&short, &p).unwrap();
-        assert_eq!((take.left.len(), take.right[999], take.right[1000]), (p.frames, 0.5, 0.0));
+        let (take, _) = cut_to_plan(&short, &p).unwrap();
+        assert_eq!((take.left.len(), take.right[999], take.right[1000]), (p.bars.take_frames, 0.5, 0.0));
     }
 
     #[test]

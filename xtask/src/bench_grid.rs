@@ -1,11 +1,17 @@
 //! `cargo xtask bench-grid [--minutes N] [--runs N]`: what measuring a take against the grid
-//! costs (`engine/src/audio/analysis.rs`: beat tracking and key estimation), per minute of stereo
-//! 48 kHz audio, to set beside a generation's seconds per minute (`docs/benchmarks.md`).
+//! costs (`engine/src/audio/analysis.rs`: beat tracking and key estimation) and what shaping it to
+//! bars costs (`take_shape.rs`: alignment, a 2 % stretch onto the grid, closing the loop), per
+//! minute of stereo 48 kHz audio, to set beside a generation's seconds per minute
+//! (`docs/benchmarks.md`).
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use backline_engine::audio::align::{estimate_lag, remove_lag};
 use backline_engine::audio::analysis::analyze_take;
+use backline_engine::audio::bar_plan::{BarPlan, BarSpec};
+use backline_engine::audio::stretch::{warp, TimeMap};
+use backline_engine::audio::take_shape::{shape_take, TakeOptions};
 use backline_engine::audio::beats::track_beats;
 use backline_engine::audio::grid::TimeSignature;
 use backline_engine::audio::key::estimate_key;
@@ -44,10 +50,30 @@ pub fn run(args: &[String]) -> Result<()> {
     let whole = time(&|| {
         analyze_take(&audio, Some(120.0), Some("4"), Some("A minor"));
     });
+    let stretch = time(&|| {
+        warp(&audio, &TimeMap::constant(1.02), 0.0, (audio.frames() as f64 * 1.02) as usize);
+    });
+    let late = remove_lag(&audio, -1234);
+    let align = time(&|| {
+        estimate_lag(&audio, &late).expect("the music lines up with itself");
+    });
+    // Asked for 122.4 BPM: the 120 BPM music is 2 % slow, so the whole take is stretched. As many
+    // bars as fit in the audio, looped.
+    let bpm = 122.4;
+    let bars = (audio.duration_s() / (4.0 * 60.0 / bpm)) as u32 - 1;
+    let plan = BarPlan::new(BarSpec { bars, start_bar: 0, bpm, meter: (4, 4), sample_rate: RATE as f64 })?;
+    let options = TakeOptions { looped: true, ..Default::default() };
+    let shape = time(&|| {
+        let (_, report) = shape_take(&audio, &plan, None, None, options);
+        assert!(report.correction.stretch_ratio.is_some(), "the take was stretched");
+    });
     println!("grid analysis of {minutes} min of stereo 48 kHz audio, median of {runs} runs, seconds per minute of audio:");
     println!("  beat tracking   {:.3}", per_minute(beats));
     println!("  key estimation  {:.3}", per_minute(key));
     println!("  analyze_take    {:.3}", per_minute(whole));
+    println!("  stretch by 2 %  {:.3}", per_minute(stretch));
+    println!("  source lag      {:.3}", per_minute(align));
+    println!("  shape_take      {:.3}  (track, stretch onto the grid, close the loop, seam)", per_minute(shape));
     Ok(())
 }
 

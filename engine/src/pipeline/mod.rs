@@ -235,6 +235,7 @@ impl Pipeline {
             precision: self.models.how.precision,
             time_costs: clock.costs,
             analysis: None,
+            grid: None,
         };
         Ok(Generation { audio, recipe })
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audio::analysis::TakeAnalysis;
+use crate::audio::take_shape::GridReport;
 use crate::precision::Precision;
 use crate::request::{GenerationRequest, Seed};
 use crate::task::{ChunkMaskMode, ModelKind};
@@ -64,6 +65,9 @@ pub struct Recipe {
     /// item's recipe is written, absent from a batch's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<TakeAnalysis>,
+    /// How a take planned in bars was cut, conformed, aligned and looped (`audio::take_shape`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<GridReport>,
 }
 
 fn full_precision() -> Precision {
@@ -154,6 +158,7 @@ mod tests {
             precision,
             time_costs: BTreeMap::new(),
             analysis: None,
+            grid: None,
         }
     }
 

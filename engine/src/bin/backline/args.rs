@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use backline_engine::audio::OutputFormat;
+
+use crate::bars::BarFlags;
 use backline_engine::request::{AudioFormat, GenerationRequest};
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
@@ -33,6 +35,8 @@ pub enum Command {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub request: RequestFlags,
+    #[command(flatten)]
+    pub bars: BarFlags,
     /// The checkpoints folder: `acestep-v15-*/`, `vae/`, `Qwen3-Embedding-0.6B/`.
     #[arg(long, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -312,6 +316,21 @@ impl FromArgMatches for RequestFlags {
 }
 
 impl RequestFlags {
+    /// Take a flag's value out before the request is built (the grid reads `--bpm` with decimals
+    /// and `--timesignature` as any meter, then sets the fields the model takes).
+    pub fn take_text(&mut self, field: &str) -> Option<String> {
+        let at = self.given.iter().position(|(f, _)| *f == field)?;
+        match self.given.remove(at).1 {
+            Value::String(text) => Some(text),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Whether the flag for `field` was given.
+    pub fn has(&self, field: &str) -> bool {
+        self.given.iter().any(|(f, _)| *f == field)
+    }
+
     /// The request: the `--request` file's fields, then each flag given, parsed by the engine.
     pub fn build(&self) -> Result<GenerationRequest, String> {
         let mut body = match &self.request {

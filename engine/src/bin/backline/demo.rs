@@ -51,6 +51,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         device: candle_core::Device::Cpu,
         precision: backline_engine::precision::Precision::default(),
         request,
+        bars: None,
         out,
         stem: "backline-demo".to_string(),
         format: OutputFormat::Flac24,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use backline_engine::audio::OutputFormat;
-use backline_engine::backend::{JobRequest, LocalBackend, LocalSettings};
+use backline_engine::backend::{AudioInput, JobRequest, LocalBackend, LocalSettings};
 use backline_engine::checkpoint::BASE_FOLDER;
 use backline_engine::error::{AudioRole, JobError};
 use backline_engine::precision::Precision;
@@ -16,6 +16,7 @@ use backline_engine::store::Residency;
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
+use crate::bars::{apply_plan, tiled_source, BarRun};
 use crate::outputs::Outputs;
 use crate::{interrupt, progress};
 
@@ -26,6 +27,8 @@ pub struct GenerateRun {
     pub precision: Precision,
     /// Unset `model`: the backend picks the task's usual model.
     pub request: GenerationRequest,
+    /// With `--bars`: the plan, and the source the job gets in place of `src_audio`.
+    pub bars: Option<(BarRun, Option<AudioInput>)>,
     pub out: PathBuf,
     pub stem: String,
     pub format: OutputFormat,
@@ -33,7 +36,13 @@ pub struct GenerateRun {
 }
 
 pub fn run(args: GenerateArgs) -> Result<(), String> {
-    let mut request = args.request.build()?;
+    let mut flags = args.request;
+    let (bpm, meter) = match args.bars.bars {
+        Some(_) => (flags.take_text("bpm"), flags.take_text("timesignature")),
+        None => (None, None),
+    };
+    let window_given = flags.has("repainting_start") || flags.has("repainting_end");
+    let mut request = flags.build()?;
     let format = match args.format {
         Some(format) => format,
         None => match request.audio_format {
@@ -45,12 +54,27 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     };
     // The recipe records what was written.
     request.audio_format = Some(format.audio_format());
+    // A request file's tempo and meter count when no flag gave them.
+    let bpm = bpm.or_else(|| request.bpm.map(|b| b.to_string()));
+    let meter = meter.or_else(|| request.timesignature.clone());
+    let bars = match args.bars.plan(bpm.as_deref(), meter.as_deref())? {
+        None => None,
+        Some(plan) => {
+            apply_plan(&plan, &mut request, window_given);
+            let (input, source) = match (request.task_type.needs_source_audio(), &request.src_audio) {
+                (true, Some(path)) => tiled_source(&plan, path.as_ref()).map(|(i, s)| (Some(i), Some(s)))?,
+                _ => (None, None),
+            };
+            Some((BarRun { plan, options: args.bars.options(), source }, input))
+        }
+    };
     let stem = args.name.unwrap_or_else(|| format!("backline-{}", request.task_type));
     let run = GenerateRun {
         checkpoints: args.checkpoints,
         device: parse_device(&args.device)?,
         precision: parse_precision(&args.precision)?,
         request,
+        bars,
         out: args.out,
         stem,
         format: format.output(),
@@ -87,7 +111,17 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
         residency: Residency::PerStage,
     };
     let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    let admitted = backend.admit(JobRequest::new(run.request)).map_err(|e| describe(&e))?;
+    let mut job = JobRequest::new(run.request);
+    let bar_run = match run.bars {
+        Some((bar_run, input)) => {
+            if let Some(input) = input {
+                job = job.with_source(input);
+            }
+            Some(bar_run)
+        }
+        None => None,
+    };
+    let admitted = backend.admit(job).map_err(|e| describe(&e))?;
     // The seeds are drawn by now, so the file names are known before any work.
     let outputs = Outputs::plan(&run.out, &run.stem, &admitted.resolved.seeds, run.format, run.overwrite)?;
     outputs.prepare()?;
@@ -100,7 +134,7 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
     })?;
     let total = generation.recipe.time_costs.get("dit_total_time_cost").copied().unwrap_or_default();
     eprintln!("generated {} item(s) of {:.1} s in {total:.1} s", generation.audio.len(), generation.recipe.duration_s);
-    outputs.write(&generation)
+    outputs.write(&generation, bar_run.as_ref())
 }
 
 /// A job error as one line, with the flag to change where there is one.

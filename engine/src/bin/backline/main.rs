@@ -11,6 +11,7 @@
 //! reports it). Nothing on disk is replaced unless `--overwrite` says so.
 
 mod args;
+mod bars;
 mod demo;
 mod download;
 mod folders;

@@ -1,5 +1,6 @@
 //! Where a generation's files go: `<out>/<stem>-<seed>.<ext>` with the recipe as `<same>.json`,
-//! each item's recipe carrying that take measured against its request (`audio::analysis`).
+//! each item's recipe carrying that take measured against its request (`audio::analysis`) and,
+//! for a take in bars, how it was shaped to them (`audio::take_shape`).
 //! The names are known before generating (the seeds are drawn up front), so a file in the way
 //! stops the run before any work, and nothing on disk is replaced without `--overwrite`.
 
@@ -8,10 +9,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use backline_engine::audio::analysis::analyze_take;
+use backline_engine::audio::take_shape::shape_take;
 use backline_engine::audio::{write_audio, OutputFormat};
 use backline_engine::pipeline::recipe::Recipe;
 use backline_engine::pipeline::Generation;
 use backline_engine::request::Seed;
+
+use crate::bars::BarRun;
 
 /// One batch item's files.
 pub struct ItemFiles {
@@ -62,8 +66,9 @@ impl Outputs {
             .map_err(|e| format!("cannot create the output folder {}: {e}", self.dir.display()))
     }
 
-    /// Write each item's audio and its recipe; returns the paths written, in order.
-    pub fn write(&self, generation: &Generation) -> Result<Vec<PathBuf>, String> {
+    /// Write each item's audio and its recipe; returns the paths written, in order. With a
+    /// `bar_run`, each item is first shaped to its bars.
+    pub fn write(&self, generation: &Generation, bar_run: Option<&BarRun>) -> Result<Vec<PathBuf>, String> {
         if generation.audio.len() != self.items.len() {
             return Err(format!(
                 "the engine returned {} items for a batch of {}",
@@ -72,17 +77,26 @@ impl Outputs {
             ));
         }
         let mut written = Vec::new();
-        for (i, (files, audio)) in self.items.iter().zip(&generation.audio).enumerate() {
-            write_audio(&files.audio, audio, self.format, self.overwrite).map_err(|e| e.to_string())?;
-            written.push(files.audio.clone());
+        for (i, (files, made)) in self.items.iter().zip(&generation.audio).enumerate() {
             let mut recipe = item_recipe(&generation.recipe, i);
             let request = &recipe.request;
-            recipe.analysis = Some(analyze_take(
-                audio,
-                request.bpm.map(f64::from),
-                request.timesignature.as_deref(),
-                request.keyscale.as_deref(),
-            ));
+            let (audio, grid) = match bar_run {
+                Some(run) => {
+                    let (take, report) =
+                        shape_take(made, &run.plan, run.source.as_ref(), request.keyscale.as_deref(), run.options);
+                    (take, Some(report))
+                }
+                None => (made.clone(), None),
+            };
+            write_audio(&files.audio, &audio, self.format, self.overwrite).map_err(|e| e.to_string())?;
+            written.push(files.audio.clone());
+            // A take in bars is measured against the real tempo and meter, not the metas'.
+            let (bpm, meter) = match bar_run {
+                Some(run) => (Some(run.plan.grid.bpm()), Some(run.plan.grid.meter().to_string())),
+                None => (request.bpm.map(f64::from), request.timesignature.clone()),
+            };
+            recipe.analysis = Some(analyze_take(&audio, bpm, meter.as_deref(), request.keyscale.as_deref()));
+            recipe.grid = grid;
             let json =
                 serde_json::to_string_pretty(&recipe).map_err(|e| format!("cannot serialise the recipe: {e}"))?;
             write_text(&files.recipe, &(json + "\n"), self.overwrite)?;
