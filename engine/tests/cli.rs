@@ -237,6 +237,9 @@ fn a_loop_take_is_exactly_its_bars_with_a_seamless_wrap() {
     let seam = &report["seam"];
     let flux = seam["flux_ratio"].as_f64().unwrap();
     assert!(flux <= backline_engine::audio::seam::SEAM_FLUX_BOUND && seam["seamless"] == true, "{seam}");
+    // The model repainted a bar across the wrap (the default with a model at hand).
+    assert_eq!(report["seam_fix"], "repaint", "{report}");
+    assert!(stderr(&out).contains("repainting the loop's wrap"), "{}", stderr(&out));
     let analysis = recipe.analysis.unwrap();
     assert_eq!(analysis.tempo.unwrap().meter, "7/8", "measured against the real meter");
     fs::remove_dir_all(&dir).unwrap();

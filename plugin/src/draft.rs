@@ -114,7 +114,7 @@ pub fn job_request(
         }
     };
     let keyscale = (!draft.keyscale.is_empty()).then(|| draft.keyscale.clone());
-    Ok((job, TakePlan { bars: plan, start_quarters, source, keyscale, options: TakeOptions::default() }))
+    Ok((job, TakePlan { bars: plan, start_quarters, source, keyscale, options: draft.take_options }))
 }
 
 /// What a task is called in messages.

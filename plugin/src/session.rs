@@ -23,10 +23,13 @@ use std::time::Duration;
 
 use backline_engine::audio::analysis::analyze_take;
 use backline_engine::audio::grid::Grid;
+use backline_engine::audio::seam::{seam_report, SeamFix, SeamRepaint};
+use backline_engine::audio::take_shape::GridReport;
 use backline_engine::audio::AudioBuffer;
-use backline_engine::backend::{Backend, LocalBackend, LocalSettings, ModelsInfo};
+use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, ModelsInfo};
 use backline_engine::precision::Precision;
 use backline_engine::job::{JobControl, JobEvent};
+use backline_engine::pipeline::recipe::Recipe;
 use backline_engine::pipeline::Generation;
 use backline_engine::task::TaskType;
 
@@ -38,7 +41,7 @@ use crate::params::BacklineParams;
 use crate::playback::TakeAudio;
 use crate::settings::MachineSettings;
 use crate::state::{SessionState, TakeRecord};
-use crate::takes::{self, cut_to_plan, file_name, load_take, saved_placement, write_take};
+use crate::takes::{self, cut_to_plan, file_name, load_take, repainted_loop, saved_placement, write_take};
 use crate::transport::TransportSnapshot;
 use crate::AudioShared;
 
@@ -332,6 +335,8 @@ impl Session {
             steps: r.inference_steps.unwrap_or(0),
             seed: -1,
             model: r.model.clone().unwrap_or_default(),
+            // Shaped as the take was (a take from before the grid: as the draft says now).
+            take_options: record.recipe.grid.as_ref().map_or(self.params.session.read().take_options, |g| g.options),
             ..self.params.session.read().clone()
         };
         if let Err(e) = self.submit(&draft, &self.audio.transport.read()) {
@@ -378,76 +383,168 @@ impl Session {
         Ok(())
     }
 
-    /// The engine worker (or the submitting thread, for `Queued`): one event of one job.
-    fn on_event(&self, view: &Arc<JobView>, event: JobEvent<Generation>, plan: &TakePlan, caption: &str) {
-        let terminal = event.is_terminal();
+    /// Shows a job's progress in its view (the terminal events are the caller's to handle).
+    fn show_progress(view: &JobView, event: &JobEvent<Generation>) {
         match event {
-            JobEvent::Queued { position } => *lock(&view.state) = JobState::Queued { position },
+            JobEvent::Queued { position } => *lock(&view.state) = JobState::Queued { position: *position },
             JobEvent::Started => *lock(&view.state) = JobState::Running { stage: "starting".into(), step: 0, steps: 0 },
-            JobEvent::Loading { what } => *lock(&view.state) = JobState::Loading { what },
-            JobEvent::Stage { name } => *lock(&view.state) = JobState::Running { stage: name, step: 0, steps: 0 },
+            JobEvent::Loading { what } => *lock(&view.state) = JobState::Loading { what: what.clone() },
+            JobEvent::Stage { name } => *lock(&view.state) = JobState::Running { stage: name.clone(), step: 0, steps: 0 },
             JobEvent::Step { index, count } => {
                 let mut state = lock(&view.state);
                 if let JobState::Running { step, steps, .. } = &mut *state {
-                    (*step, *steps) = (index + 1, count);
+                    (*step, *steps) = (index + 1, *count);
                 }
             }
+            JobEvent::Done(_) | JobEvent::Failed(_) | JobEvent::Cancelled => {}
+        }
+    }
+
+    /// The engine worker (or the submitting thread, for `Queued`): one event of one job.
+    fn on_event(self: &Arc<Self>, view: &Arc<JobView>, event: JobEvent<Generation>, plan: &TakePlan, caption: &str) {
+        let terminal = event.is_terminal();
+        Self::show_progress(view, &event);
+        match event {
             JobEvent::Done(generation) => {
                 if let Err(e) = self.add_takes(&view.title, generation, plan, caption) {
                     self.notice(format!("{}: the result could not be kept: {e}", view.title));
                 }
             }
             JobEvent::Failed(error) => self.notice(format!("{} failed: {error}", view.title)),
-            JobEvent::Cancelled => {}
+            _ => {}
         }
+        // After the result is handled: a follow-up job (a loop's wrap) is listed by then, so the
+        // queue never looks empty while work remains.
         if terminal {
             lock(&self.jobs).retain(|j| !Arc::ptr_eq(j, view));
         }
     }
 
-    /// Cuts, writes and lists each item of a generation; the first becomes the A/B choice.
-    fn add_takes(&self, title: &str, generation: Generation, plan: &TakePlan, caption: &str) -> Result<(), String> {
-        let folder = self.take_folder();
+    /// Shapes each item of a generation to its bars; keeps it as a take at once, or once the
+    /// model has repainted its loop's wrap.
+    fn add_takes(self: &Arc<Self>, title: &str, generation: Generation, plan: &TakePlan, caption: &str) -> Result<(), String> {
         let seeds = generation.recipe.seeds();
         for (item, audio) in generation.audio.iter().enumerate() {
             let (take, grid_report) = cut_to_plan(audio, plan)?;
-            let id = {
-                let mut state = self.params.session.write();
-                let id = state.next_take_id;
-                state.next_take_id += 1;
-                id
-            };
             let seed = seeds.get(item).copied();
-            let name = file_name(id, &format!("{} {}", generation.recipe.request.task_type.as_str(), caption), seed);
-            let (path, sha) = write_take(&folder, &name, &take)?;
             let mut recipe = generation.recipe.clone();
             recipe.request.seed = seed.map(|s| backline_engine::request::Seed::One(s as i64));
-            // The take as shaped, measured against the host's tempo and meter and the draft's key.
-            let left_right = AudioBuffer::new(take.sample_rate as u32, vec![take.left.clone(), take.right.clone()]);
-            let grid = plan.grid();
-            let meter = grid.meter().to_string();
-            recipe.analysis = Some(analyze_take(&left_right, Some(grid.bpm()), Some(&meter), plan.keyscale.as_deref()));
-            recipe.grid = Some(grid_report);
-            let record = TakeRecord {
-                id,
-                name: format!("{title}{}", seed.map(|s| format!(", seed {s}")).unwrap_or_default()),
-                file: path.display().to_string(),
-                audio_sha256: sha,
-                placement: saved_placement(plan),
-                start_bar: plan.bars.start_bar,
-                bars: plan.bars.bars,
-                meter: plan.grid().meter().to_string(),
-                recipe,
-            };
-            let audio = Arc::new(take);
-            lock(&self.take_audio).insert(id, Arc::clone(&audio));
-            {
-                let mut state = self.params.session.write();
-                state.takes.push(record);
-                state.slots[0] = Some(id);
+            let title = format!("{title}{}", seed.map(|s| format!(", seed {s}")).unwrap_or_default());
+            if plan.options.looped && plan.options.seam == SeamFix::Repaint {
+                self.repaint_seam(title, recipe, take, grid_report, plan, caption);
+            } else {
+                self.keep_take(&title, recipe, take, grid_report, plan, caption)?;
             }
-            self.send_slot(0);
         }
+        Ok(())
+    }
+
+    /// Has the model repaint a loop take's wrap (a second, short job, listed in the queue), then
+    /// keeps the take; if that job fails or is cancelled, the crossfaded loop is kept.
+    fn repaint_seam(self: &Arc<Self>, title: String, recipe: Recipe, take: TakeAudio, report: GridReport, plan: &TakePlan, caption: &str) {
+        let closed = AudioBuffer::new(take.sample_rate as u32, vec![take.left.clone(), take.right.clone()]);
+        let seam = SeamRepaint::new(&plan.bars, &closed);
+        let mut request = recipe.request.clone();
+        request.task_type = TaskType::Repaint;
+        request.src_audio = None;
+        request.duration = None;
+        request.batch_size = Some(1);
+        (request.repainting_start, request.repainting_end) = (seam.window_s.0, Some(seam.window_s.1));
+        let job = JobRequest::new(request).with_source(AudioInput::samples("the loop, its wrap mid-pass", seam.source.clone()));
+        let backend = match self.backend() {
+            Ok(backend) => backend,
+            Err(e) => {
+                self.notice(format!("{title}: the loop's wrap could not be repainted ({e}); the crossfaded loop is kept"));
+                if let Err(e) = self.keep_take(&title, recipe, take, report, plan, caption) {
+                    self.notice(format!("{title}: the result could not be kept: {e}"));
+                }
+                return;
+            }
+        };
+        let view = Arc::new(JobView {
+            title: format!("{title}: repainting the loop's wrap"),
+            state: Mutex::new(JobState::Queued { position: 0 }),
+            control: OnceLock::new(),
+        });
+        lock(&self.jobs).push(Arc::clone(&view));
+        let weak = Arc::downgrade(self);
+        let callback_view = Arc::clone(&view);
+        let (plan, caption) = (plan.clone(), caption.to_string());
+        let mut waiting = Some((recipe, take, report));
+        let control = backend.submit_with(
+            job,
+            Box::new(move |event| {
+                let Some(session) = weak.upgrade() else { return };
+                Self::show_progress(&callback_view, &event);
+                if !event.is_terminal() {
+                    return;
+                }
+                if let Some((recipe, crossfaded, mut report)) = waiting.take() {
+                    let kept = match event {
+                        JobEvent::Done(generation) => match repainted_loop(&generation, &seam, &plan) {
+                            Ok(looped) => {
+                                let both = AudioBuffer::new(looped.sample_rate as u32, vec![looped.left.clone(), looped.right.clone()]);
+                                report.seam = seam_report(&both, Some(plan.grid().samples_per_beat()));
+                                report.seam_fix = Some(SeamFix::Repaint);
+                                looped
+                            }
+                            Err(e) => {
+                                session.notice(format!("{title}: the repainted wrap could not be used ({e}); the crossfaded loop is kept"));
+                                crossfaded
+                            }
+                        },
+                        JobEvent::Failed(e) => {
+                            session.notice(format!("{title}: repainting the loop's wrap failed ({e}); the crossfaded loop is kept"));
+                            crossfaded
+                        }
+                        _ => crossfaded,
+                    };
+                    if let Err(e) = session.keep_take(&title, recipe, kept, report, &plan, &caption) {
+                        session.notice(format!("{title}: the result could not be kept: {e}"));
+                    }
+                }
+                lock(&session.jobs).retain(|j| !Arc::ptr_eq(j, &callback_view));
+            }),
+        );
+        let _ = view.control.set(control);
+    }
+
+    /// Writes a shaped take, measures it, lists it with its recipe and makes it the A/B choice.
+    fn keep_take(&self, title: &str, mut recipe: Recipe, take: TakeAudio, grid_report: GridReport, plan: &TakePlan, caption: &str) -> Result<(), String> {
+        let id = {
+            let mut state = self.params.session.write();
+            let id = state.next_take_id;
+            state.next_take_id += 1;
+            id
+        };
+        let seed = recipe.seeds().first().copied();
+        let name = file_name(id, &format!("{} {}", recipe.request.task_type.as_str(), caption), seed);
+        let (path, sha) = write_take(&self.take_folder(), &name, &take)?;
+        // The take as shaped, measured against the host's tempo and meter and the draft's key.
+        let left_right = AudioBuffer::new(take.sample_rate as u32, vec![take.left.clone(), take.right.clone()]);
+        let grid = plan.grid();
+        let meter = grid.meter().to_string();
+        recipe.analysis = Some(analyze_take(&left_right, Some(grid.bpm()), Some(&meter), plan.keyscale.as_deref()));
+        recipe.grid = Some(grid_report);
+        let record = TakeRecord {
+            id,
+            name: title.to_string(),
+            file: path.display().to_string(),
+            audio_sha256: sha,
+            placement: saved_placement(plan),
+            start_bar: plan.bars.start_bar,
+            bars: plan.bars.bars,
+            meter,
+            recipe,
+        };
+        let audio = Arc::new(take);
+        lock(&self.take_audio).insert(id, Arc::clone(&audio));
+        {
+            let mut state = self.params.session.write();
+            state.takes.push(record);
+            state.slots[0] = Some(id);
+        }
+        self.send_slot(0);
         Ok(())
     }
 

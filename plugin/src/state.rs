@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use backline_engine::audio::take_shape::TakeOptions;
 use backline_engine::pipeline::recipe::Recipe;
 use backline_engine::task::{is_valid_keyscale, TaskType, TRACK_NAMES};
 use nice_plug::params::persist::PersistentField;
@@ -57,6 +58,9 @@ pub struct SessionState {
     pub seed: i64,
     /// The DiT folder to use; empty picks one that runs the task.
     pub model: String,
+    /// How each take is shaped to its bars: conformed to the grid (off, trim, stretch), half or
+    /// double time flagged or stretched, looped, key-corrected.
+    pub take_options: TakeOptions,
     /// Where take files go; empty uses the machine's default take folder.
     pub take_folder: String,
     /// Every take made in this project, oldest first.
@@ -87,6 +91,7 @@ impl Default for SessionState {
             steps: 0,
             seed: -1,
             model: String::new(),
+            take_options: TakeOptions::default(),
             take_folder: String::new(),
             takes: Vec::new(),
             slots: [None; TAKE_SLOTS],

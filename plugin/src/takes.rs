@@ -7,9 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use backline_engine::audio::beats::TempoRelation;
+use backline_engine::audio::seam::SeamRepaint;
 use backline_engine::audio::take_shape::{shape_take, GridReport};
 use backline_engine::audio::{decode_bytes, resample, to_stereo, write_audio, AudioBuffer, AudioError, OutputFormat};
-use backline_engine::pipeline::recipe::hex;
+use backline_engine::pipeline::recipe::{hex, Recipe};
+use backline_engine::pipeline::Generation;
 use sha2::{Digest, Sha256};
 
 use crate::draft::TakePlan;
@@ -26,6 +29,81 @@ pub fn cut_to_plan(audio: &AudioBuffer, plan: &TakePlan) -> Result<(TakeAudio, G
     let mut channels = take.channels.into_iter();
     let (left, right) = (channels.next().unwrap_or_default(), channels.next().unwrap_or_default());
     Ok((TakeAudio { left, right, sample_rate: host_rate as f32 }, report))
+}
+
+/// A loop's wrap as the model repainted it (`generation` answered `seam`'s job): at the host
+/// rate, rotated back and closed.
+pub fn repainted_loop(generation: &Generation, seam: &SeamRepaint, plan: &TakePlan) -> Result<TakeAudio, String> {
+    let span = generation.audio.first().ok_or("the repaint gave no audio")?;
+    let host_rate = plan.grid().sample_rate().round() as u32;
+    let span = to_stereo(span).and_then(|a| resample(&a, host_rate)).map_err(|e| e.to_string())?;
+    let looped = seam.finish(&span);
+    let mut channels = looped.channels.into_iter();
+    let (left, right) = (channels.next().unwrap_or_default(), channels.next().unwrap_or_default());
+    Ok(TakeAudio { left, right, sample_rate: host_rate as f32 })
+}
+
+/// What a take's recipe says of its grid, for the take list: a short tag beside its name
+/// ("loop, stretched +1.2 %", "half time", "key: E minor") and the lines of its details.
+pub fn grid_summary(recipe: &Recipe) -> (String, Vec<String>) {
+    let mut tags = Vec::new();
+    let mut lines = Vec::new();
+    let grid = recipe.grid.as_ref();
+    if let Some(tempo) = recipe.analysis.as_ref().and_then(|a| a.tempo.as_ref()) {
+        match (&tempo.measured, &tempo.problem) {
+            (Some(track), _) => {
+                let relation = match track.relation {
+                    TempoRelation::OnTempo => "on tempo".to_string(),
+                    TempoRelation::HalfTime => "half time".to_string(),
+                    TempoRelation::DoubleTime => "double time".to_string(),
+                    TempoRelation::Other { ratio } => format!("{ratio:.2}× the tempo"),
+                };
+                if track.relation != TempoRelation::OnTempo {
+                    tags.push(relation.clone());
+                }
+                lines.push(format!("Tempo: {:.2} BPM measured, {relation}", track.bpm));
+            }
+            (None, Some(problem)) => lines.push(format!("Tempo: {problem}")),
+            (None, None) => {}
+        }
+    }
+    if let Some(correction) = grid.map(|g| &g.correction) {
+        if let Some(ratio) = correction.stretch_ratio {
+            tags.push(format!("stretched {:+.1} %", (ratio - 1.0) * 100.0));
+        }
+        if let (Some(before), Some(after)) = (correction.grid_error_before_s, correction.grid_error_after_s) {
+            lines.push(format!("Beats off the grid: {:.1} ms, {:.1} ms after", before * 1e3, after * 1e3));
+        }
+        if let Some(note) = &correction.note {
+            lines.push(format!("Not conformed: {note}"));
+        }
+    }
+    if let Some(alignment) = grid.and_then(|g| g.alignment).filter(|a| a.applied) {
+        lines.push(format!("Put back on the captured bars: {:+.1} ms lag removed", alignment.lag_ms));
+    }
+    if let Some(key) = recipe.analysis.as_ref().map(|a| &a.key) {
+        match (&key.measured, &key.requested) {
+            (Some(found), Some(asked)) => {
+                if key.matches == Some(false) {
+                    tags.push(format!("key: {found}"));
+                }
+                lines.push(format!("Key: {found} (asked {asked})"));
+            }
+            (Some(found), None) => lines.push(format!("Key: {found}")),
+            (None, _) => lines.extend(key.problem.as_ref().map(|p| format!("Key: {p}"))),
+        }
+    }
+    if let Some(shift) = grid.and_then(|g| g.key_shift_semitones).filter(|&s| s != 0) {
+        lines.push(format!("Pitch moved {shift:+} semitones to the asked key"));
+    }
+    if let Some(seam) = grid.and_then(|g| g.seam) {
+        tags.insert(0, if seam.seamless { "loop".into() } else { "loop (audible seam)".into() });
+        lines.push(format!(
+            "Loop seam: flux {:.2}× the loop's beats, level step {:.1} dB (theirs {:.1} dB)",
+            seam.flux_ratio, seam.level_step_db, seam.median_level_step_db
+        ));
+    }
+    (tags.join(", "), lines)
 }
 
 /// The placement a take of `plan` plays at.
@@ -145,6 +223,47 @@ mod tests {
         let p = plan(48_000.0, 1);
         let (take, _) = cut_to_plan(&short, &p).unwrap();
         assert_eq!((take.left.len(), take.right[999], take.right[1000]), (p.bars.take_frames, 0.5, 0.0));
+    }
+
+    #[test]
+    fn a_lego_at_93_in_7_8_comes_back_on_the_captured_bars_within_a_millisecond() {
+        use crate::capture_store::CapturedRegion;
+        use crate::draft::job_request;
+        use crate::state::SessionState;
+        use backline_engine::audio::grid::{Grid, TimeSignature};
+        use backline_engine::backend::AudioInput;
+        use backline_engine::task::TaskType;
+
+        // Captured bars 1-4 at the host's 48 kHz: a 2 kHz click on every eighth, accented on
+        // the downbeats.
+        let grid = Grid::new(93.0, TimeSignature::new(7, 8).unwrap(), 48_000.0).unwrap();
+        let frames = grid.bars_to_samples(4) as usize;
+        let mut clicks = vec![0.0f32; frames];
+        let beat = grid.samples_per_beat();
+        for k in 0..(frames as f64 / beat) as usize {
+            let at = (k as f64 * beat).round() as usize;
+            let gain = if k % 7 == 0 { 0.9 } else { 0.5 };
+            for i in 0..96.min(frames - at) {
+                let t = i as f32 / 48_000.0;
+                clicks[at + i] = gain * (-t / 0.001).exp() * (std::f32::consts::TAU * 2000.0 * t).sin();
+            }
+        }
+        let captured = CapturedRegion { audio: AudioBuffer::new(48_000, vec![clicks.clone(), clicks]), start_quarters: 0.0, start_sample: 0 };
+        let draft = SessionState { task: TaskType::Lego, track_name: "bass".into(), length_bars: 4, ..Default::default() };
+        let (job, plan) = job_request(&draft, &grid, Some(&captured)).unwrap();
+        let Some(AudioInput::Samples { audio: source, .. }) = &job.src else { panic!("the capture goes with the job") };
+        // The engine's result: what it was given, 1234 samples (25.7 ms) late.
+        let late = AudioBuffer::new(
+            48_000,
+            source.channels.iter().map(|c| std::iter::repeat_n(0.0, 1234).chain(c.iter().copied()).collect()).collect(),
+        );
+        let (take, report) = cut_to_plan(&late, &plan).unwrap();
+        let alignment = report.alignment.expect("compared with the capture");
+        assert!(alignment.applied && alignment.lag_frames == 1234, "{alignment:?}");
+        assert_eq!(take.frames(), frames, "exactly the captured bars");
+        let first = take.left.iter().position(|v| v.abs() > 1e-3).unwrap();
+        assert!(first < 48, "the first click {first} samples in, not within 1 ms of bar 1");
+        assert_eq!(report.correction.offset_s, 0.0, "aligned, not moved again");
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn a_refused_job_is_a_message_and_a_finished_one_a_take() {
         draft.steps = 2;
         draft.seed = 42;
         draft.length_bars = 2;
+        draft.take_options.looped = true;
     }
     s.generate();
     wait_until("the take", Duration::from_secs(120), || !s.params.session.read().takes.is_empty());
@@ -160,6 +161,13 @@ fn a_refused_job_is_a_message_and_a_finished_one_a_take() {
     assert_eq!(state.slots[0], Some(take.id), "the new take is the A/B choice");
     assert_eq!((take.bars, take.meter.as_str(), take.placement.bpm), (2, "4/4", 120.0));
     assert_eq!(take.recipe.seeds(), vec![42]);
+    // The take's grid: 2 bars at 120 (4 s at the host's 48 kHz), closed as a loop, measured.
+    let grid = take.recipe.grid.as_ref().expect("the take's grid report");
+    assert_eq!((grid.frames, grid.options.looped), (4 * 48_000, true));
+    assert_eq!(grid.seam_fix, Some(backline_engine::audio::seam::SeamFix::Repaint), "the model repainted the wrap");
+    let (tag, lines) = backline_plugin::takes::grid_summary(&take.recipe);
+    assert!(tag.starts_with("loop"), "{tag}");
+    assert!(lines.iter().any(|l| l.starts_with("Tempo:")) && lines.iter().any(|l| l.starts_with("Loop seam:")), "{lines:?}");
     let bytes = std::fs::read(&take.file).unwrap();
     assert_eq!(backline_plugin::takes::sha256_hex(&bytes), take.audio_sha256);
     assert!(s.notices().is_empty(), "{:?}", s.notices());

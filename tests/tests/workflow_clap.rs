@@ -197,6 +197,50 @@ fn lego_on_captured_bars_at_93_in_7_8() {
     lego_on_captured_bars(93.0, (7, 8), Build::Release, Pace::Offline);
 }
 
+/// A loop take under a host loop over its bars: 16 passes, the host wrapping at the take's last
+/// bar line, play the take 16 times over sample for sample (no fade, gap or doubling at the
+/// wraps), and the take's wrap measures as seamless against its own beats.
+#[test]
+fn a_loop_take_plays_over_a_host_loop_without_a_seam() {
+    let (bpm, meter) = (120.0, (4u16, 4u16));
+    let mut plugin = load(Build::Release);
+    plugin.render_offline();
+    plugin.activate(RATE, BLOCK as u32);
+    let takes_dir = scratch("workflow-loop");
+    set_draft(&mut plugin, json!({
+        "task": "text2music", "caption": "loop", "start_bar": 0, "length_bars": 2, "steps": 2, "seed": 9,
+        "take_folder": takes_dir.display().to_string(), "take_options": { "loop": true },
+    }));
+    press_generate(&mut plugin, bpm, meter);
+    let state = wait_for_takes(&mut plugin, bpm, meter, 1);
+    let take = &session(&state)["takes"][0];
+    let grid = &take["recipe"]["grid"];
+    assert_eq!(grid["options"]["loop"], true, "{grid}");
+    let audio = read_take(take["file"].as_str().unwrap());
+    let frames = audio[0].len();
+    assert_eq!(frames, 4 * RATE as usize, "2 bars at 120");
+    let seam = backline_engine::audio::seam::seam_report(
+        &backline_engine::audio::AudioBuffer::new(RATE as u32, audio.to_vec()),
+        Some(RATE / 2.0),
+    )
+    .expect("a take to measure");
+    assert!(seam.seamless && seam.flux_ratio <= backline_engine::audio::seam::SEAM_FLUX_BOUND, "{seam:?}");
+    assert_eq!(grid["seam"]["flux_ratio"].as_f64(), Some(seam.flux_ratio), "the recipe reports the same seam");
+
+    let mut played = [Vec::new(), Vec::new()];
+    for _ in 0..16 {
+        let pass = run(&mut plugin, bpm, meter, 0.0, frames, true, None, &[]);
+        for ch in 0..2 {
+            played[ch].extend_from_slice(&pass.main[ch]);
+        }
+    }
+    for ch in 0..2 {
+        for (pass, got) in played[ch].chunks(frames).enumerate() {
+            assert!(got == &audio[ch][..], "channel {ch}, pass {}: not the take sample for sample", pass + 1);
+        }
+    }
+}
+
 /// The alloc-check bundle aborts on any allocation or free inside `process`: the whole flow in
 /// real time, with a job running while blocks are processed, must get through.
 #[test]

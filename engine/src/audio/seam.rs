@@ -2,7 +2,10 @@
 //!
 //! [`close_loop`] keeps the first `frames` samples and, over its first [`LOOP_FADE_S`], fades
 //! in the take's start against what the model made after its last bar (equal power), so playing
-//! the last sample and then the first is what the model played there. [`seam_report`] measures a
+//! the last sample and then the first is what the model played there. With a model at hand,
+//! [`SeamRepaint`] goes further: the loop is rotated so its wrap sits mid-pass, tiled as a source,
+//! the model repaints a window across the wrap, and the result is rotated back, so the music
+//! itself runs through the wrap, not a crossfade of two versions. [`seam_report`] measures a
 //! loop at its wrap the way it measures every other point inside it: the spectral flux into the
 //! window just after the point (broadband when the waveform jumps) and the level step across it,
 //! each against its median over the whole loop.
@@ -10,6 +13,7 @@
 use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 
+use super::bar_plan::BarPlan;
 use super::{hann, AudioBuffer};
 
 /// The crossfade that closes a loop: long enough to hide a waveform jump, short enough that two
@@ -121,6 +125,67 @@ pub fn seam_report(take: &AudioBuffer, beat_frames: Option<f64>) -> Option<SeamR
     })
 }
 
+/// How a loop take's wrap was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeamFix {
+    /// Equal-power crossfade into what the model played after the last bar.
+    Crossfade,
+    /// The model repainted a window across the wrap (and the crossfade closed the rotation):
+    /// what a front end with the model at hand does.
+    #[default]
+    Repaint,
+}
+
+/// A closed loop set up for the model to repaint across its wrap: `source` is the loop rotated by
+/// `rotation` samples (its wrap now mid-pass) and tiled as the plan tiles a source; the repaint
+/// window covers the wrap, a bar wide (half the loop at most).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeamRepaint {
+    pub source: AudioBuffer,
+    pub window_s: (f64, f64),
+    rotation: usize,
+    frames: usize,
+}
+
+impl SeamRepaint {
+    /// `closed` is a loop of exactly the plan's bars at the plan's rate.
+    pub fn new(plan: &BarPlan, closed: &AudioBuffer) -> Self {
+        let frames = closed.frames();
+        let rate = closed.sample_rate as f64;
+        // Half the loop, on a bar line when there are two bars or more.
+        let rotation = if plan.bars >= 2 {
+            plan.grid.bar_start_sample((plan.bars / 2) as i64) as usize
+        } else {
+            frames / 2
+        };
+        let source = plan.tile_source(&rotate(closed, rotation));
+        let wrap_s = (frames - rotation) as f64 / rate;
+        let half = (plan.grid.bars_to_seconds(1.0) / 2.0).min(frames as f64 / rate / 4.0);
+        Self { source, window_s: (wrap_s - half, wrap_s + half), rotation, frames }
+    }
+
+    /// The repainted span (the model's result for `source`, at the same rate) back as the loop:
+    /// its first pass closed into what followed it, rotated back.
+    pub fn finish(&self, repainted: &AudioBuffer) -> AudioBuffer {
+        let closed = close_loop(repainted, self.frames);
+        rotate(&closed, self.frames - self.rotation)
+    }
+}
+
+/// `audio` rotated left by `by` samples: sample `by` comes first, sample 0 follows the last.
+pub fn rotate(audio: &AudioBuffer, by: usize) -> AudioBuffer {
+    let channels = audio
+        .channels
+        .iter()
+        .map(|c| {
+            let by = if c.is_empty() { 0 } else { by % c.len() };
+            c[by..].iter().chain(&c[..by]).copied().collect()
+        })
+        .collect();
+    AudioBuffer::new(audio.sample_rate, channels)
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -192,6 +257,25 @@ mod tests {
         let span = drums_over_pad(6.0);
         let report = seam_report(&close_loop(&span, 4 * SR as usize), Some(SR as f64 / 2.0)).unwrap();
         assert!(report.seamless, "{report:?}");
+    }
+
+    #[test]
+    fn a_seam_repaint_puts_the_wrap_mid_window_and_rotates_back() {
+        use crate::audio::bar_plan::{BarPlan, BarSpec};
+        // 2 bars of 4/4 at 120 at 1 kHz: 4000 samples, rotated by one bar.
+        let plan = BarPlan::new(BarSpec { bars: 2, start_bar: 0, bpm: 120.0, meter: (4, 4), sample_rate: 1000.0 }).unwrap();
+        let ramp: Vec<f32> = (0..4000).map(|i| i as f32).collect();
+        let closed = AudioBuffer::new(1000, vec![ramp.clone()]);
+        let job = SeamRepaint::new(&plan, &closed);
+        // Tiled like any source: three passes and a bar; the wrap (sample 0) now at 2 s.
+        assert_eq!(job.source.frames(), 14_000);
+        assert_eq!((job.source.channels[0][0], job.source.channels[0][1999], job.source.channels[0][2000]), (2000.0, 3999.0, 0.0));
+        assert_eq!(job.window_s, (1.0, 3.0));
+        // A model that changes nothing gives the loop back, closed where the rotation joined.
+        let back = job.finish(&job.source);
+        assert_eq!(back.frames(), 4000);
+        assert_eq!(&back.channels[0][..2000], &ramp[..2000]);
+        assert_eq!(&back.channels[0][2050..], &ramp[2050..], "untouched outside the closing fade");
     }
 
     #[test]

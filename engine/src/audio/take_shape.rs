@@ -10,18 +10,23 @@ use super::bar_plan::BarPlan;
 use super::beats::track_beats;
 use super::conform::{conform, cut, ConformMode, Correction, OctaveChoice};
 use super::key::{estimate_key, Key, Mode};
-use super::seam::{close_loop, seam_report, SeamReport, LOOP_FADE_S};
+use super::seam::{close_loop, seam_report, SeamFix, SeamReport, LOOP_FADE_S};
 use super::stretch::pitch_shift;
 use super::AudioBuffer;
 
-/// What a front end asks of the grid for one take.
+/// What a front end asks of the grid for one take (a field left out of a saved one is its
+/// default).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TakeOptions {
     pub conform: ConformMode,
     pub octave: OctaveChoice,
     /// Make the take's end run into its start.
     #[serde(rename = "loop")]
     pub looped: bool,
+    /// How a loop's wrap is closed: [`shape_take`] crossfades; a front end with the model at hand
+    /// may then have it repaint the wrap ([`SeamRepaint`](super::seam::SeamRepaint)).
+    pub seam: SeamFix,
     /// Shift the pitch by the nearest interval to the requested key (off by default).
     pub correct_key: bool,
 }
@@ -53,6 +58,9 @@ pub struct GridReport {
     /// How the loop's wrap compares with the rest of it (loops).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seam: Option<SeamReport>,
+    /// How the wrap was closed (loops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seam_fix: Option<SeamFix>,
 }
 
 /// Shape `span` (at the plan's rate; for an audio task, `source` is the tiled source it was made
@@ -111,6 +119,7 @@ pub fn shape_take(
         key_shift_semitones,
         key_note,
         seam,
+        seam_fix: options.looped.then_some(SeamFix::Crossfade),
     };
     (take, report)
 }

@@ -1,14 +1,39 @@
-//! The request being drafted (task, caption, lyrics, key, bars, track, strength, steps, seed,
-//! model), the Generate and Cancel buttons, and the job queue with each job's stage and step.
+//! The request being drafted (task, caption, lyrics, key, bars, how the take is shaped to them,
+//! track, strength, steps, seed, model), the Generate and Cancel buttons, and the job queue with
+//! each job's stage and step.
 
 use std::sync::Arc;
 
+use backline_engine::audio::conform::{ConformMode, OctaveChoice};
+use backline_engine::audio::seam::SeamFix;
 use backline_engine::task::{keyscale_choices, TaskType, TRACK_NAMES};
 
 use crate::presets;
 use crate::session::{JobState, Session};
 use crate::state::MAX_BARS;
 use crate::transport::TransportSnapshot;
+
+fn conform_label(mode: ConformMode) -> &'static str {
+    match mode {
+        ConformMode::Stretch => "stretched onto the grid",
+        ConformMode::Trim => "from the first beat",
+        ConformMode::Off => "as made",
+    }
+}
+
+fn seam_label(fix: SeamFix) -> &'static str {
+    match fix {
+        SeamFix::Repaint => "wrap repainted",
+        SeamFix::Crossfade => "wrap crossfaded",
+    }
+}
+
+fn octave_label(choice: OctaveChoice) -> &'static str {
+    match choice {
+        OctaveChoice::Flag => "half/double time kept",
+        OctaveChoice::Stretch => "half/double time stretched",
+    }
+}
 
 fn task_label(task: TaskType) -> &'static str {
     match task {
@@ -105,6 +130,36 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
             ui.add(egui::Slider::new(&mut s.strength, 0.0..=1.0).text("of the source's structure"));
             ui.end_row();
         }
+
+        ui.label("Take");
+        ui.horizontal(|ui| {
+            let options = &mut s.take_options;
+            ui.checkbox(&mut options.looped, "Loop").on_hover_text("Make the take's end run into its start");
+            if options.looped {
+                egui::ComboBox::from_id_salt("seam").selected_text(seam_label(options.seam)).show_ui(ui, |ui| {
+                    for fix in [SeamFix::Repaint, SeamFix::Crossfade] {
+                        ui.selectable_value(&mut options.seam, fix, seam_label(fix));
+                    }
+                });
+            }
+            ui.label("Beats");
+            egui::ComboBox::from_id_salt("conform").selected_text(conform_label(options.conform)).show_ui(ui, |ui| {
+                for mode in [ConformMode::Stretch, ConformMode::Trim, ConformMode::Off] {
+                    ui.selectable_value(&mut options.conform, mode, conform_label(mode));
+                }
+            });
+            if options.conform == ConformMode::Stretch {
+                egui::ComboBox::from_id_salt("octave").selected_text(octave_label(options.octave)).show_ui(ui, |ui| {
+                    for choice in [OctaveChoice::Flag, OctaveChoice::Stretch] {
+                        ui.selectable_value(&mut options.octave, choice, octave_label(choice));
+                    }
+                });
+            }
+            ui.add_enabled(!s.keyscale.is_empty(), egui::Checkbox::new(&mut options.correct_key, "Correct key"))
+                .on_hover_text("Shift the pitch by the nearest interval when the take comes out in another key")
+                .on_disabled_hover_text("Set a key to correct to");
+        });
+        ui.end_row();
 
         ui.label("Steps");
         ui.horizontal(|ui| {

@@ -10,6 +10,7 @@ use crate::bridge::TAKE_SLOTS;
 use super::browse_button;
 use crate::folder_dialog::FolderDialog;
 use crate::session::Session;
+use crate::takes::grid_summary;
 
 #[derive(Default)]
 pub struct TakesPanel {
@@ -84,17 +85,28 @@ impl TakesPanel {
                         }
                     }
                     _ => {
-                        let details = format!(
-                            "bars {}–{} in {} at {:.2} BPM\n{}\nDouble-click to rename",
+                        let (tag, grid_lines) = grid_summary(&take.recipe);
+                        let mut details = format!(
+                            "bars {}–{} in {} at {:.2} BPM\n",
                             take.start_bar + 1,
                             take.start_bar + take.bars,
                             take.meter,
-                            take.placement.bpm,
-                            take.file
+                            take.placement.bpm
                         );
-                        if ui.label(&take.name).on_hover_text(details).double_clicked() {
-                            self.renaming = Some((take.id, take.name.clone()));
+                        for line in grid_lines {
+                            details += &line;
+                            details.push('\n');
                         }
+                        details += &take.file;
+                        details += "\nDouble-click to rename";
+                        ui.horizontal(|ui| {
+                            if ui.label(&take.name).on_hover_text(details).double_clicked() {
+                                self.renaming = Some((take.id, take.name.clone()));
+                            }
+                            if !tag.is_empty() {
+                                ui.weak(tag);
+                            }
+                        });
                     }
                 }
                 let current = (1..TAKE_SLOTS).find(|&k| slots[k] == Some(take.id));

@@ -8,12 +8,19 @@ use std::path::Path;
 use backline_engine::audio::analysis::meter_of;
 use backline_engine::audio::bar_plan::{BarPlan, BarSpec};
 use backline_engine::audio::conform::{cut, ConformMode, OctaveChoice};
+use backline_engine::audio::seam::SeamFix;
 use backline_engine::audio::take_shape::TakeOptions;
 use backline_engine::audio::{read_audio, to_model_format, AudioBuffer, MODEL_SAMPLE_RATE};
-use backline_engine::backend::AudioInput;
+use backline_engine::audio::seam::{seam_report, SeamRepaint};
+use backline_engine::audio::take_shape::{shape_take, GridReport};
+use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend};
+use backline_engine::pipeline::Generation;
 use backline_engine::request::GenerationRequest;
 use backline_engine::task::TaskType;
 use clap::{Args, ValueEnum};
+
+use crate::outputs::item_recipe;
+use crate::progress;
 
 /// The grid flags of `backline generate`.
 #[derive(Args, Debug, Clone)]
@@ -39,6 +46,16 @@ pub struct BarFlags {
     /// Shift the pitch by the nearest interval to the requested --keyscale (with --bars).
     #[arg(long, requires = "bars")]
     pub correct_key: bool,
+    /// How a --loop take's wrap is closed: repaint (the model repaints a bar across it: a second,
+    /// shorter job) or crossfade (into what the model played after the last bar).
+    #[arg(long, value_enum, default_value_t = Seam::Repaint, requires = "looped")]
+    pub seam: Seam,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seam {
+    Repaint,
+    Crossfade,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +117,39 @@ impl BarFlags {
             },
             looped: self.looped,
             correct_key: self.correct_key,
+            seam: match self.seam {
+                Seam::Repaint => SeamFix::Repaint,
+                Seam::Crossfade => SeamFix::Crossfade,
+            },
         }
     }
+}
+
+/// Each item of `generation` shaped to the run's bars; a loop's wrap repainted by the model when
+/// asked (one more job per item, followed like the first).
+pub fn shape_items(backend: &LocalBackend, run: &BarRun, generation: &Generation) -> Result<Vec<(AudioBuffer, GridReport)>, String> {
+    let mut takes = Vec::new();
+    for (i, made) in generation.audio.iter().enumerate() {
+        let request = item_recipe(&generation.recipe, i).request;
+        let (mut take, mut report) = shape_take(made, &run.plan, run.source.as_ref(), request.keyscale.as_deref(), run.options);
+        if run.options.looped && run.options.seam == SeamFix::Repaint {
+            eprintln!("repainting the loop's wrap ({} of {})", i + 1, generation.audio.len());
+            let seam = SeamRepaint::new(&run.plan, &take);
+            let mut repaint = request;
+            repaint.task_type = TaskType::Repaint;
+            repaint.src_audio = None;
+            repaint.duration = None;
+            (repaint.repainting_start, repaint.repainting_end) = (seam.window_s.0, Some(seam.window_s.1));
+            let job = JobRequest::new(repaint).with_source(AudioInput::samples("the loop, its wrap mid-pass", seam.source.clone()));
+            let repainted = progress::follow(&backend.submit(job)).map_err(|e| format!("repainting the loop's wrap: {e}"))?;
+            let span = repainted.audio.first().ok_or("repainting the loop's wrap gave no audio")?;
+            take = seam.finish(span);
+            report.seam = seam_report(&take, Some(run.plan.grid.samples_per_beat()));
+            report.seam_fix = Some(SeamFix::Repaint);
+        }
+        takes.push((take, report));
+    }
+    Ok(takes)
 }
 
 /// Ask `request` for what `plan` needs: the rounded tempo, the meter the model knows, the span
@@ -147,7 +195,15 @@ mod tests {
     use super::*;
 
     fn flags(bars: u32) -> BarFlags {
-        BarFlags { bars: Some(bars), start_bar: 1, looped: false, conform: Conform::Stretch, octave: Octave::Flag, correct_key: false }
+        BarFlags {
+            bars: Some(bars),
+            start_bar: 1,
+            looped: false,
+            conform: Conform::Stretch,
+            octave: Octave::Flag,
+            correct_key: false,
+            seam: Seam::Repaint,
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use backline_engine::store::Residency;
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
-use crate::bars::{apply_plan, tiled_source, BarRun};
+use crate::bars::{apply_plan, shape_items, tiled_source, BarRun};
 use crate::outputs::Outputs;
 use crate::{interrupt, progress};
 
@@ -134,7 +134,13 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
     })?;
     let total = generation.recipe.time_costs.get("dit_total_time_cost").copied().unwrap_or_default();
     eprintln!("generated {} item(s) of {:.1} s in {total:.1} s", generation.audio.len(), generation.recipe.duration_s);
-    outputs.write(&generation, bar_run.as_ref())
+    match &bar_run {
+        Some(run) => {
+            let takes = shape_items(&backend, run, &generation)?;
+            outputs.write(&generation, Some((&takes, run)))
+        }
+        None => outputs.write(&generation, None),
+    }
 }
 
 /// A job error as one line, with the flag to change where there is one.

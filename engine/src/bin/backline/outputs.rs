@@ -9,7 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use backline_engine::audio::analysis::analyze_take;
-use backline_engine::audio::take_shape::shape_take;
+use backline_engine::audio::take_shape::GridReport;
+use backline_engine::audio::AudioBuffer;
 use backline_engine::audio::{write_audio, OutputFormat};
 use backline_engine::pipeline::recipe::Recipe;
 use backline_engine::pipeline::Generation;
@@ -66,9 +67,9 @@ impl Outputs {
             .map_err(|e| format!("cannot create the output folder {}: {e}", self.dir.display()))
     }
 
-    /// Write each item's audio and its recipe; returns the paths written, in order. With a
-    /// `bar_run`, each item is first shaped to its bars.
-    pub fn write(&self, generation: &Generation, bar_run: Option<&BarRun>) -> Result<Vec<PathBuf>, String> {
+    /// Write each item's audio and its recipe; returns the paths written, in order. `shaped`,
+    /// for a take in bars, holds each item shaped to them and its report.
+    pub fn write(&self, generation: &Generation, shaped: Option<(&[(AudioBuffer, GridReport)], &BarRun)>) -> Result<Vec<PathBuf>, String> {
         if generation.audio.len() != self.items.len() {
             return Err(format!(
                 "the engine returned {} items for a batch of {}",
@@ -79,23 +80,19 @@ impl Outputs {
         let mut written = Vec::new();
         for (i, (files, made)) in self.items.iter().zip(&generation.audio).enumerate() {
             let mut recipe = item_recipe(&generation.recipe, i);
-            let request = &recipe.request;
-            let (audio, grid) = match bar_run {
-                Some(run) => {
-                    let (take, report) =
-                        shape_take(made, &run.plan, run.source.as_ref(), request.keyscale.as_deref(), run.options);
-                    (take, Some(report))
-                }
-                None => (made.clone(), None),
+            let (audio, grid) = match shaped {
+                Some((takes, _)) => (&takes[i].0, Some(takes[i].1.clone())),
+                None => (made, None),
             };
-            write_audio(&files.audio, &audio, self.format, self.overwrite).map_err(|e| e.to_string())?;
+            write_audio(&files.audio, audio, self.format, self.overwrite).map_err(|e| e.to_string())?;
             written.push(files.audio.clone());
             // A take in bars is measured against the real tempo and meter, not the metas'.
-            let (bpm, meter) = match bar_run {
-                Some(run) => (Some(run.plan.grid.bpm()), Some(run.plan.grid.meter().to_string())),
+            let request = &recipe.request;
+            let (bpm, meter) = match shaped {
+                Some((_, run)) => (Some(run.plan.grid.bpm()), Some(run.plan.grid.meter().to_string())),
                 None => (request.bpm.map(f64::from), request.timesignature.clone()),
             };
-            recipe.analysis = Some(analyze_take(&audio, bpm, meter.as_deref(), request.keyscale.as_deref()));
+            recipe.analysis = Some(analyze_take(audio, bpm, meter.as_deref(), request.keyscale.as_deref()));
             recipe.grid = grid;
             let json =
                 serde_json::to_string_pretty(&recipe).map_err(|e| format!("cannot serialise the recipe: {e}"))?;
