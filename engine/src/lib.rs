@@ -19,6 +19,7 @@
 //! - [`job`]: the job engine: one worker thread, FIFO jobs, events, cancel, panic recovery.
 //! - [`backend`]: the [`backend::Backend`] contract and [`backend::LocalBackend`], which every
 //!   front end (the plugin, the CLI, the server) submits through.
+//! - `server` (feature `server`): ACE-Step's REST API over a backend, for `backline serve`.
 
 pub mod alloc;
 pub mod audio;
@@ -35,6 +36,8 @@ pub mod progress;
 pub mod prompt;
 pub mod request;
 pub mod sampling;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod store;
 pub mod task;
 pub mod timing;

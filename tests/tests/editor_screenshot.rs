@@ -170,7 +170,9 @@ const WEIGHTS_BOX: (u32, u32) = (92, 213);
 const WEIGHTS_Q8: (u32, u32) = (120, 286);
 const TASK_BOX: (u32, u32) = (183, 428);
 const TASK_ITEM: (u32, u32) = (148, 455);
-const GENERATE_BUTTON: (u32, u32) = (61, 693);
+/// The Take row's Loop checkbox (the loop's wrap choice appears beside it once on).
+const LOOP_CHECKBOX: (u32, u32) = (71, 623);
+const GENERATE_BUTTON: (u32, u32) = (61, 719);
 
 /// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
 /// answers `folder` as the real one does when the user picks it, and refuses unless it was asked
@@ -190,7 +192,8 @@ fn folder_dialog_answering(folder: &Path) -> PathBuf {
 /// The producer's way in: the editor under Xvfb, driven with xdotool. The app starts pointed at
 /// an empty folder; Download fetches what generation needs into it from a model hub on loopback
 /// (`HF_ENDPOINT`), off the GUI thread, with its progress drawn. Browse… opens the folder dialog
-/// and the folder picked there is used and remembered. Weights set to 8-bit is remembered too. Then choose the task, press Generate, and
+/// and the folder picked there is used and remembered. Weights set to 8-bit is remembered too.
+/// Then tick Loop in the Take row, choose the task, press Generate, and
 /// wait for the take to be written and listed; the screenshots show the job's progress and then
 /// the take list.
 #[test]
@@ -253,6 +256,12 @@ fn generate_from_the_editor_under_xvfb() {
     });
     std::thread::sleep(Duration::from_secs(1));
     let (before, w, h) = screenshot(&display, &id, "editor-before.png");
+
+    click(&display, &id, LOOP_CHECKBOX.0, LOOP_CHECKBOX.1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (looped, _, _) = screenshot(&display, &id, "editor-loop.png");
+    let take_row = |rgb: &[[u8; 3]]| rgb[((LOOP_CHECKBOX.1 - 8) * w) as usize..((LOOP_CHECKBOX.1 + 8) * w) as usize].to_vec();
+    assert_ne!(take_row(&before), take_row(&looped), "Loop did not turn on (no wrap choice beside it)");
 
     click(&display, &id, TASK_BOX.0, TASK_BOX.1);
     click(&display, &id, TASK_ITEM.0, TASK_ITEM.1);

@@ -122,7 +122,7 @@ pub fn run_tests(extra_args: &[String]) -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
         // The `backline` CLI's tests need its feature.
-        .args(["test", "--release", "--no-fail-fast", "--features", "backline-engine/cli"])
+        .args(["test", "--release", "--no-fail-fast", "--features", "backline-engine/server"])
         .args(extra)
         .env("BACKLINE_PYTHON", &python)
         .env("BACKLINE_STANDALONE", target.join("release").join("backline-standalone"))

@@ -29,6 +29,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a tiny synthetic checkpoint set (if missing) and generate 10 seconds with it.
     Demo(DemoArgs),
+    /// Serve ACE-Step 1.5's REST API (its native `/release_task` and `/query_result` routes) on
+    /// this machine's engine, so ACE-Step's clients can use it.
+    #[cfg(feature = "server")]
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 #[derive(Args)]

@@ -154,13 +154,14 @@ pub fn shape_items(backend: &LocalBackend, run: &BarRun, generation: &Generation
 
 /// Ask `request` for what `plan` needs: the rounded tempo, the meter the model knows, the span
 /// (text2music) or the repaint window (the first pass of the tiled source; a window given in
-/// seconds counts from the region's start).
+/// seconds counts from the region's start). A lego layers the whole tiled source, as the
+/// plugin's does, so both give the same take for the same request.
 pub fn apply_plan(plan: &BarPlan, request: &mut GenerationRequest, window_given: bool) {
     request.bpm = Some(plan.metas_bpm());
     request.timesignature = Some(plan.metas_timesignature().to_string());
     match request.task_type {
         TaskType::Text2Music => request.duration = Some(plan.request_duration_s()),
-        TaskType::Repaint | TaskType::Lego if !window_given => {
+        TaskType::Repaint if !window_given => {
             let (start, end) = plan.repaint_window_s();
             request.repainting_start = start;
             request.repainting_end = Some(end);

@@ -86,7 +86,7 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_precision(name: &str) -> Result<Precision, String> {
+pub fn parse_precision(name: &str) -> Result<Precision, String> {
     Precision::parse(name).ok_or_else(|| {
         let names: Vec<&str> = Precision::ALL.iter().map(|p| p.name()).collect();
         format!("unknown precision `{name}`: use one of {}", names.join(", "))

@@ -6,6 +6,7 @@
 //! - `backline models download`: fetch the published folders from the model hub.
 //! - `backline check DIR`: validate one checkpoint folder.
 //! - `backline demo`: a synthetic tiny checkpoint set and one short generation, no download needed.
+//! - `backline serve` (feature `server`): ACE-Step's REST API over this machine's engine.
 //!
 //! Every problem ends the run with one `error:` line and exit status 1 (2 for bad usage, as clap
 //! reports it). Nothing on disk is replaced unless `--overwrite` says so.
@@ -19,6 +20,8 @@ mod generate;
 mod interrupt;
 mod outputs;
 mod progress;
+#[cfg(feature = "server")]
+mod serve;
 
 use std::process::ExitCode;
 
@@ -40,6 +43,8 @@ fn main() -> ExitCode {
         },
         Command::Check(args) => folders::check(&args.dir),
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

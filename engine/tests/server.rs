@@ -1,0 +1,327 @@
+//! `backline serve` over real HTTP on loopback, on the tiny synthetic checkpoint set: the native
+//! API as ACE-Step's own client (`acestep.sh`) and its docs use it, in JSON, form and multipart
+//! bodies; authentication; what `/v1/audio` refuses to serve; the upload and queue limits;
+//! cancel; and every kind of bad request answered with the status and a message naming the field.
+#![cfg(feature = "server")]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backline_engine::audio::{decode_bytes, write_audio, AudioBuffer, OutputFormat};
+use backline_engine::checkpoint::synth::{self, SynthSize};
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{json, Value};
+
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("backline-serve-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `backline serve` process on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    out: PathBuf,
+    client: Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(name: &str, extra: &[&str]) -> Server {
+        let dir = scratch(name);
+        let checkpoints = dir.join("checkpoints");
+        synth::write_set(&checkpoints, SynthSize::Tiny, 0).unwrap();
+        let out = dir.join("out");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backline"))
+            .args(["serve", "--port", "0", "--checkpoints"])
+            .arg(&checkpoints)
+            .arg("--out")
+            .arg(&out)
+            .args(["--precision", "f32"])
+            .args(extra)
+            .env_remove("BACKLINE_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("backline serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        let client = Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        Server { child, url, out: out.canonicalize().unwrap(), client }
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    fn post_json(&self, path: &str, body: Value) -> RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body.to_string())
+    }
+}
+
+/// Status and JSON body.
+fn send(request: RequestBuilder) -> (u16, Value) {
+    let response = request.send().expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Polls `/query_result` every 100 ms as acestep.sh does (it waits 5 s), until the task ends.
+/// Returns the outer item and its parsed `result`.
+fn wait_for(server: &Server, task_id: &str, auth: Option<&str>) -> (Value, Vec<Value>) {
+    let start = Instant::now();
+    loop {
+        let mut request = server.post_json("/query_result", json!({ "task_id_list": [task_id] }));
+        if let Some(key) = auth {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let (status, body) = send(request);
+        assert_eq!(status, 200, "{body}");
+        let item = body["data"][0].clone();
+        assert_eq!(item["task_id"], task_id);
+        let result: Vec<Value> = serde_json::from_str(item["result"].as_str().expect("result is JSON text")).unwrap();
+        if item["status"] != 0 {
+            return (item, result);
+        }
+        assert!(result[0]["progress"].as_f64().unwrap() < 1.0, "{result:?}");
+        assert!(start.elapsed() < Duration::from_secs(300), "the task never ended: {item}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wav_bytes(seconds: f64) -> Vec<u8> {
+    let rate = 44_100;
+    let n = (seconds * rate as f64) as usize;
+    let tone: Vec<f32> = (0..n).map(|i| 0.3 * (i as f32 * 220.0 * std::f32::consts::TAU / rate as f32).sin()).collect();
+    let dir = scratch("wav");
+    let path = dir.join("source.wav");
+    write_audio(&path, &AudioBuffer::new(rate, vec![tone.clone(), tone]), OutputFormat::WavPcm16, false).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+/// A multipart body by hand, as curl's `-F` sends it: text fields, then files.
+fn multipart(fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "------------------------backline7f3a";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+    }
+    for (name, file_name, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// acestep.sh in its native mode, with its defaults (thinking and use_format on, mp3): the task
+/// is queued, polled to the end with per-step progress, and each file downloads from the
+/// root-relative URL the result gives, decoding to the asked length.
+#[test]
+fn ace_steps_own_client_generates_through_the_native_api() {
+    let server = Server::start("native", &[]);
+    let (status, health) = send(server.get("/health"));
+    assert_eq!(status, 200);
+    assert_eq!((health["code"].as_u64(), health["data"]["status"].as_str()), (Some(200), Some("ok")), "{health}");
+    assert!(health["timestamp"].as_u64().unwrap() > 1_700_000_000_000, "milliseconds: {health}");
+    assert_eq!(health["data"]["device"], "cpu");
+
+    let body = json!({"prompt": "dusty boom-bap drums", "lyrics": "", "sample_query": "", "thinking": true, "use_format": true,
+        "use_cot_caption": true, "use_cot_language": true, "vocal_language": "en", "audio_format": "mp3", "use_random_seed": true,
+        "audio_duration": 10, "bpm": 90, "key_scale": "A minor", "time_signature": "4", "inference_steps": 2});
+    let (status, queued) = send(server.post_json("/release_task", body));
+    assert_eq!(status, 200, "{queued}");
+    assert_eq!((queued["data"]["status"].as_str(), queued["data"]["queue_position"].as_u64()), (Some("queued"), Some(1)));
+    let task_id = queued["data"]["task_id"].as_str().unwrap().to_owned();
+
+    let (item, result) = wait_for(&server, &task_id, None);
+    assert_eq!(item["status"], 1, "{item}");
+    assert_eq!(result.len(), 2, "upstream's REST default batch is 2: {result:?}");
+    let seeds = result[0]["seed_value"].as_str().unwrap();
+    assert_eq!(seeds.split(',').count(), 2, "{seeds}");
+    for entry in &result {
+        assert_eq!(entry["status"], 1);
+        assert_eq!(entry["metas"]["bpm"], 90);
+        assert_eq!(entry["metas"]["keyscale"], "A minor");
+        assert_eq!(entry["metas"]["prompt"], "dusty boom-bap drums");
+        assert_eq!(entry["dit_model"], "acestep-v15-turbo");
+        assert!(entry["lm_model"].is_null(), "no LM ran");
+        let notes = entry["notes"].as_array().unwrap();
+        assert!(notes.len() == 2 && notes[0].as_str().unwrap().contains("5 Hz LM"), "the LM switches are said: {notes:?}");
+        assert!(entry["generation_info"].as_str().unwrap().contains("Note:"));
+        let file = entry["file"].as_str().unwrap();
+        assert!(file.starts_with("/v1/audio?path=%2F"), "{file}");
+        let response = server.get(file).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers()[CONTENT_TYPE], "audio/mpeg");
+        let audio = decode_bytes(&response.bytes().unwrap(), Some("mp3")).expect("an MP3");
+        assert!((audio.duration_s() - 10.0).abs() < 0.1, "{} s", audio.duration_s());
+    }
+
+    // The same request as a form (as `curl -d` sends it), WAV this time.
+    let form = "prompt=tape+hiss&audio_duration=10&inference_steps=2&batch_size=1&audio_format=wav&seed=7&use_random_seed=false";
+    let (status, queued) = send(
+        server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form),
+    );
+    assert_eq!(status, 200, "{queued}");
+    let (item, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);
+    assert_eq!((item["status"].as_u64(), result.len()), (Some(1), 1), "{item}");
+    assert_eq!(result[0]["seed_value"], "7");
+    assert!(result[0]["file"].as_str().unwrap().ends_with(".wav"));
+
+    let (status, stats) = send(server.get("/v1/stats"));
+    assert_eq!(status, 200);
+    assert_eq!(stats["data"]["jobs"]["succeeded"], 2, "{stats}");
+    let (_, inventory) = send(server.get("/v1/model_inventory"));
+    let turbo = inventory["data"]["models"].as_array().unwrap().iter().find(|m| m["name"] == "acestep-v15-turbo").unwrap().clone();
+    assert_eq!((turbo["is_loaded"].as_bool(), turbo["is_default"].as_bool()), (Some(true), Some(true)), "{inventory}");
+    assert_eq!(turbo["supported_task_types"], json!(["text2music", "repaint", "cover"]));
+}
+
+/// A cover of an uploaded file, in the multipart form: the upload is decoded, used, recorded in
+/// the recipe by its name, and never left on the server's disk.
+#[test]
+fn a_multipart_upload_is_the_source_of_a_cover() {
+    let server = Server::start("upload", &[]);
+    let (content_type, body) = multipart(
+        &[("prompt", "same groove, brighter"), ("task_type", "cover"), ("audio_format", "flac"), ("batch_size", "1"), ("inference_steps", "2")],
+        &[("src_audio", "my loop.wav", &wav_bytes(12.0))],
+    );
+    let (status, queued) = send(server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body));
+    assert_eq!(status, 200, "{queued}");
+    let (item, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);
+    assert_eq!(item["status"], 1, "{item}");
+    assert_eq!(result[0]["recipe"]["source"]["path"], "upload my loop.wav");
+    let audio = decode_bytes(&server.get(result[0]["file"].as_str().unwrap()).send().unwrap().bytes().unwrap(), Some("flac")).unwrap();
+    assert!((audio.duration_s() - 12.0).abs() < 0.05, "the cover is the source's length: {} s", audio.duration_s());
+    let left: Vec<_> = std::fs::read_dir(server.out.join(".uploads")).unwrap().collect();
+    assert!(left.is_empty(), "uploads are removed once read: {left:?}");
+
+    // An upload that is not audio is refused, naming it.
+    let (content_type, body) = multipart(&[("task_type", "cover")], &[("src_audio", "notes.txt", b"not audio at all")]);
+    let (status, refused) = send(server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body));
+    assert_eq!(status, 400);
+    assert!(refused["detail"].as_str().unwrap().contains("notes.txt"), "{refused}");
+}
+
+/// Every kind of bad request gets its status and a message that names the field.
+#[test]
+fn bad_requests_are_refused_with_the_field_named() {
+    let server = Server::start("bad", &[]);
+    let refused = |request: RequestBuilder, status: u16, needle: &str| {
+        let (got, body) = send(request);
+        assert_eq!(got, status, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(needle), "{needle:?} not in {body}");
+    };
+    let raw = |body: &'static str, content_type: &str| {
+        server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body)
+    };
+    refused(raw("{\"prompt\": ", "application/json"), 400, "Malformed JSON");
+    refused(raw("[1, 2]", "application/json"), 400, "must be an object");
+    refused(raw("just words", "text/plain"), 415, "Unsupported Content-Type");
+    refused(server.post_json("/release_task", json!({"prompt": "x", "bpm": 1000})), 400, "bpm");
+    refused(server.post_json("/release_task", json!({"prompt": "x", "inference_stepz": 8})), 400, "inference_stepz");
+    refused(server.post_json("/release_task", json!({"prompt": "x", "sample_mode": true})), 400, "sample_mode");
+    refused(server.post_json("/release_task", json!({"prompt": "x", "audio_format": "opus"})), 400, "audio_format");
+    refused(server.post_json("/release_task", json!({"task_type": "cover", "src_audio_path": "/home/me/loop.wav"})), 400, "multipart");
+    refused(server.post_json("/query_result", json!({"task_id_list": [1]})), 400, "task_id_list");
+    refused(server.post_json("/cancel_task", json!({})), 400, "task_id");
+
+    // A task id this server never issued ends the poll (status 2) instead of leaving it waiting.
+    let (status, body) = send(server.post_json("/query_result", json!({ "task_id_list": "[\"nope\"]" })));
+    assert_eq!(status, 200);
+    assert_eq!(body["data"][0]["status"], 2, "{body}");
+    assert!(body["data"][0]["result"].as_str().unwrap().contains("no task nope"));
+}
+
+/// With a key: `/health` stays open (acestep.sh calls it bare); everything else wants the key in
+/// the header or as `ai_token`. `/v1/audio` serves the server's own results and nothing else.
+/// Bodies over the upload limit get 413; a full queue 429; a cancelled task reads as ended.
+#[test]
+fn keys_paths_and_limits_are_enforced() {
+    let server = Server::start("auth", &["--api-key", "s3cret", "--max-upload-mb", "1", "--max-queue", "1"]);
+    let bearer = |r: RequestBuilder| r.header(AUTHORIZATION, "Bearer s3cret");
+    assert_eq!(send(server.get("/health")).0, 200);
+    let job = json!({"prompt": "x", "audio_duration": 10, "inference_steps": 2, "batch_size": 1, "audio_format": "wav"});
+    let (status, body) = send(server.post_json("/release_task", job.clone()));
+    assert_eq!((status, body["detail"].as_str()), (401, Some("Missing ai_token or Authorization header")));
+    let wrong = server.post_json("/release_task", job.clone()).header(AUTHORIZATION, "Bearer guess");
+    assert_eq!(send(wrong).1["detail"], "Invalid API key");
+    let mut with_token = job.clone();
+    with_token["ai_token"] = json!("guess");
+    assert_eq!(send(bearer(server.post_json("/release_task", with_token))).1["detail"], "Invalid ai_token", "the body's token wins");
+    assert_eq!(send(server.get("/v1/stats")).0, 401);
+
+    let mut with_token = job.clone();
+    with_token["ai_token"] = json!("s3cret");
+    let (status, queued) = send(server.post_json("/release_task", with_token));
+    assert_eq!(status, 200, "{queued}");
+    let first = queued["data"]["task_id"].as_str().unwrap().to_owned();
+    let (status, full) = send(bearer(server.post_json("/release_task", job.clone())));
+    assert_eq!(status, 429, "one job queued or running is the limit: {full}");
+    let (item, _) = wait_for(&server, &first, Some("s3cret"));
+    assert_eq!(item["status"], 1, "{item}");
+
+    // Cancel: a queued or running task ends as cancelled; an ended one cannot be.
+    let (_, queued) = send(bearer(server.post_json("/release_task", json!({"prompt": "y", "audio_duration": 240, "inference_steps": 8, "batch_size": 1}))));
+    let second = queued["data"]["task_id"].as_str().unwrap().to_owned();
+    let (status, cancel) = send(bearer(server.post_json("/cancel_task", json!({ "task_id": second }))));
+    assert_eq!((status, cancel["data"]["cancelled"].as_bool()), (200, Some(true)), "{cancel}");
+    let (item, result) = wait_for(&server, &second, Some("s3cret"));
+    assert_eq!((item["status"].as_u64(), result[0]["stage"].as_str()), (Some(2), Some("cancelled")), "{item}");
+    let (_, again) = send(bearer(server.post_json("/cancel_task", json!({ "task_id": second }))));
+    assert_eq!(again["data"]["cancelled"], false);
+
+    // What /v1/audio serves.
+    let (_, body) = send(bearer(server.post_json("/query_result", json!({ "task_id_list": [first] }))));
+    let result: Vec<Value> = serde_json::from_str(body["data"][0]["result"].as_str().unwrap()).unwrap();
+    let file = result[0]["file"].as_str().unwrap();
+    assert_eq!(send(server.get(file)).0, 401, "the header is needed");
+    assert_eq!(bearer(server.get(file)).send().unwrap().status().as_u16(), 200);
+    std::fs::write(server.out.join("planted.wav"), b"RIFF").unwrap();
+    let outside = scratch("outside").join("x.wav");
+    std::fs::write(&outside, b"RIFF").unwrap();
+    for path in [
+        "/etc/passwd".to_owned(),
+        format!("{}/../checkpoints/vae/config.json", server.out.display()),
+        server.out.join("planted.wav").display().to_string(),
+        outside.display().to_string(),
+    ] {
+        let url = format!("/v1/audio?path={}", path.replace('/', "%2F"));
+        let (status, body) = send(bearer(server.get(&url)));
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    assert_eq!(send(bearer(server.get(&format!("/v1/audio?path={}%2Fgone.wav", server.out.display())))).0, 404);
+
+    // Two megabytes of upload against a one-megabyte limit.
+    let (content_type, body) = multipart(&[("task_type", "cover")], &[("src_audio", "big.wav", &vec![0u8; 2 << 20])]);
+    let (status, body) = send(bearer(server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body)));
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("1 MB"), "{body}");
+}
