@@ -325,3 +325,104 @@ fn keys_paths_and_limits_are_enforced() {
     assert_eq!(status, 413, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("1 MB"), "{body}");
 }
+
+/// The job form: `/v1/music/generate` queues (unwrapped, `job_id`), `/v1/jobs/{id}` reports the
+/// queue, progress and the result's paths, which download; cancel ends a job as failed with
+/// `cancelled`; an unknown id is 404.
+#[test]
+fn the_job_form_queues_reports_and_cancels() {
+    let server = Server::start("jobs", &[]);
+    let body = json!({"caption": "brushed snare", "audio_duration": 10, "inference_steps": 2, "batch_size": 1, "audio_format": "wav"});
+    let (status, queued) = send(server.post_json("/v1/music/generate", body));
+    assert_eq!(status, 200, "{queued}");
+    assert_eq!((queued["status"].as_str(), queued["queue_position"].as_u64()), (Some("queued"), Some(1)), "{queued}");
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    let job = loop {
+        let (status, job) = send(server.get(&format!("/v1/jobs/{id}")));
+        assert_eq!(status, 200, "{job}");
+        match job["status"].as_str().unwrap() {
+            "queued" => assert!(job["eta_seconds"].as_f64().is_some(), "{job}"),
+            "running" => assert!(job["eta_seconds"].is_null()),
+            _ => break job,
+        }
+        assert!(start.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = &job["result"];
+    assert_eq!(result["first_audio_path"], result["audio_paths"][0]);
+    assert!(result["second_audio_path"].is_null());
+    assert_eq!(result["metas"]["prompt"], "brushed snare");
+    let wav = server.get(result["audio_paths"][0].as_str().unwrap()).send().unwrap().bytes().unwrap();
+    assert!((decode_bytes(&wav, Some("wav")).unwrap().duration_s() - 10.0).abs() < 0.01);
+
+    let (_, queued) = send(server.post_json("/v1/music/generate", json!({"caption": "long", "audio_duration": 240, "inference_steps": 8, "batch_size": 1})));
+    let long = queued["job_id"].as_str().unwrap().to_owned();
+    let (status, cancel) = send(server.client.post(format!("{}/v1/jobs/{long}/cancel", server.url)));
+    assert_eq!((status, cancel["cancelled"].as_bool()), (200, Some(true)), "{cancel}");
+    let ended = loop {
+        let (_, job) = send(server.get(&format!("/v1/jobs/{long}")));
+        if job["status"] != "queued" && job["status"] != "running" {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((ended["status"].as_str(), ended["cancelled"].as_bool()), (Some("failed"), Some(true)), "{ended}");
+    let (status, missing) = send(server.get("/v1/jobs/nope"));
+    assert_eq!((status, missing["detail"].as_str()), (404, Some("Job not found")));
+}
+
+/// The chat form as acestep.sh's default completion mode uses it: the model id from
+/// `/v1/models`' first entry, a tagged prompt, the audio back as a base64 data URL of the asked
+/// format and length; a cover from an `input_audio` part; what cannot be done refused.
+#[test]
+fn the_chat_form_answers_as_ace_steps_client_reads_it() {
+    use base64::Engine as _;
+    let server = Server::start("chat", &[]);
+    let (status, models) = send(server.get("/v1/models"));
+    assert_eq!(status, 200);
+    assert_eq!(models["object"], "list");
+    let model = models["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(model, "acestep/acestep-v15-turbo", "the default model first: {models}");
+    assert_eq!(send(server.get("/api/v1/models")).1, models, "the same list under /api");
+
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "<prompt>lofi keys</prompt><lyrics>[verse]\nhello</lyrics>"}],
+        "stream": false, "thinking": true, "use_format": false, "sample_mode": false, "use_cot_caption": true, "use_cot_language": false,
+        "audio_config": {"format": "mp3", "vocal_language": "en", "duration": 10}, "inference_steps": 2});
+    let (status, reply) = send(server.post_json("/v1/chat/completions", body));
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(reply["model"], model);
+    let choice = &reply["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop");
+    let content = choice["message"]["content"].as_str().unwrap();
+    assert!(content.contains("**Caption:** lofi keys") && content.contains("## Lyrics\n[verse]\nhello"), "{content}");
+    assert!(content.contains("5 Hz LM"), "thinking is said to have run without the LM: {content}");
+    let url = choice["message"]["audio"][0]["audio_url"]["url"].as_str().unwrap();
+    let encoded = url.strip_prefix("data:audio/mpeg;base64,").expect("an MP3 data URL");
+    let mp3 = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    assert!((decode_bytes(&mp3, Some("mp3")).unwrap().duration_s() - 10.0).abs() < 0.1);
+
+    // A cover of the audio in the message, as `acestep.sh --src-audio` sends it (raw base64).
+    let source = base64::engine::general_purpose::STANDARD.encode(wav_bytes(12.0));
+    let body = json!({"model": model, "task_type": "cover", "inference_steps": 2, "audio_config": {"format": "wav"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "<prompt>brighter</prompt>"},
+            {"type": "input_audio", "input_audio": {"data": source, "format": "wav"}}]}]});
+    let (status, reply) = send(server.post_json("/v1/chat/completions", body));
+    assert_eq!(status, 200, "{reply}");
+    let url = reply["choices"][0]["message"]["audio"][0]["audio_url"]["url"].as_str().unwrap();
+    let wav = base64::engine::general_purpose::STANDARD.decode(url.strip_prefix("data:audio/wav;base64,").unwrap()).unwrap();
+    assert!((decode_bytes(&wav, Some("wav")).unwrap().duration_s() - 12.0).abs() < 0.01, "the cover is the source's length");
+
+    for (body, needle) in [
+        (json!({"model": model, "messages": [{"role": "user", "content": "x"}], "sample_mode": true}), "sample_mode"),
+        (json!({"model": model, "messages": [{"role": "user", "content": "x"}], "stream": true}), "stream"),
+        (json!({"model": model, "messages": []}), "user message"),
+        (json!({"model": model, "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%%"}}]}]}), "base64"),
+    ] {
+        let (status, refused) = send(server.post_json("/v1/chat/completions", body));
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused["detail"].as_str().unwrap().contains(needle), "{needle:?}: {refused}");
+    }
+}

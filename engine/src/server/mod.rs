@@ -7,6 +7,8 @@
 //! - [`tasks`]: the record of tasks by id, following their jobs' events; retention.
 //! - [`output`]: an item as the file the client asked for (MP3, WAV, FLAC).
 //! - [`native`]: the native routes (`/release_task`, `/query_result`, `/v1/audio`, ...).
+//! - [`job_form`]: the job form (`/v1/music/generate`, `/v1/jobs/{id}`).
+//! - [`chat`]: the chat form (`/v1/chat/completions`, `/v1/models`).
 //! - [`reply`]: the response wrapper and the refusals.
 //!
 //! Threads: axum's handlers run on a small tokio runtime and never block it (blocking work, such
@@ -14,6 +16,8 @@
 //! on the backend's worker, whose event callback updates [`tasks::Tasks`] and writes the files.
 
 pub mod body;
+pub mod chat;
+pub mod job_form;
 pub mod native;
 pub mod output;
 pub mod reply;
@@ -101,17 +105,18 @@ impl ServerState {
         self.config.api_key.as_deref().filter(|k| !k.is_empty())
     }
 
-    /// Queues `body` as a task; returns its id.
-    pub async fn submit(self: &Arc<Self>, body: Body) -> Result<String, ApiError> {
+    /// Queues `body` as a task; returns its id and its place in the queue at submission.
+    pub async fn submit(self: &Arc<Self>, body: Body) -> Result<(String, usize), ApiError> {
         let state = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let submission = submit::submission(body)?;
-            let id = state.tasks.open(submission.asked, state.config.max_queue).ok_or(ApiError::queue_full(state.config.max_queue))?;
+            let (id, position) =
+                state.tasks.open(submission.asked, state.config.max_queue).ok_or(ApiError::queue_full(state.config.max_queue))?;
             let tasks = Arc::clone(&state.tasks);
             let task_id = id.clone();
             let control = state.backend.submit_with(submission.job, Box::new(move |event| tasks.on_event(&task_id, event)));
             state.tasks.attach(&id, control);
-            Ok(id)
+            Ok((id, position))
         })
         .await
         .map_err(|e| ApiError::internal(format!("the submission failed: {e}")))?
@@ -126,15 +131,16 @@ impl ServerState {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// The model a request without `model` gets for text2music: the loaded DiT that runs it,
-    /// else the first usable one that does (turbo's folder sorts first).
+    /// The model a text2music request without `model` runs on, as the engine chooses it: turbo
+    /// (the task's usual model) when it is there, else any usable DiT that runs the task.
     pub fn default_model(&self, info: &ModelsInfo) -> Option<String> {
-        let runs_text = |d: &&crate::backend::DitInfo| d.tasks.contains(&crate::task::TaskType::Text2Music);
+        let usable = |d: &&crate::backend::DitInfo| d.problem.is_none() && d.tasks.contains(&crate::task::TaskType::Text2Music);
+        let usual = crate::task::ModelKind::Turbo.folder();
         info.dits
             .iter()
-            .filter(runs_text)
-            .find(|d| d.loaded)
-            .or_else(|| info.dits.iter().filter(runs_text).find(|d| d.problem.is_none()))
+            .filter(usable)
+            .find(|d| d.name == usual)
+            .or_else(|| info.dits.iter().find(usable))
             .map(|d| d.name.clone())
     }
 }
@@ -149,6 +155,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/health", get(native::health))
         .route("/v1/model_inventory", get(native::model_inventory))
         .route("/v1/stats", get(native::stats))
+        .route("/v1/music/generate", post(job_form::generate))
+        .route("/v1/jobs/{job_id}", get(job_form::job))
+        .route("/v1/jobs/{job_id}/cancel", post(job_form::cancel))
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(chat::models))
+        .route("/api/v1/models", get(chat::models))
         .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))
         .with_state(state)
 }

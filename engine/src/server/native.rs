@@ -27,8 +27,7 @@ pub async fn release_task(State(state): State<Arc<ServerState>>, request: Reques
     let headers = request.headers().clone();
     let body = read_body(request, &state.upload_dir, state.config.max_upload_bytes).await?;
     state.authorize_with_body(&headers, body.fields.get("ai_token"))?;
-    let id = state.submit(body).await?;
-    let position = state.tasks.queue_position(&id);
+    let (id, position) = state.submit(body).await?;
     Ok(wrapped(json!({ "task_id": id, "status": "queued", "queue_position": position })))
 }
 
@@ -139,7 +138,7 @@ fn succeeded_item(task: &Task, generation: &Generation, file: &std::path::Path) 
 }
 
 /// A short timing summary in upstream's markdown manner, with the notes under it.
-fn generation_info(task: &Task, generation: &Generation) -> String {
+pub fn generation_info(task: &Task, generation: &Generation) -> String {
     let items = generation.audio.len().max(1);
     let total = generation.recipe.time_costs.get("dit_total_time_cost").copied().unwrap_or_else(|| {
         task.finished_s.zip(task.started_s).map_or(0.0, |(end, start)| end - start)

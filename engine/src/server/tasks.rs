@@ -118,11 +118,13 @@ impl Tasks {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new queued task and returns its id, or `None` when `max_active` tasks are already
-    /// queued or running.
-    pub fn open(&self, asked: Asked, max_active: usize) -> Option<String> {
+    /// Records a new queued task and returns its id and its place in the queue (1 plus the
+    /// tasks queued or running before it), or `None` when `max_active` tasks are already queued
+    /// or running.
+    pub fn open(&self, asked: Asked, max_active: usize) -> Option<(String, usize)> {
         let mut entries = self.lock();
-        if entries.values().filter(|e| e.task.state.is_active()).count() >= max_active {
+        let active = entries.values().filter(|e| e.task.state.is_active()).count();
+        if active >= max_active {
             return None;
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -141,7 +143,7 @@ impl Tasks {
             error: None,
         };
         entries.insert(id.clone(), Entry { task, control: None });
-        Some(id)
+        Some((id, active + 1))
     }
 
     /// Gives the task its job's cancel control.
@@ -348,8 +350,8 @@ mod tests {
     #[test]
     fn a_task_follows_its_jobs_events_with_progress() {
         let tasks = tasks();
-        let id = tasks.open(Asked::default(), 4).unwrap();
-        assert_eq!((tasks.get(&id).unwrap().state, tasks.queue_position(&id)), (TaskState::Queued, 1));
+        let (id, position) = tasks.open(Asked::default(), 4).unwrap();
+        assert_eq!((tasks.get(&id).unwrap().state, tasks.queue_position(&id), position), (TaskState::Queued, 1, 1));
         tasks.on_event(&id, JobEvent::Started);
         tasks.on_event(&id, JobEvent::Stage { name: "dit".into() });
         tasks.on_event(&id, JobEvent::Step { index: 3, count: 8 });
@@ -367,9 +369,9 @@ mod tests {
     #[test]
     fn the_queue_limit_counts_only_active_tasks() {
         let tasks = tasks();
-        let first = tasks.open(Asked::default(), 2).unwrap();
-        let second = tasks.open(Asked::default(), 2).unwrap();
-        assert_eq!(tasks.queue_position(&second), 2);
+        let (first, _) = tasks.open(Asked::default(), 2).unwrap();
+        let (second, position) = tasks.open(Asked::default(), 2).unwrap();
+        assert_eq!((tasks.queue_position(&second), position), (2, 2));
         assert!(tasks.open(Asked::default(), 2).is_none(), "full");
         tasks.on_event(&first, JobEvent::Cancelled);
         assert_eq!(tasks.queue_position(&second), 1);
@@ -380,8 +382,8 @@ mod tests {
     #[test]
     fn finished_tasks_are_forgotten_after_the_retention_time() {
         let tasks = tasks();
-        let id = tasks.open(Asked::default(), 2).unwrap();
-        let active = tasks.open(Asked::default(), 2).unwrap();
+        let (id, _) = tasks.open(Asked::default(), 2).unwrap();
+        let (active, _) = tasks.open(Asked::default(), 2).unwrap();
         tasks.on_event(&id, JobEvent::Cancelled);
         assert_eq!(tasks.sweep(Duration::from_secs(3600)), 0, "too recent");
         assert_eq!(tasks.sweep(Duration::ZERO), 1);
