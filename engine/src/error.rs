@@ -55,6 +55,10 @@ pub enum JobError {
     /// The engine's worker could not be built, so no job can run; this is the cause.
     #[error("the engine's worker could not start: {0}")]
     WorkerInit(String),
+    /// A remote server refused the job, failed it, or could not be reached (`RemoteBackend`);
+    /// `status` is the HTTP status where there was an answer, `message` the server's reason.
+    #[error("the server at {url}{}: {message}", .status.map(|s| format!(" answered {s}")).unwrap_or_default())]
+    Remote { url: String, status: Option<u16>, message: String },
     /// The worker thread went away without answering (a bug: it should never happen).
     #[error("the engine stopped before the job ended")]
     EngineStopped,

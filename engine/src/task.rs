@@ -134,6 +134,19 @@ impl ModelKind {
         self == ModelKind::Base || !task.needs_base_model()
     }
 
+    /// The kind a model folder's name says (`acestep-v15-xl-turbo`: turbo), where nothing more
+    /// is known of it: a remote server's model list.
+    pub fn from_folder_name(name: &str) -> ModelKind {
+        let name = name.to_ascii_lowercase();
+        if name.contains("turbo") {
+            ModelKind::Turbo
+        } else if name.contains("sft") {
+            ModelKind::Sft
+        } else {
+            ModelKind::Base
+        }
+    }
+
     /// The checkpoint folder ACE-Step publishes this model in.
     pub const fn folder(self) -> &'static str {
         match self {

@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backline_engine::audio::{decode_bytes, write_audio, AudioBuffer, OutputFormat};
+use backline_engine::backend::{ApiForm, AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, RemoteBackend, RemoteSettings};
 use backline_engine::checkpoint::synth::{self, SynthSize};
+use backline_engine::precision::Precision;
+use backline_engine::request::GenerationRequest;
+use backline_engine::task::TaskType;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{json, Value};
@@ -30,6 +34,7 @@ struct Server {
     child: Child,
     url: String,
     out: PathBuf,
+    checkpoints: PathBuf,
     client: Client,
 }
 
@@ -66,7 +71,7 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
         let client = Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-        Server { child, url, out: out.canonicalize().unwrap(), client }
+        Server { child, url, out: out.canonicalize().unwrap(), checkpoints, client }
     }
 
     fn get(&self, path: &str) -> RequestBuilder {
@@ -424,5 +429,159 @@ fn the_chat_form_answers_as_ace_steps_client_reads_it() {
         let (status, refused) = send(server.post_json("/v1/chat/completions", body));
         assert_eq!(status, 400, "{refused}");
         assert!(refused["detail"].as_str().unwrap().contains(needle), "{needle:?}: {refused}");
+    }
+}
+
+/// Events until the job's end, and its result.
+fn follow(handle: &backline_engine::job::JobHandle<backline_engine::pipeline::Generation>) -> (Vec<String>, Result<backline_engine::pipeline::Generation, String>) {
+    use backline_engine::job::JobEvent;
+    let mut seen = Vec::new();
+    loop {
+        let event = handle.events().recv_timeout(Duration::from_secs(300)).expect("the job ends");
+        let name = match &event {
+            JobEvent::Queued { .. } => "queued".to_owned(),
+            JobEvent::Started => "started".to_owned(),
+            JobEvent::Loading { .. } => "loading".to_owned(),
+            JobEvent::Stage { name } => format!("stage {name}"),
+            JobEvent::Step { index, count } => format!("step {index}/{count}"),
+            JobEvent::Done(_) => "done".to_owned(),
+            JobEvent::Failed(e) => format!("failed {e}"),
+            JobEvent::Cancelled => "cancelled".to_owned(),
+        };
+        seen.push(name);
+        match event {
+            JobEvent::Done(generation) => return (seen, Ok(generation)),
+            JobEvent::Failed(e) => return (seen, Err(e.to_string())),
+            JobEvent::Cancelled => return (seen, Err("cancelled".into())),
+            _ => {}
+        }
+    }
+}
+
+fn remote(server: &Server, form: ApiForm, key: Option<&str>) -> RemoteBackend {
+    let mut settings = RemoteSettings::new(server.url.clone());
+    settings.form = Some(form);
+    settings.api_key = key.map(str::to_owned);
+    settings.poll_every = Duration::from_millis(50);
+    RemoteBackend::new(settings).unwrap()
+}
+
+fn text_job(seconds: f64, steps: u32) -> JobRequest {
+    JobRequest::new(
+        GenerationRequest::from_value(json!({"caption": "remote groove", "duration": seconds, "inference_steps": steps,
+            "batch_size": 1, "seed": 3, "use_random_seed": false}))
+        .unwrap(),
+    )
+}
+
+/// The remote backend against `backline serve` in each of the three forms gives the audio the
+/// local backend gives for the same request, sample for sample (results travel as float WAV),
+/// with the same kind of events; a captured region goes up as samples and comes back covered.
+#[test]
+fn the_remote_backend_gives_what_the_local_one_gives_in_every_form() {
+    let server = Server::start("remote", &[]);
+    let local = LocalBackend::new(LocalSettings { precision: Precision::F32, ..LocalSettings::cpu(&server.checkpoints) }).unwrap();
+    let (_, expected) = follow(&local.submit(text_job(10.0, 2)));
+    let expected = expected.unwrap();
+    for form in [ApiForm::Native, ApiForm::Jobs, ApiForm::Chat] {
+        let backend = remote(&server, form, None);
+        let models = backend.models().unwrap();
+        let turbo = models.dits.iter().find(|d| d.name == "acestep-v15-turbo").unwrap_or_else(|| panic!("{form:?}: {models:?}"));
+        assert!(turbo.tasks.contains(&TaskType::Text2Music));
+        let (events, result) = follow(&backend.submit(text_job(10.0, 2)));
+        let generation = result.unwrap_or_else(|e| panic!("{form:?}: {e}"));
+        assert_eq!(events.first().map(String::as_str), Some("queued"), "{form:?}: {events:?}");
+        assert!(events.contains(&"started".to_owned()), "{form:?}: {events:?}");
+        if form != ApiForm::Chat {
+            // Stages as the server reports them (steps too, where a poll lands on one: the
+            // cancel test waits for one).
+            assert!(events.iter().any(|e| e == "stage decode"), "{form:?}: the server's stages: {events:?}");
+            assert_eq!((&generation.recipe.request, &generation.recipe.models), (&expected.recipe.request, &expected.recipe.models), "{form:?}: the server's own recipe");
+        }
+        assert_eq!(generation.audio.len(), 1);
+        assert!(generation.audio[0] == expected.audio[0], "{form:?}: not the local audio sample for sample");
+    }
+
+    // A captured region in memory, covered through the server.
+    let region = AudioBuffer::new(44_100, vec![vec![0.2; 44_100 * 12]; 2]);
+    for form in [ApiForm::Native, ApiForm::Chat] {
+        let mut job = JobRequest::new(
+            GenerationRequest::from_value(json!({"task_type": "cover", "caption": "x", "inference_steps": 2, "batch_size": 1})).unwrap(),
+        );
+        job = job.with_source(AudioInput::samples("capture, bars 1-8", region.clone()));
+        let (_, result) = follow(&remote(&server, form, None).submit(job));
+        let generation = result.unwrap_or_else(|e| panic!("{form:?}: {e}"));
+        assert!((generation.audio[0].duration_s() - 12.0).abs() < 0.01, "{form:?}: {} s", generation.audio[0].duration_s());
+    }
+}
+
+/// Cancel reaches the server; a server that is down, or that wants a key the backend lacks, is
+/// a failed job with the reason, never a hang.
+#[test]
+fn the_remote_backend_cancels_and_reports_what_went_wrong() {
+    let server = Server::start("remote-bad", &["--api-key", "k"]);
+    let backend = remote(&server, ApiForm::Native, Some("k"));
+    let handle = backend.submit(text_job(240.0, 8));
+    loop {
+        match handle.events().recv_timeout(Duration::from_secs(120)).unwrap() {
+            backline_engine::job::JobEvent::Step { .. } => break,
+            e if e.is_terminal() => panic!("ended before a step: {e:?}"),
+            _ => {}
+        }
+    }
+    assert!(handle.cancel());
+    let (_, result) = follow(&handle);
+    assert_eq!(result.err().as_deref(), Some("cancelled"));
+    let start = Instant::now();
+    loop {
+        let (_, stats) = send(server.get("/v1/stats").header(AUTHORIZATION, "Bearer k"));
+        if stats["data"]["jobs"]["cancelled"] == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the server's task was not cancelled: {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (_, result) = follow(&remote(&server, ApiForm::Native, None).submit(text_job(10.0, 2)));
+    let error = result.unwrap_err();
+    assert!(error.contains("401") && error.contains("Missing ai_token"), "{error}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut settings = RemoteSettings::new(format!("http://{closed}"));
+    settings.form = Some(ApiForm::Native);
+    let (_, result) = follow(&RemoteBackend::new(settings).unwrap().submit(text_job(10.0, 2)));
+    let error = result.unwrap_err();
+    assert!(error.contains("not answering"), "{error}");
+}
+
+/// `backline generate --remote` in each form writes the files a local run writes for the same
+/// flags, sample for sample: both items of a batch, named by their seeds.
+#[test]
+fn generate_with_remote_writes_what_a_local_run_writes() {
+    let server = Server::start("remote-cli", &[]);
+    let dir = scratch("remote-cli-out");
+    let generate = |out: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_backline"))
+            .args(["generate", "--caption", "remote groove", "--duration", "10", "--inference-steps", "2", "--seed", "5"])
+            .args(["--batch-size", "2", "--format", "wav", "--name", "take", "--precision", "f32", "--out"])
+            .arg(dir.join(out))
+            .args(extra)
+            .env_remove("BACKLINE_REMOTE_API_KEY")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{out}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let checkpoints = server.checkpoints.display().to_string();
+    generate("local", &["--checkpoints", &checkpoints]);
+    for form in ["native", "jobs", "chat"] {
+        generate(form, &["--remote", &server.url, "--api-form", form]);
+        for seed in [5, 6] {
+            let file = format!("take-{seed}.wav");
+            let local = std::fs::read(dir.join("local").join(&file)).unwrap();
+            let remote = std::fs::read(dir.join(form).join(&file)).unwrap_or_else(|e| panic!("{form}: {file}: {e}"));
+            assert!(local == remote, "{form}: {file} differs from the local run's");
+            let recipe: Value = serde_json::from_slice(&std::fs::read(dir.join(form).join(format!("take-{seed}.json"))).unwrap()).unwrap();
+            assert_eq!(recipe["request"]["seed"], json!([seed]), "{form}: {recipe}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The contract every front end (the plugin, the CLI, the REST server) uses to run generations,
-//! whether the engine is in this process ([`LocalBackend`]) or behind a REST server.
+//! whether the engine is in this process ([`LocalBackend`]) or behind a REST server
+//! ([`RemoteBackend`]).
 //!
 //! A front end builds a [`JobRequest`]: the [`GenerationRequest`] plus its audio inputs, each a
 //! file or samples in memory (any rate and channel count), so a captured region never touches
@@ -13,6 +14,7 @@
 
 pub mod admit;
 pub mod local;
+pub mod remote;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::task::{ModelKind, TaskType};
 
 pub use admit::{Admitted, ModelAudio};
 pub use local::{LocalBackend, LocalSettings};
+pub use remote::{ApiForm, RemoteBackend, RemoteSettings};
 
 /// One audio input of a job.
 #[derive(Debug, Clone, PartialEq)]

@@ -97,5 +97,6 @@ fn job_result(task: &Task) -> Value {
         "lm_model": null,
         "dit_model": recipe.models.first().map(|m| m.folder.clone()),
         "notes": task.asked.notes,
+        "recipe": recipe,
     })
 }

@@ -65,6 +65,17 @@ pub struct GenerateArgs {
     /// Replace files that are already there (otherwise the run stops before generating).
     #[arg(long)]
     pub overwrite: bool,
+    /// Generate on an ACE-Step server (`backline serve`, or upstream's) at this address, e.g.
+    /// `http://studio-pc:8001`, instead of this machine's engine. Audio inputs are uploaded.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// The remote server's API key (sent as `Authorization: Bearer KEY`).
+    #[arg(long, value_name = "KEY", env = "BACKLINE_REMOTE_API_KEY", requires = "remote")]
+    pub api_key: Option<String>,
+    /// The remote server's API form: native (`/release_task`), jobs (`/v1/music/generate`) or
+    /// chat (`/v1/chat/completions`). Unset: asked of the server.
+    #[arg(long, value_name = "FORM", requires = "remote", value_parser = ["native", "jobs", "chat"])]
+    pub api_form: Option<String>,
 }
 
 #[derive(Args)]

@@ -13,7 +13,7 @@ use backline_engine::audio::take_shape::TakeOptions;
 use backline_engine::audio::{read_audio, to_model_format, AudioBuffer, MODEL_SAMPLE_RATE};
 use backline_engine::audio::seam::{seam_report, SeamRepaint};
 use backline_engine::audio::take_shape::{shape_take, GridReport};
-use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend};
+use backline_engine::backend::{AudioInput, Backend, JobRequest};
 use backline_engine::pipeline::Generation;
 use backline_engine::request::GenerationRequest;
 use backline_engine::task::TaskType;
@@ -127,7 +127,7 @@ impl BarFlags {
 
 /// Each item of `generation` shaped to the run's bars; a loop's wrap repainted by the model when
 /// asked (one more job per item, followed like the first).
-pub fn shape_items(backend: &LocalBackend, run: &BarRun, generation: &Generation) -> Result<Vec<(AudioBuffer, GridReport)>, String> {
+pub fn shape_items(backend: &dyn Backend, run: &BarRun, generation: &Generation) -> Result<Vec<(AudioBuffer, GridReport)>, String> {
     let mut takes = Vec::new();
     for (i, made) in generation.audio.iter().enumerate() {
         let request = item_recipe(&generation.recipe, i).request;

@@ -56,6 +56,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         stem: "backline-demo".to_string(),
         format: OutputFormat::Flac24,
         overwrite,
+        remote: None,
     };
     let written = run_generate(run)?;
     for path in &written {

@@ -1,18 +1,20 @@
-//! `backline generate`: the CLI as a client of [`LocalBackend`]. The backend's pre-flight checks
-//! everything that can fail without the models (the request, the model folder against the task,
-//! the audio inputs); then the output files are checked, one job runs with a progress display
-//! (Ctrl-C cancels it within a step, and nothing is written), and each item is written with its
-//! recipe.
+//! `backline generate`: the CLI as a client of [`LocalBackend`], or with `--remote` of a
+//! [`RemoteBackend`]. The local backend's pre-flight checks everything that can fail without the
+//! models (the request, the model folder against the task, the audio inputs); a remote run checks
+//! the request and its audio here and leaves the models to the server. Then the output files are
+//! checked, one job runs with a progress display (Ctrl-C cancels it within a step, on the server
+//! too, and nothing is written), and each item is written with its recipe.
 
 use std::path::PathBuf;
 
 use backline_engine::audio::OutputFormat;
-use backline_engine::backend::{AudioInput, JobRequest, LocalBackend, LocalSettings};
+use backline_engine::backend::{ApiForm, AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, RemoteBackend, RemoteSettings};
 use backline_engine::checkpoint::BASE_FOLDER;
 use backline_engine::error::{AudioRole, JobError};
 use backline_engine::precision::Precision;
-use backline_engine::request::{GenerationRequest, RequestError};
+use backline_engine::request::{GenerationRequest, RequestError, Seed};
 use backline_engine::store::Residency;
+use backline_engine::task::ModelKind;
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
@@ -33,6 +35,8 @@ pub struct GenerateRun {
     pub stem: String,
     pub format: OutputFormat,
     pub overwrite: bool,
+    /// `--remote`: the server that generates instead of this machine.
+    pub remote: Option<RemoteSettings>,
 }
 
 pub fn run(args: GenerateArgs) -> Result<(), String> {
@@ -79,6 +83,12 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
         stem,
         format: format.output(),
         overwrite: args.overwrite,
+        remote: args.remote.map(|url| {
+            let mut settings = RemoteSettings::new(url);
+            settings.api_key = args.api_key;
+            settings.form = args.api_form.as_deref().and_then(ApiForm::parse);
+            settings
+        }),
     };
     for path in run_generate(run)? {
         println!("{}", path.display());
@@ -95,22 +105,6 @@ pub fn parse_precision(name: &str) -> Result<Precision, String> {
 
 /// Check, generate and write; returns the files written.
 pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
-    if !run.checkpoints.is_dir() {
-        return Err(format!(
-            "the checkpoints folder {} does not exist; pass --checkpoints DIR or set BACKLINE_CHECKPOINTS \
-             (`backline demo` writes a tiny synthetic set)",
-            run.checkpoints.display()
-        ));
-    }
-    // One job per process: each model is freed when its stage is over.
-    let settings = LocalSettings {
-        checkpoints: run.checkpoints,
-        device: run.device,
-        dtype: DType::F32,
-        precision: run.precision,
-        residency: Residency::PerStage,
-    };
-    let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let mut job = JobRequest::new(run.request);
     let bar_run = match run.bars {
         Some((bar_run, input)) => {
@@ -121,13 +115,42 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
         }
         None => None,
     };
-    let admitted = backend.admit(job).map_err(|e| describe(&e))?;
-    // The seeds are drawn by now, so the file names are known before any work.
-    let outputs = Outputs::plan(&run.out, &run.stem, &admitted.resolved.seeds, run.format, run.overwrite)?;
-    outputs.prepare()?;
-
-    interrupt::install();
-    let handle = backend.submit_admitted(admitted);
+    let (backend, handle, outputs): (Box<dyn Backend>, _, _) = match run.remote {
+        Some(settings) => {
+            let seeds = draw_seeds(&mut job).map_err(|e| describe(&e))?;
+            let outputs = Outputs::plan(&run.out, &run.stem, &seeds, run.format, run.overwrite)?;
+            outputs.prepare()?;
+            let backend = RemoteBackend::new(settings).map_err(|e| format!("cannot start the client thread: {e}"))?;
+            interrupt::install();
+            let handle = backend.submit(job);
+            (Box::new(backend), handle, outputs)
+        }
+        None => {
+            if !run.checkpoints.is_dir() {
+                return Err(format!(
+                    "the checkpoints folder {} does not exist; pass --checkpoints DIR or set BACKLINE_CHECKPOINTS \
+                     (`backline demo` writes a tiny synthetic set)",
+                    run.checkpoints.display()
+                ));
+            }
+            // One job per process: each model is freed when its stage is over.
+            let settings = LocalSettings {
+                checkpoints: run.checkpoints,
+                device: run.device,
+                dtype: DType::F32,
+                precision: run.precision,
+                residency: Residency::PerStage,
+            };
+            let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
+            let admitted = backend.admit(job).map_err(|e| describe(&e))?;
+            // The seeds are drawn by now, so the file names are known before any work.
+            let outputs = Outputs::plan(&run.out, &run.stem, &admitted.resolved.seeds, run.format, run.overwrite)?;
+            outputs.prepare()?;
+            interrupt::install();
+            let handle = backend.submit_admitted(admitted);
+            (Box::new(backend), handle, outputs)
+        }
+    };
     let generation = progress::follow(&handle).map_err(|e| match e {
         JobError::Cancelled => "cancelled (Ctrl-C); nothing was written".to_string(),
         e => describe(&e),
@@ -136,11 +159,28 @@ pub fn run_generate(run: GenerateRun) -> Result<Vec<PathBuf>, String> {
     eprintln!("generated {} item(s) of {:.1} s in {total:.1} s", generation.audio.len(), generation.recipe.duration_s);
     match &bar_run {
         Some(run) => {
-            let takes = shape_items(&backend, run, &generation)?;
+            let takes = shape_items(backend.as_ref(), run, &generation)?;
             outputs.write(&generation, Some((&takes, run)))
         }
         None => outputs.write(&generation, None),
     }
+}
+
+/// A remote job's seeds, drawn here (and written into its request) so the file names are known
+/// before the server starts, as a local run's are; the request is checked on the way (the
+/// backend reads the audio inputs before it sends anything).
+fn draw_seeds(job: &mut JobRequest) -> Result<Vec<u32>, JobError> {
+    let request = &mut job.request;
+    let kind = match &request.model {
+        Some(name) => ModelKind::from_folder_name(name),
+        None if ModelKind::Turbo.runs(request.task_type) => ModelKind::Turbo,
+        None => ModelKind::Base,
+    };
+    let seeds = request.resolve(kind).map_err(JobError::Request)?.seeds;
+    request.seed = Some(Seed::PerItem(seeds.iter().map(|&s| s as i64).collect()));
+    request.use_random_seed = Some(false);
+    request.batch_size = Some(seeds.len() as u32);
+    Ok(seeds)
 }
 
 /// A job error as one line, with the flag to change where there is one.
