@@ -13,6 +13,7 @@ use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_engine::checkpoint::{BASE_FOLDER, TURBO_FOLDER};
 use backline_engine::pipeline::recipe::{hex, samples_sha256, Recipe};
 use backline_engine::request::Seed;
+use backline_engine::task::TaskType;
 
 /// A fresh folder under the system temp dir, unique per test and per run.
 fn scratch(name: &str) -> PathBuf {
@@ -512,5 +513,39 @@ fn whole_generations_equal_upstreams_generate_music() {
         }
     }
     assert!(misses.is_empty(), "{misses:#?}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The hosted endpoints' windows as flags: `--extend-after-duration` out-paints a 12 s source to
+/// 16 s, `--start-time 4 --start-time-relative-to end` repaints its last 4 s, `--tags` is the
+/// caption; mixing the two kinds, or a window without a source, is refused naming the flags.
+#[test]
+fn hosted_window_flags_repaint_and_outpaint_the_source() {
+    let dir = scratch("hosted");
+    let checkpoints = tiny_set(&dir);
+    let source = dir.join("verse.wav");
+    tone(&source, 12.0, 0.5);
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--checkpoints", s(&checkpoints), "--src-audio", s(&source), "--tags", "brighter"];
+        args.extend_from_slice(&["--inference-steps", "2", "--batch-size", "1", "--seed", "1", "--format", "wav", "--name", name]);
+        args.extend_from_slice(extra);
+        backline(&dir, &args)
+    };
+    let out = run("outpaint", &["--extend-after-duration", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audio = read_audio(&dir.join("outpaint-1.wav")).unwrap();
+    assert!((audio.duration_s() - 16.0).abs() < 0.01, "{} s", audio.duration_s());
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join("outpaint-1.json")).unwrap()).unwrap();
+    assert_eq!((recipe.request.task_type, recipe.request.caption.as_str()), (TaskType::Repaint, "brighter"));
+    assert_eq!((recipe.request.repainting_start, recipe.request.repainting_end), (0.0, Some(16.0)));
+
+    let out = run("inpaint", &["--start-time", "4", "--start-time-relative-to", "end"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join("inpaint-1.json")).unwrap()).unwrap();
+    assert_eq!((recipe.request.repainting_start, recipe.request.repainting_end), (8.0, Some(12.0)));
+
+    assert_fails_with(&run("mixed", &["--start-time", "1", "--extend-after-duration", "2"]), &["--extend-after-duration", "--start-time"]);
+    let no_source = backline(&dir, &["generate", "--checkpoints", s(&checkpoints), "--caption", "x", "--extend-after-duration", "2"]);
+    assert_fails_with(&no_source, &["--src-audio"]);
     fs::remove_dir_all(&dir).unwrap();
 }

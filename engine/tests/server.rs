@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backline_engine::audio::{decode_bytes, write_audio, AudioBuffer, OutputFormat};
@@ -15,6 +16,7 @@ use backline_engine::backend::{ApiForm, AudioInput, Backend, JobRequest, LocalBa
 use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_engine::precision::Precision;
 use backline_engine::request::GenerationRequest;
+use backline_engine::server::{self, ServerConfig};
 use backline_engine::task::TaskType;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -584,4 +586,207 @@ fn generate_with_remote_writes_what_a_local_run_writes() {
             assert_eq!(recipe["request"]["seed"], json!([seed]), "{form}: {recipe}");
         }
     }
+}
+
+/// The hosted endpoints' shapes over multipart: `tags` as the caption and an out-paint that
+/// extends a 12 s upload by 4 s before and 6 s after (22 s back); an in-paint window counted
+/// back from the source's end (the source's length back). `/v1/init` switches the model that
+/// requests without one run on; the LM's routes and switches are refused with the reason; a
+/// random sample comes in upstream's shape.
+#[test]
+fn hosted_shapes_and_the_model_routes() {
+    let server = Server::start("hosted", &[]);
+    let submit = |fields: &[(&str, &str)]| {
+        let (content_type, body) = multipart(fields, &[("src_audio", "verse.wav", &wav_bytes(12.0))]);
+        let (status, queued) = send(server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body));
+        assert_eq!(status, 200, "{queued}");
+        let (item, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);
+        assert_eq!(item["status"], 1, "{item}");
+        let audio = decode_bytes(&server.get(result[0]["file"].as_str().unwrap()).send().unwrap().bytes().unwrap(), Some("wav")).unwrap();
+        (result[0].clone(), audio.duration_s())
+    };
+    let common = [("audio_format", "wav"), ("batch_size", "1"), ("number_of_steps", "2")];
+    let (item, seconds) = submit(&[&common[..], &[("tags", "brighter outro"), ("extend_before_duration", "4"), ("extend_after_duration", "6")]].concat());
+    assert!((seconds - 22.0).abs() < 0.05, "out-painted to {seconds} s");
+    let request = &item["recipe"]["request"];
+    assert_eq!((request["caption"].as_str(), request["task_type"].as_str()), (Some("brighter outro"), Some("repaint")));
+    assert_eq!((request["repainting_start"].as_f64(), request["repainting_end"].as_f64()), (Some(-4.0), Some(18.0)));
+    let (item, seconds) = submit(&[&common[..], &[("tags", "new ending"), ("start_time", "5"), ("start_time_relative_to", "end")]].concat());
+    assert!((seconds - 12.0).abs() < 0.05, "in-painted to {seconds} s");
+    assert_eq!(item["recipe"]["request"]["repainting_start"].as_f64(), Some(7.0));
+    let (content_type, body) = multipart(&[("tags", "x"), ("start_time", "1"), ("extend_after_duration", "3")], &[("src_audio", "a.wav", &wav_bytes(12.0))]);
+    let (status, refused) = send(server.client.post(format!("{}/release_task", server.url)).header(CONTENT_TYPE, content_type).body(body));
+    assert_eq!(status, 400);
+    assert!(refused["detail"].as_str().unwrap().contains("cannot be mixed"), "{refused}");
+
+    // /v1/init: a model that is not here, slot 2 and the LM are refused; a real one becomes the
+    // default that requests without `model` run on.
+    let (_, inventory) = send(server.get("/v1/model_inventory"));
+    let other = inventory["data"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .find(|n| n != "acestep-v15-turbo")
+        .expect("the tiny set has a second DiT");
+    for (body, needle) in [
+        (json!({"model": "acestep-v15-nothing"}), "acestep-v15-nothing"),
+        (json!({"model": other, "slot": 2}), "slot"),
+        (json!({"init_llm": true}), "5 Hz LM"),
+    ] {
+        let (status, refused) = send(server.post_json("/v1/init", body));
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused["detail"].as_str().unwrap().contains(needle), "{needle}: {refused}");
+    }
+    let (status, init) = send(server.post_json("/v1/init", json!({"model": other})));
+    assert_eq!(status, 200, "{init}");
+    assert_eq!(init["data"]["loaded_model"].as_str(), Some(other.as_str()), "{init}");
+    let (_, queued) = send(server.post_json("/release_task", json!({"prompt": "on the chosen model", "audio_duration": 10, "batch_size": 1, "inference_steps": 2, "audio_format": "wav"})));
+    let (_, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);
+    assert_eq!(result[0]["dit_model"].as_str(), Some(other.as_str()), "{:?}", result[0]);
+
+    let (status, refused) = send(server.post_json("/format_input", json!({"prompt": "pop rock", "lyrics": "la"})));
+    assert_eq!(status, 400);
+    assert!(refused["detail"].as_str().unwrap().contains("5 Hz LM"), "{refused}");
+    for (kind, lyrics_may_be_empty) in [("simple_mode", true), ("custom_mode", false)] {
+        let (status, sample) = send(server.post_json("/create_random_sample", json!({"sample_type": kind})));
+        assert_eq!(status, 200, "{sample}");
+        let data = &sample["data"];
+        assert!(!data["caption"].as_str().unwrap().is_empty() && data["bpm"].as_u64().is_some() && data["duration"].as_u64().is_some(), "{data}");
+        if !lyrics_may_be_empty && !data["instrumental"].as_bool().unwrap() {
+            assert!(!data["lyrics"].as_str().unwrap().is_empty(), "{data}");
+        }
+        if lyrics_may_be_empty {
+            assert_eq!(data["lyrics"], "", "simple mode gives a description only: {data}");
+        }
+    }
+    let (status, _) = send(server.post_json("/create_random_sample", json!({"sample_type": "odd"})));
+    assert_eq!(status, 400);
+}
+
+/// A bounded load: 8 clients send 200 submissions in all, in the three forms' JSON, as fast as
+/// they can, to a server that queues at most 4; meanwhile a ninth client asks `/health` over and
+/// over. Every submission is accepted or refused with 429, every accepted job ends (done or
+/// failed with a reason; none is lost or left running), and `/health` answers throughout.
+#[test]
+fn a_burst_of_two_hundred_requests_is_accepted_or_refused_and_every_job_ends() {
+    let server = Server::start("load", &["--max-queue", "4"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (accepted, health_answers) = std::thread::scope(|scope| {
+        let health = scope.spawn(|| {
+            let mut answers = 0;
+            while !stop.load(Ordering::Acquire) {
+                let (status, body) = send(server.get("/health"));
+                assert_eq!((status, body["data"]["status"].as_str()), (200, Some("ok")), "{body}");
+                answers += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        });
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                let server = &server;
+                scope.spawn(move || {
+                    let mut accepted = Vec::new();
+                    for i in 0..25 {
+                        let job = json!({"prompt": format!("load {client}-{i}"), "audio_duration": 10, "batch_size": 1,
+                            "inference_steps": 1, "audio_format": "wav"});
+                        let (path, id_at): (&str, fn(&Value) -> Option<String>) = match i % 2 {
+                            0 => ("/release_task", |v: &Value| v["data"]["task_id"].as_str().map(str::to_owned)),
+                            _ => ("/v1/music/generate", |v: &Value| v["job_id"].as_str().map(str::to_owned)),
+                        };
+                        let (status, body) = send(server.post_json(path, job));
+                        match status {
+                            200 => accepted.push(id_at(&body).unwrap_or_else(|| panic!("no id in {body}"))),
+                            429 => {}
+                            other => panic!("{path}: {other} {body}"),
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let accepted: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        for id in &accepted {
+            let (item, result) = wait_for(&server, id, None);
+            assert!(item["status"] == 1 || result[0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{item}");
+        }
+        stop.store(true, Ordering::Release);
+        (accepted, health.join().unwrap())
+    });
+    assert!(!accepted.is_empty() && accepted.len() < 200, "{} of 200 accepted with a queue of 4", accepted.len());
+    assert!(health_answers > 10, "/health answered only {health_answers} times");
+    let (_, stats) = send(server.get("/v1/stats"));
+    let jobs = &stats["data"]["jobs"];
+    assert_eq!(jobs["succeeded"].as_u64().unwrap() + jobs["failed"].as_u64().unwrap(), accepted.len() as u64, "{stats}");
+    assert_eq!((jobs["queued"].as_u64(), jobs["running"].as_u64()), (Some(0), Some(0)), "{stats}");
+}
+
+/// The figures in docs/benchmarks.md (run by hand: `cargo test --release --features server -p
+/// backline-engine --test server measure_ -- --ignored --nocapture`): requests per second that
+/// `/health` and `/query_result` answer from 4 clients while a job runs, and the time a remote
+/// job adds over the same job in process. For the second, one engine serves both: the server runs
+/// in this process on the very backend the in-process runs use, so the difference is HTTP,
+/// polling and the WAV transport, not a second copy of the model.
+#[test]
+#[ignore]
+fn measure_request_rates_and_remote_latency() {
+    let server = Server::start("measure", &[]);
+    let (_, queued) = send(server.post_json("/release_task", json!({"prompt": "busy", "audio_duration": 600, "batch_size": 8, "inference_steps": 20})));
+    let busy = queued["data"]["task_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(2));
+    let rate = |name: &str, request: &(dyn Fn() -> RequestBuilder + Sync)| {
+        let window = Duration::from_secs(5);
+        let count = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let start = Instant::now();
+                    while start.elapsed() < window {
+                        assert_eq!(request().send().unwrap().status().as_u16(), 200);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let rate = count.load(Ordering::Relaxed) as f64 / window.as_secs_f64();
+        println!("{name}: {rate:.0} requests/s from 4 clients while a job runs");
+    };
+    rate("/health", &|| server.get("/health"));
+    rate("/query_result", &|| server.post_json("/query_result", json!({ "task_id_list": [busy] })));
+    let (_, status) = send(server.post_json("/query_result", json!({ "task_id_list": [busy] })));
+    assert_eq!(status["data"][0]["status"], 0, "the job ended before the rates were measured: {status}");
+    send(server.post_json("/cancel_task", json!({ "task_id": busy })));
+
+    let local: Arc<dyn Backend> =
+        Arc::new(LocalBackend::new(LocalSettings { precision: Precision::F32, ..LocalSettings::cpu(&server.checkpoints) }).unwrap());
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: None,
+        max_queue: server::DEFAULT_MAX_QUEUE,
+        max_upload_bytes: 64 << 20,
+        out_dir: scratch("measure-in-process"),
+        retention: server::DEFAULT_RETENTION,
+    };
+    let in_process = server::start(config, Arc::clone(&local), "cpu".into()).unwrap();
+    let time = |backend: &dyn Backend| {
+        let runs = 5;
+        let start = Instant::now();
+        for _ in 0..runs {
+            follow(&backend.submit(text_job(10.0, 8))).1.unwrap();
+        }
+        start.elapsed().as_secs_f64() / runs as f64
+    };
+    time(&*local);
+    for form in [ApiForm::Native, ApiForm::Jobs, ApiForm::Chat] {
+        for poll_ms in [50, 500] {
+            let mut settings = RemoteSettings::new(format!("http://{}", in_process.addr));
+            settings.form = Some(form);
+            settings.poll_every = Duration::from_millis(poll_ms);
+            let there = time(&RemoteBackend::new(settings).unwrap());
+            let here = time(&*local);
+            println!("{form:?}, polled every {poll_ms} ms: {there:.3} s a job against {here:.3} s in process: {:+.0} ms", (there - here) * 1000.0);
+        }
+    }
+    in_process.stop();
 }

@@ -31,6 +31,7 @@ pub mod playback;
 pub mod presets;
 pub mod processor;
 pub mod session;
+pub mod server_models;
 pub mod settings;
 pub mod state;
 pub mod takes;

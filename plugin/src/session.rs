@@ -3,11 +3,17 @@
 //! the editor shares it. Jobs belong to it, not to the editor: closing the editor neither stops
 //! nor repeats a job, and a finished job becomes a take with the editor closed.
 //!
+//! The backend is this process's engine ([`LocalBackend`]) or an ACE-Step server
+//! ([`RemoteBackend`]), as the machine settings say; jobs, takes and the editor are the same for
+//! both.
+//!
 //! Threads:
 //! - the service thread (started in `initialize`) drains capture blocks into the store, frees
 //!   takes the audio thread retired, submits when the Generate parameter turns on, and reloads
 //!   take audio after the host loads a project or re-activates at a new rate;
-//! - the engine worker runs each job's callback: progress into [`JobView`]s, results into takes;
+//! - the engine worker (the local engine's, or the remote backend's client thread) runs each
+//!   job's callback: progress into [`JobView`]s, results into takes;
+//! - a helper thread asks a server for its models ([`ServerModels`]);
 //! - a download thread, while the model panel downloads weights ([`ModelDownload`]);
 //! - the GUI thread calls the rest.
 //!
@@ -26,7 +32,7 @@ use backline_engine::audio::grid::Grid;
 use backline_engine::audio::seam::{seam_report, SeamFix, SeamRepaint};
 use backline_engine::audio::take_shape::GridReport;
 use backline_engine::audio::AudioBuffer;
-use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, ModelsInfo};
+use backline_engine::backend::{AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, ModelsInfo, RemoteBackend, RemoteSettings};
 use backline_engine::precision::Precision;
 use backline_engine::job::{JobControl, JobEvent};
 use backline_engine::pipeline::recipe::Recipe;
@@ -39,6 +45,7 @@ use crate::draft::{job_request, task_title, TakePlan};
 use crate::model_download::{DownloadState, ModelDownload};
 use crate::params::BacklineParams;
 use crate::playback::TakeAudio;
+use crate::server_models::ServerModels;
 use crate::settings::MachineSettings;
 use crate::state::{SessionState, TakeRecord};
 use crate::takes::{self, cut_to_plan, file_name, load_take, repainted_loop, saved_placement, write_take};
@@ -85,7 +92,10 @@ pub struct Session {
     capture: Mutex<CaptureStore>,
     /// Loaded take audio at the current host rate, by take id.
     take_audio: Mutex<HashMap<u64, Arc<TakeAudio>>>,
-    backend: Mutex<Option<Arc<LocalBackend>>>,
+    /// The engine jobs go to, made on first use; replaced when the machine settings change.
+    backend: Mutex<Option<Arc<dyn Backend>>>,
+    /// What the server says it has, when jobs go to one. Asked for on its own thread.
+    server_models: Arc<ServerModels>,
     machine: Mutex<MachineSettings>,
     jobs: Mutex<Vec<Arc<JobView>>>,
     /// Messages for the editor, newest last: failed jobs, missing take files, rate changes.
@@ -113,6 +123,7 @@ impl Session {
             capture: Mutex::new(CaptureStore::new(machine.capture_limit_s)),
             take_audio: Mutex::new(HashMap::new()),
             backend: Mutex::new(None),
+            server_models: Arc::default(),
             machine: Mutex::new(machine),
             jobs: Mutex::new(Vec::new()),
             notices: Mutex::new(Vec::new()),
@@ -154,6 +165,7 @@ impl Session {
         }
         let backend = lock(&self.backend).take();
         drop(backend);
+        self.server_models.finish();
     }
 
     /// Main thread (`activate`): fresh queues for a new processor, with the slots' takes loaded
@@ -210,6 +222,24 @@ impl Session {
         }
     }
 
+    /// Where jobs run: on the ACE-Step server at `url` (with its API key) when `use_server`, else
+    /// in this process; remembered for this machine. An address without a scheme gets `http://`.
+    /// Jobs of the engine left are cancelled.
+    pub fn set_server(&self, use_server: bool, url: &str, api_key: &str) {
+        let url = server_address(url);
+        let api_key = api_key.trim().to_owned();
+        let changed = self.remember("The engine choice", |m| {
+            let before = (m.use_server, std::mem::take(&mut m.server_url), std::mem::take(&mut m.server_api_key));
+            (m.use_server, m.server_url, m.server_api_key) = (use_server, url.clone(), api_key.clone());
+            before != (use_server, url, api_key)
+        });
+        if changed {
+            let old = lock(&self.backend).take();
+            drop(old);
+            self.server_models.reset();
+        }
+    }
+
     pub fn download(&self) -> &ModelDownload {
         &self.download
     }
@@ -263,32 +293,47 @@ impl Session {
         true
     }
 
-    /// The backend for the configured folder, made on first use.
-    fn backend(&self) -> Result<Arc<LocalBackend>, String> {
+    /// The backend the machine settings name (the checkpoints folder here, or a server), made
+    /// on first use.
+    fn backend(&self) -> Result<Arc<dyn Backend>, String> {
         if self.stop.load(Ordering::Acquire) {
             return Err("Backline is closing.".into());
         }
-        let (folder, precision) = {
-            let machine = lock(&self.machine);
-            (machine.checkpoints.clone(), machine.precision)
-        };
-        if folder.is_empty() {
+        let machine = self.machine();
+        if machine.use_server && machine.server_url.is_empty() {
+            return Err(format!("Enter the address of the ACE-Step server ({SERVER_EXAMPLE}), or choose This computer."));
+        }
+        if !machine.use_server && machine.checkpoints.is_empty() {
             return Err(format!("Choose the folder that holds the ACE-Step 1.5 checkpoints first. {HOW_TO_GET_WEIGHTS}"));
         }
         let mut backend = lock(&self.backend);
         if let Some(b) = backend.as_ref() {
             return Ok(Arc::clone(b));
         }
-        let made = LocalBackend::new(LocalSettings { precision, ..LocalSettings::cpu(PathBuf::from(&folder)) })
-            .map_err(|e| format!("The engine could not start: {e}"))?;
-        let made = Arc::new(made);
+        let made: Arc<dyn Backend> = if machine.use_server {
+            let mut settings = RemoteSettings::new(machine.server_url.clone());
+            settings.api_key = Some(machine.server_api_key.clone()).filter(|k| !k.is_empty());
+            Arc::new(RemoteBackend::new(settings).map_err(|e| format!("The server's client could not start: {e}"))?)
+        } else {
+            let settings = LocalSettings { precision: machine.precision, ..LocalSettings::cpu(PathBuf::from(&machine.checkpoints)) };
+            Arc::new(LocalBackend::new(settings).map_err(|e| format!("The engine could not start: {e}"))?)
+        };
         *backend = Some(Arc::clone(&made));
         Ok(made)
     }
 
     /// What the checkpoints folder holds, or why it cannot be read (with how to get weights).
+    /// With a server: its last answer, asked for off this thread (the first call answers that
+    /// it is asking).
     pub fn models(&self) -> Result<ModelsInfo, String> {
         let backend = self.backend()?;
+        let machine = self.machine();
+        if machine.use_server {
+            return match self.server_models.read(&backend) {
+                Some(answer) => answer,
+                None => Err(format!("Asking {} for its models…", machine.server_url)),
+            };
+        }
         backend.models().map_err(|e| format!("{e}. {HOW_TO_GET_WEIGHTS}"))
     }
 
@@ -699,6 +744,19 @@ fn service_loop(session: Weak<Session>, mut seen_generate: u64) {
 }
 
 /// Said wherever a folder holds no usable weights.
+/// What a server's address looks like, for messages and the editor's hint.
+pub const SERVER_EXAMPLE: &str = "such as http://192.168.1.20:8001";
+
+/// `host:port` as `http://host:port`; no trailing `/`.
+fn server_address(typed: &str) -> String {
+    let typed = typed.trim().trim_end_matches('/');
+    if typed.is_empty() || typed.contains("://") {
+        typed.to_owned()
+    } else {
+        format!("http://{typed}")
+    }
+}
+
 pub const HOW_TO_GET_WEIGHTS: &str = "Choose a folder and press Download below (or run `backline models download \
 --checkpoints DIR`): it fetches acestep-v15-turbo, vae and Qwen3-Embedding-0.6B from the model hub; \
 acestep-v15-base adds lego, extract and complete.";

@@ -1,6 +1,7 @@
 //! Settings that belong to the machine, not the project: where the ACE-Step checkpoints are,
-//! where takes go by default, how much input the capture keeps, and the weights' precision. Saved as JSON in the user's config folder, so every project and
-//! every instance finds the weights without asking again.
+//! where takes go by default, how much input the capture keeps, the weights' precision, and
+//! whether jobs run here or on an ACE-Step server. Saved as JSON in the user's config folder, so
+//! every project and every instance finds the weights (or the server) without asking again.
 //!
 //! `BACKLINE_CHECKPOINTS` and `BACKLINE_TAKES`, when set, win over the file (a studio that keeps
 //! the weights on a shared drive, and the tests).
@@ -23,6 +24,12 @@ pub struct MachineSettings {
     pub capture_limit_s: f64,
     /// How the engine holds the model weights (memory against fidelity; this machine's memory).
     pub precision: Precision,
+    /// Jobs run on the ACE-Step server at `server_url` instead of this machine's engine.
+    pub use_server: bool,
+    /// The server's address (`http://host:port`); kept while the switch is off.
+    pub server_url: String,
+    /// The server's API key; empty = none.
+    pub server_api_key: String,
 }
 
 impl Default for MachineSettings {
@@ -32,6 +39,9 @@ impl Default for MachineSettings {
             take_folder: String::new(),
             capture_limit_s: DEFAULT_CAPTURE_LIMIT_S,
             precision: Precision::default(),
+            use_server: false,
+            server_url: String::new(),
+            server_api_key: String::new(),
         }
     }
 }
@@ -102,7 +112,14 @@ mod tests {
     fn round_trips_and_an_unreadable_file_reads_as_unset() {
         let dir = std::env::temp_dir().join(format!("backline-settings-{}", std::process::id()));
         let file = dir.join("settings.json");
-        let s = MachineSettings { checkpoints: "/models/ace".into(), take_folder: String::new(), capture_limit_s: 90.0, precision: Precision::Q8 };
+        let s = MachineSettings {
+            checkpoints: "/models/ace".into(),
+            capture_limit_s: 90.0,
+            precision: Precision::Q8,
+            use_server: true,
+            server_url: "http://studio:8001".into(),
+            ..MachineSettings::default()
+        };
         save_to(&file, &s).unwrap();
         let back: MachineSettings = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert_eq!(back, s);

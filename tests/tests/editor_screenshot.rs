@@ -162,17 +162,17 @@ fn the_editor_opens_under_xvfb_and_draws_itself() {
 /// Where the widgets are in the default window (logical pixels at scale 1): the checkpoints
 /// folder's Browse button, the task picker's box, its "Generate (text to music)" entry once open,
 /// and the Generate button (with a checkpoints folder that holds the models).
-const BROWSE_CHECKPOINTS: (u32, u32) = (633, 143);
+const BROWSE_CHECKPOINTS: (u32, u32) = (633, 148);
 /// The Models panel's Download button while the folder is empty (its two warnings above it).
-const DOWNLOAD_BUTTON: (u32, u32) = (521, 298);
+const DOWNLOAD_BUTTON: (u32, u32) = (521, 303);
 /// The Models panel's Weights box, and its third entry (8-bit) once open.
-const WEIGHTS_BOX: (u32, u32) = (92, 213);
-const WEIGHTS_Q8: (u32, u32) = (120, 286);
-const TASK_BOX: (u32, u32) = (183, 428);
-const TASK_ITEM: (u32, u32) = (148, 455);
+const WEIGHTS_BOX: (u32, u32) = (92, 218);
+const WEIGHTS_Q8: (u32, u32) = (120, 291);
+const TASK_BOX: (u32, u32) = (183, 433);
+const TASK_ITEM: (u32, u32) = (148, 460);
 /// The Take row's Loop checkbox (the loop's wrap choice appears beside it once on).
-const LOOP_CHECKBOX: (u32, u32) = (71, 623);
-const GENERATE_BUTTON: (u32, u32) = (61, 719);
+const LOOP_CHECKBOX: (u32, u32) = (71, 628);
+const GENERATE_BUTTON: (u32, u32) = (61, 724);
 
 /// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
 /// answers `folder` as the real one does when the user picks it, and refuses unless it was asked
@@ -284,5 +284,103 @@ fn generate_from_the_editor_under_xvfb() {
             before[row.clone()] != after[row]
         })
         .count();
-    assert!(changed_rows > 20, "the take list did not appear ({changed_rows} rows changed)");
+    assert!(changed_rows > 12, "the take list did not appear ({changed_rows} rows changed)");
+}
+
+/// The Models section's Engine choice (on its title row), and in server mode the address field.
+const SERVER_RADIO: (u32, u32) = (240, 125);
+const SERVER_ADDRESS: (u32, u32) = (440, 125);
+const SERVER_KEY: (u32, u32) = (630, 125);
+/// The Models section's rows below its title, where a message or the server's models appear.
+const MODELS_BODY_ROWS: std::ops::Range<u32> = 132..230;
+/// The Generate button with a server's two models listed.
+const GENERATE_BUTTON_SERVER: (u32, u32) = (61, 673);
+
+/// Pixels in egui's warning colour (orange text) in `rows`.
+fn warning_pixels(rgb: &[[u8; 3]], width: u32, rows: std::ops::Range<u32>) -> usize {
+    rgb[(rows.start * width) as usize..(rows.end * width) as usize]
+        .iter()
+        .filter(|p| p[0] > 180 && (90..170).contains(&p[1]) && p[2] < 60)
+        .count()
+}
+
+/// Replaces the text of the field at (x, y) with `text`, as a user does: click, select all, type.
+fn type_into(display: &str, id: &str, (x, y): (u32, u32), text: &str) {
+    click(display, id, x, y);
+    xdotool(display, &["key", "ctrl+a"]);
+    xdotool(display, &["type", "--delay", "20", text]);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// The producer's other engine: an ACE-Step server, chosen in the Models section. The app starts
+/// on a machine with no models at all; the user picks "ACE-Step server", types an address where
+/// nothing answers (the section says so, in the warning colour), then the real server's address
+/// and its key: the server's models are listed, the choice is remembered for the machine, and
+/// Generate writes a take that only the server can have made.
+#[test]
+fn generate_through_a_server_chosen_in_the_editor() {
+    use backline_engine::backend::{LocalBackend, LocalSettings};
+    use backline_engine::server::{self, ServerConfig};
+    let _one = DISPLAY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let checkpoints = use_tiny_checkpoints("editor");
+    let root = scratch("editor-server");
+    let backend = LocalBackend::new(LocalSettings::cpu(checkpoints)).unwrap();
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some("studio-key".into()),
+        max_queue: server::DEFAULT_MAX_QUEUE,
+        max_upload_bytes: 64 << 20,
+        out_dir: root.join("served"),
+        retention: server::DEFAULT_RETENTION,
+    };
+    let running = server::start(config, std::sync::Arc::new(backend), "cpu".into()).unwrap();
+    let takes = root.join("takes");
+    let config_home = root.join("config");
+    let no_models = root.join("no-models");
+    std::fs::create_dir_all(&no_models).unwrap();
+
+    let (_xvfb, display) = start_xvfb();
+    let (_app, id, _, _) = start_app(
+        &display,
+        "120",
+        &[
+            ("BACKLINE_CHECKPOINTS", no_models.into_os_string()),
+            ("BACKLINE_TAKES", takes.clone().into_os_string()),
+            ("XDG_CONFIG_HOME", config_home.clone().into_os_string()),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (local, w, _) = screenshot(&display, &id, "editor-server-local.png");
+    click(&display, &id, SERVER_RADIO.0, SERVER_RADIO.1);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    type_into(&display, &id, SERVER_ADDRESS, &closed.to_string());
+    xdotool(&display, &["key", "Return"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (down, _, _) = screenshot(&display, &id, "editor-server-down.png");
+    let body = |rgb: &[[u8; 3]]| rgb[(MODELS_BODY_ROWS.start * w) as usize..(MODELS_BODY_ROWS.end * w) as usize].to_vec();
+    assert_ne!(body(&local), body(&down), "the Models section did not change to the server's");
+    assert!(warning_pixels(&down, w, MODELS_BODY_ROWS) > 50, "no message for a server that is not answering");
+
+    type_into(&display, &id, SERVER_ADDRESS, &running.addr.to_string());
+    type_into(&display, &id, SERVER_KEY, "studio-key");
+    xdotool(&display, &["key", "Return"]);
+    let settings = config_home.join("backline/settings.json");
+    let wanted = format!("http://{}", running.addr);
+    wait_for("the server to be remembered for this machine", Duration::from_secs(20), || {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings).ok()?).ok()?;
+        (saved["use_server"] == true && saved["server_url"] == wanted.as_str() && saved["server_api_key"] == "studio-key")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (up, _, _) = screenshot(&display, &id, "editor-server.png");
+    assert_eq!(warning_pixels(&up, w, MODELS_BODY_ROWS), 0, "a warning while the server answers");
+
+    click(&display, &id, GENERATE_BUTTON_SERVER.0, GENERATE_BUTTON_SERVER.1);
+    let wav = wait_for("a take made through the server", Duration::from_secs(300), || {
+        std::fs::read_dir(&takes).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wav"))
+    });
+    assert!(std::fs::metadata(&wav).unwrap().len() > 44, "{} is empty", wav.display());
+    std::thread::sleep(Duration::from_secs(1));
+    screenshot(&display, &id, "editor-server-take.png");
+    running.stop();
 }

@@ -282,7 +282,13 @@ impl Backline {
                 maxSamplesPerBlock: max_block as i32,
                 sampleRate: sample_rate,
             };
-            assert_eq!(self.processor.setupProcessing(&mut setup), kResultOk, "setupProcessing");
+            // Twice, as hosts do when they set up again before each activation: nice-plug
+            // 0.4.2's VST3 wrapper gives `activate` the process mode of the previous
+            // `setupProcessing` call (it stores the buffer config before the new mode), so a
+            // single call would activate an offline render as real-time.
+            for _ in 0..2 {
+                assert_eq!(self.processor.setupProcessing(&mut setup), kResultOk, "setupProcessing");
+            }
             assert_eq!(self.component.setActive(1), kResultOk, "setActive(true)");
             assert_eq!(self.processor.setProcessing(1), kResultOk, "setProcessing(true)");
         }

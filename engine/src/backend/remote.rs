@@ -222,8 +222,8 @@ impl Http {
                     return Err(self.error(Some(status), detail));
                 }
                 Err(e) if !last && (e.is_connect() || (idempotent && e.is_timeout())) => {}
-                Err(e) if e.is_connect() => return Err(self.error(None, format!("not answering ({e})"))),
-                Err(e) => return Err(self.error(None, e.to_string())),
+                Err(e) if e.is_connect() => return Err(self.error(None, format!("not answering ({})", root_cause(&e)))),
+                Err(e) => return Err(self.error(None, root_cause(&e))),
             }
             std::thread::sleep(wait);
             wait *= 2;
@@ -646,4 +646,14 @@ impl NativePoll {
             error: job["error"].as_str().unwrap_or("the job failed on the server").to_owned(),
         }
     }
+}
+
+/// The innermost reason of a transport error ("Connection refused (os error 111)"), which says
+/// more to a user than reqwest's "error sending request for url (...)"; the URL is said already.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }

@@ -25,6 +25,7 @@ use crate::sampling::RepaintMode;
 use crate::task::{ChunkMaskMode, TaskType};
 pub use crate::task::ModelKind;
 
+pub mod hosted;
 mod limits;
 mod parse;
 mod resolve;

@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod chat;
+pub mod init;
 pub mod job_form;
 pub mod native;
 pub mod output;
@@ -65,6 +66,9 @@ pub struct ServerConfig {
     pub retention: Duration,
 }
 
+/// How old `/health`'s loaded model may be.
+pub const HEALTH_FRESH_FOR: Duration = Duration::from_secs(1);
+
 /// What every handler shares.
 pub struct ServerState {
     pub backend: Arc<dyn Backend>,
@@ -74,6 +78,12 @@ pub struct ServerState {
     pub upload_dir: PathBuf,
     /// What runs the models, for `/health` ("cpu", "cuda:0").
     pub device: String,
+    /// The model `/v1/init` chose and the tasks it runs: requests without a `model` run on it
+    /// where it runs their task.
+    chosen: std::sync::Mutex<Option<(String, Vec<crate::task::TaskType>)>>,
+    /// `/health`'s loaded model and when it was read: monitors poll it often, and reading the
+    /// model folders each time would put the disk in every answer.
+    health_loaded: std::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
 }
 
 impl ServerState {
@@ -109,7 +119,11 @@ impl ServerState {
     pub async fn submit(self: &Arc<Self>, body: Body) -> Result<(String, usize), ApiError> {
         let state = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let submission = submit::submission(body)?;
+            let mut submission = submit::submission(body)?;
+            let request = &mut submission.job.request;
+            if request.model.is_none() {
+                request.model = state.chosen_for(request.task_type);
+            }
             let (id, position) =
                 state.tasks.open(submission.asked, state.config.max_queue).ok_or(ApiError::queue_full(state.config.max_queue))?;
             let tasks = Arc::clone(&state.tasks);
@@ -131,9 +145,37 @@ impl ServerState {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// The model a text2music request without `model` runs on, as the engine chooses it: turbo
-    /// (the task's usual model) when it is there, else any usable DiT that runs the task.
+    /// The loaded model for `/health`, at most [`HEALTH_FRESH_FOR`] old.
+    pub async fn loaded_model(&self) -> Option<String> {
+        let cached = self.health_loaded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((_, loaded)) = cached.filter(|(at, _)| at.elapsed() < HEALTH_FRESH_FOR) {
+            return loaded;
+        }
+        let models = self.models().await.ok();
+        let loaded = models.and_then(|m| m.dits.into_iter().find(|d| d.loaded).map(|d| d.name));
+        *self.health_loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), loaded.clone()));
+        loaded
+    }
+
+    /// `/v1/init`'s choice: requests without a `model` run on `name` where it runs their task.
+    pub fn choose_model(&self, name: String, tasks: Vec<crate::task::TaskType>) {
+        *self.chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some((name, tasks));
+    }
+
+    fn chosen_for(&self, task: crate::task::TaskType) -> Option<String> {
+        let chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        chosen.as_ref().filter(|(_, tasks)| tasks.contains(&task)).map(|(name, _)| name.clone())
+    }
+
+    /// The model a text2music request without `model` runs on: `/v1/init`'s choice, else as the
+    /// engine chooses it: turbo (the task's usual model) when it is there, else any usable DiT
+    /// that runs the task.
     pub fn default_model(&self, info: &ModelsInfo) -> Option<String> {
+        if let Some(chosen) = self.chosen_for(crate::task::TaskType::Text2Music) {
+            if info.dits.iter().any(|d| d.name == chosen && d.problem.is_none()) {
+                return Some(chosen);
+            }
+        }
         let usable = |d: &&crate::backend::DitInfo| d.problem.is_none() && d.tasks.contains(&crate::task::TaskType::Text2Music);
         let usual = crate::task::ModelKind::Turbo.folder();
         info.dits
@@ -155,6 +197,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/health", get(native::health))
         .route("/v1/model_inventory", get(native::model_inventory))
         .route("/v1/stats", get(native::stats))
+        .route("/v1/init", post(init::init))
+        .route("/format_input", post(init::format_input))
+        .route("/create_random_sample", post(init::create_random_sample))
         .route("/v1/music/generate", post(job_form::generate))
         .route("/v1/jobs/{job_id}", get(job_form::job))
         .route("/v1/jobs/{job_id}/cancel", post(job_form::cancel))
@@ -212,7 +257,15 @@ pub fn start(config: ServerConfig, backend: Arc<dyn Backend>, device: String) ->
         .block_on(tokio::net::TcpListener::bind(config.addr))
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(ServerState { backend, tasks: Tasks::new(config.out_dir.clone()), config, upload_dir, device });
+    let state = Arc::new(ServerState {
+        backend,
+        tasks: Tasks::new(config.out_dir.clone()),
+        config,
+        upload_dir,
+        device,
+        chosen: Default::default(),
+        health_loaded: Default::default(),
+    });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(Arc::clone(&state));
     let sweeper = Arc::clone(&state);

@@ -196,8 +196,7 @@ pub async fn audio(State(state): State<Arc<ServerState>>, headers: HeaderMap, Qu
 }
 
 pub async fn health(State(state): State<Arc<ServerState>>) -> Response {
-    let models = state.models().await.ok();
-    let loaded = models.as_ref().and_then(|m| m.dits.iter().find(|d| d.loaded).map(|d| d.name.clone()));
+    let loaded = state.loaded_model().await;
     wrapped(json!({
         "status": "ok",
         "service": "ACE-Step API",

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::audio::read_audio;
 use crate::backend::{AudioInput, JobRequest};
+use crate::request::hosted::read_hosted_fields;
 use crate::request::{AudioFormat, GenerationRequest};
 
 use super::body::{Body, REFERENCE_UPLOADS, SOURCE_UPLOADS};
@@ -46,6 +47,14 @@ pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
         body.fields.remove(key);
     }
     let mut fields = std::mem::take(&mut body.fields);
+    // Decoded first: the hosted shapes' windows are measured against the source.
+    let source = body.take_upload(&SOURCE_UPLOADS).map(|u| decoded(&u.field, &u.file_name, &u.path)).transpose()?;
+    let reference = body.take_upload(&REFERENCE_UPLOADS).map(|u| decoded(&u.field, &u.file_name, &u.path)).transpose()?;
+    let source_s = source.as_ref().and_then(|s| match s {
+        AudioInput::Samples { audio, .. } => Some(audio.duration_s()),
+        AudioInput::File(_) => None,
+    });
+    read_hosted_fields(&mut fields, source_s).map_err(ApiError::bad_request)?;
     let notes = take_lm_switches(&mut fields);
     let prompt = text_field(&fields, &["prompt", "caption"]);
     let lyrics = text_field(&fields, &["lyrics"]);
@@ -67,8 +76,6 @@ pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
             names.join(", ")
         )));
     }
-    let source = body.take_upload(&SOURCE_UPLOADS).map(|u| decoded(&u.field, &u.file_name, &u.path)).transpose()?;
-    let reference = body.take_upload(&REFERENCE_UPLOADS).map(|u| decoded(&u.field, &u.file_name, &u.path)).transpose()?;
     request.validate_for_inputs(source.is_some()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut job = JobRequest::new(request);
     job.src = source;

@@ -87,9 +87,16 @@ fn browse_button(
 }
 
 fn section(ui: &mut egui::Ui, title: &str, add: impl FnOnce(&mut egui::Ui)) {
+    framed(ui, |ui| {
+        ui.strong(title);
+        add(ui);
+    });
+}
+
+/// A section's frame, for a panel that draws its own title row.
+fn framed(ui: &mut egui::Ui, add: impl FnOnce(&mut egui::Ui)) {
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.set_width(ui.available_width());
-        ui.strong(title);
         add(ui);
     });
     ui.add_space(6.0);
@@ -135,7 +142,7 @@ impl NiceEguiApp for BacklineEditor {
             ui.heading("Backline");
             show_notices(ui, &self.session);
             section(ui, "Transport", |ui| transport_panel::show(ui, &transport));
-            section(ui, "Models", |ui| self.models.show(ui, &self.session));
+            framed(ui, |ui| self.models.show(ui, &self.session));
             section(ui, "Capture", |ui| self.capture.show(ui, &self.session, &transport));
             section(ui, "Request", |ui| request_panel::show(ui, &self.session, &transport));
             section(ui, "Takes", |ui| self.takes.show(ui, &self.session));

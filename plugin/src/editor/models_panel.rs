@@ -1,8 +1,9 @@
-//! The checkpoints folder: where it is (remembered for this machine), what it holds, which tasks
-//! each model runs, what is loaded and the memory it takes, and the weights' precision with the
-//! memory of each choice. A wrong folder is a message that says
-//! how to get the weights, and the panel downloads them: the models generation needs, or any
-//! other published one, into the folder in the field, with progress and a cancel.
+//! Where jobs run: this computer or an ACE-Step server (its address and key; what it serves, or
+//! why it cannot be reached). On this computer, the checkpoints folder: where it is (remembered
+//! for this machine), what it holds, which tasks each model runs, what is loaded and the memory it
+//! takes, and the weights' precision with the memory of each choice. A wrong folder is a message
+//! that says how to get the weights, and the panel downloads them: the models generation needs,
+//! or any other published one, into the folder in the field, with progress and a cancel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +15,19 @@ use backline_engine::precision::Precision;
 use super::browse_button;
 use crate::folder_dialog::FolderDialog;
 use crate::model_download::DownloadState;
-use crate::session::Session;
+use crate::session::{Session, SERVER_EXAMPLE};
 
 /// How often the panel reads the folder again while open (it may be filled by a download).
 const REFRESH: Duration = Duration::from_secs(3);
+/// How often it reads the session's last answer from a server (asked for off the GUI thread).
+const SERVER_REFRESH: Duration = Duration::from_millis(250);
 
 pub struct ModelsPanel {
     folder: String,
+    /// The engine row as edited (applied by its radio buttons, Connect or Enter).
+    use_server: bool,
+    server_url: String,
+    api_key: String,
     info: Option<Result<ModelsInfo, String>>,
     read_at: Option<Instant>,
     dialog: FolderDialog,
@@ -30,8 +37,12 @@ pub struct ModelsPanel {
 
 impl ModelsPanel {
     pub fn new(session: &Session) -> Self {
+        let machine = session.machine();
         Self {
-            folder: session.machine().checkpoints,
+            folder: machine.checkpoints,
+            use_server: machine.use_server,
+            server_url: machine.server_url,
+            api_key: machine.server_api_key,
             info: None,
             read_at: None,
             dialog: FolderDialog::default(),
@@ -39,7 +50,17 @@ impl ModelsPanel {
         }
     }
 
+    /// The section with its title: the engine choice shares the title's row.
     pub fn show(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
+        ui.horizontal(|ui| {
+            ui.strong("Models");
+            ui.add_space(12.0);
+            self.show_engine_row(ui, session);
+        });
+        if self.use_server {
+            self.show_server(ui, session);
+            return;
+        }
         let picked = ui.horizontal(|ui| {
             ui.label("Checkpoints folder");
             let edit = ui.add(
@@ -89,6 +110,53 @@ impl ModelsPanel {
         }
         if self.show_download(ui, session) {
             self.read_at = None;
+        }
+    }
+
+    /// This computer or a server; with a server, its address, key and Connect.
+    fn show_engine_row(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
+        ui.horizontal(|ui| {
+            ui.label("Engine");
+            let mut use_server = self.use_server;
+            ui.radio_value(&mut use_server, false, "This computer");
+            ui.radio_value(&mut use_server, true, "ACE-Step server")
+                .on_hover_text("`backline serve` or ACE-Step's own API server, on this or another machine");
+            let mut apply = use_server != self.use_server;
+            self.use_server = use_server;
+            if use_server {
+                let address = ui.add(
+                    egui::TextEdit::singleline(&mut self.server_url).hint_text(SERVER_EXAMPLE.trim_start_matches("such as ")).desired_width(200.0),
+                );
+                ui.label("Key");
+                let key = ui.add(egui::TextEdit::singleline(&mut self.api_key).password(true).hint_text("none").desired_width(90.0));
+                let entered = (address.lost_focus() || key.lost_focus()) && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                apply |= ui.button("Connect").clicked() || entered;
+            }
+            if apply {
+                session.set_server(self.use_server, &self.server_url, &self.api_key);
+                self.server_url = session.machine().server_url;
+                self.read_at = None;
+                self.info = None;
+            }
+        });
+    }
+
+    /// What the server serves (each model and its tasks), or why it cannot be used.
+    fn show_server(&mut self, ui: &mut egui::Ui, session: &Arc<Session>) {
+        // Cheap: the session asks the server on its own thread and keeps the answer.
+        if self.read_at.is_none_or(|t| t.elapsed() > SERVER_REFRESH) {
+            self.info = Some(session.models());
+            self.read_at = Some(Instant::now());
+        }
+        match &self.info {
+            Some(Ok(info)) => {
+                ui.label(format!("{} answers: jobs run there, and its models load there.", session.machine().server_url));
+                show_server_models(ui, info);
+            }
+            Some(Err(message)) => {
+                ui.colored_label(ui.visuals().warn_fg_color, message);
+            }
+            None => {}
         }
     }
 
@@ -172,6 +240,22 @@ fn gib(bytes: u64) -> String {
     } else {
         format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
     }
+}
+
+/// A server's models: name, tasks, and whether it holds the model in memory.
+fn show_server_models(ui: &mut egui::Ui, info: &ModelsInfo) {
+    if info.dits.is_empty() {
+        ui.colored_label(ui.visuals().warn_fg_color, "The server lists no ACE-Step model.");
+    }
+    egui::Grid::new("server-models").num_columns(3).spacing([12.0, 4.0]).show(ui, |ui| {
+        for dit in &info.dits {
+            ui.monospace(&dit.name);
+            let tasks: Vec<&str> = dit.tasks.iter().map(|t| t.as_str()).collect();
+            ui.label(tasks.join(", "));
+            ui.label(if dit.loaded { "loaded" } else { "not loaded" });
+            ui.end_row();
+        }
+    });
 }
 
 fn show_info(ui: &mut egui::Ui, info: &ModelsInfo) {

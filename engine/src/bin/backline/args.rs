@@ -41,6 +41,8 @@ pub struct GenerateArgs {
     pub request: RequestFlags,
     #[command(flatten)]
     pub bars: BarFlags,
+    #[command(flatten)]
+    pub window: WindowFlags,
     /// The checkpoints folder: `acestep-v15-*/`, `vae/`, `Qwen3-Embedding-0.6B/`.
     #[arg(long, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -76,6 +78,46 @@ pub struct GenerateArgs {
     /// chat (`/v1/chat/completions`). Unset: asked of the server.
     #[arg(long, value_name = "FORM", requires = "remote", value_parser = ["native", "jobs", "chat"])]
     pub api_form: Option<String>,
+}
+
+/// The hosted endpoints' repaint windows (as `backline serve` reads them): an in-paint window
+/// that may count back from the source's end, or an out-paint past its ends. Each becomes a
+/// repaint window once the source's length is known.
+#[derive(Args)]
+pub struct WindowFlags {
+    /// In-paint from this second of the source (see --start-time-relative-to).
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["repainting_start", "repainting_end"])]
+    pub start_time: Option<String>,
+    /// In-paint up to this second (default 30, cut to the source).
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["repainting_start", "repainting_end"])]
+    pub end_time: Option<String>,
+    /// `end`: --start-time counts back from the source's end. Default `start`.
+    #[arg(long, value_name = "start|end", requires = "start_time")]
+    pub start_time_relative_to: Option<String>,
+    /// `end`: --end-time counts back from the source's end. Default `start`.
+    #[arg(long, value_name = "start|end", requires = "end_time")]
+    pub end_time_relative_to: Option<String>,
+    /// Out-paint this many seconds before the source.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["repainting_start", "repainting_end", "start_time", "end_time"])]
+    pub extend_before_duration: Option<String>,
+    /// Out-paint this many seconds after the source.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["repainting_start", "repainting_end", "start_time", "end_time"])]
+    pub extend_after_duration: Option<String>,
+}
+
+impl WindowFlags {
+    /// The flags given, under the hosted field names.
+    pub fn fields(&self) -> Map<String, Value> {
+        let given = [
+            ("start_time", &self.start_time),
+            ("end_time", &self.end_time),
+            ("start_time_relative_to", &self.start_time_relative_to),
+            ("end_time_relative_to", &self.end_time_relative_to),
+            ("extend_before_duration", &self.extend_before_duration),
+            ("extend_after_duration", &self.extend_after_duration),
+        ];
+        given.into_iter().filter_map(|(k, v)| Some((k.to_owned(), Value::String(v.clone()?)))).collect()
+    }
 }
 
 #[derive(Args)]
@@ -202,7 +244,7 @@ const fn flag(field: &'static str, kind: Kind, help: &'static str) -> Flag {
 /// request flags come from.
 const FLAGS: &[Flag] = &[
     flag("task_type", Kind::Text, "text2music, repaint, cover, lego, extract or complete. Default text2music."),
-    flag("caption", Kind::Text, "What the music is: genre, instruments, mood."),
+    Flag { alias: Some("tags"), ..flag("caption", Kind::Text, "What the music is: genre, instruments, mood.") },
     flag("lyrics", Kind::Text, "Lyrics; tags such as [Verse] are plain text."),
     flag("instrumental", Kind::Switch, "No vocals (replaces the lyrics with [Instrumental]); `--instrumental=false` turns it off."),
     flag("vocal_language", Kind::Text, "Language code of the lyrics, e.g. en, de, ja."),

@@ -5,16 +5,18 @@
 //! checked, one job runs with a progress display (Ctrl-C cancels it within a step, on the server
 //! too, and nothing is written), and each item is written with its recipe.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use backline_engine::audio::OutputFormat;
+use backline_engine::audio::{read_audio, OutputFormat};
 use backline_engine::backend::{ApiForm, AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, RemoteBackend, RemoteSettings};
 use backline_engine::checkpoint::BASE_FOLDER;
 use backline_engine::error::{AudioRole, JobError};
 use backline_engine::precision::Precision;
+use backline_engine::request::hosted::read_hosted_fields;
 use backline_engine::request::{GenerationRequest, RequestError, Seed};
 use backline_engine::store::Residency;
-use backline_engine::task::ModelKind;
+use backline_engine::task::{ModelKind, TaskType};
+use serde_json::{Map, Value};
 use candle_core::{DType, Device};
 
 use crate::args::{Format, GenerateArgs};
@@ -45,8 +47,17 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
         Some(_) => (flags.take_text("bpm"), flags.take_text("timesignature")),
         None => (None, None),
     };
-    let window_given = flags.has("repainting_start") || flags.has("repainting_end");
+    let hosted_window = args.window.fields();
+    let window_given = flags.has("repainting_start") || flags.has("repainting_end") || !hosted_window.is_empty();
     let mut request = flags.build()?;
+    if !hosted_window.is_empty() {
+        if args.bars.bars.is_some() {
+            return Err("--start-time, --end-time and --extend-*-duration are seconds of the source; with --bars, \
+                        give the window as --repainting-start/--repainting-end"
+                .into());
+        }
+        apply_hosted_window(&mut request, hosted_window)?;
+    }
     let format = match args.format {
         Some(format) => format,
         None => match request.audio_format {
@@ -93,6 +104,21 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     for path in run_generate(run)? {
         println!("{}", path.display());
     }
+    Ok(())
+}
+
+/// The hosted endpoints' window flags onto `request`, measured against its source: the task
+/// becomes a repaint unless it names another that takes a window (lego).
+fn apply_hosted_window(request: &mut GenerationRequest, mut window: Map<String, Value>) -> Result<(), String> {
+    let source = request.src_audio.clone().ok_or("--start-time, --end-time and --extend-*-duration need --src-audio")?;
+    let source_s = read_audio(Path::new(&source)).map_err(|e| format!("--src-audio: {e}"))?.duration_s();
+    // The errors name the fields, which are the flags' names with `_` for `-`.
+    read_hosted_fields(&mut window, Some(source_s)).map_err(|e| format!("the window flags: {e}"))?;
+    if request.task_type == TaskType::Text2Music {
+        request.task_type = TaskType::Repaint;
+    }
+    request.repainting_start = window["repainting_start"].as_f64().unwrap_or(0.0);
+    request.repainting_end = window["repainting_end"].as_f64();
     Ok(())
 }
 
