@@ -729,7 +729,7 @@ fn a_burst_of_two_hundred_requests_is_accepted_or_refused_and_every_job_ends() {
 /// in this process on the very backend the in-process runs use, so the difference is HTTP,
 /// polling and the WAV transport, not a second copy of the model.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: prints the request rates and remote latency that docs/benchmarks.md (The server and the remote backend) reports; run by hand with the command above"]
 fn measure_request_rates_and_remote_latency() {
     let server = Server::start("measure", &[]);
     let (_, queued) = send(server.post_json("/release_task", json!({"prompt": "busy", "audio_duration": 600, "batch_size": 8, "inference_steps": 20})));
