@@ -29,6 +29,7 @@ pub mod error;
 pub mod hub;
 pub mod job;
 pub mod kernels;
+pub mod lm;
 pub mod model;
 pub mod pipeline;
 pub mod precision;

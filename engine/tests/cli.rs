@@ -410,6 +410,7 @@ fn models_lists_and_validates_the_set() {
         [BASE_FOLDER, "DiT (base)", "OK"],
         ["vae", "VAE", "OK"],
         ["Qwen3-Embedding-0.6B", "text encoder", "OK"],
+        ["acestep-5Hz-lm-0.6B", "5 Hz LM", "OK"],
         ["notes", "-", "skipped"],
     ] {
         assert!(listing.lines().any(|l| line.iter().all(|part| l.contains(part))), "no line with {line:?}:\n{listing}");

@@ -1046,12 +1046,124 @@ def e2e_stage(out: Path, checkpoints: Path) -> None:
     shutil.rmtree(scratch)
 
 
+LM_FOLDER = "acestep-5Hz-lm-0.6B"
+# Every 97th vocabulary id (texts, specials and codes alike), where logits are compared.
+LM_LOGIT_STRIDE = 97
+
+
+def lm_stage(out: Path, checkpoints: Path) -> None:
+    """The 5 Hz LM on the tiny set's `acestep-5Hz-lm-0.6B` (tiny widths, the published vocabulary
+    layout; its files' hashes are recorded): upstream's `LLMHandler` prompt builders, its
+    `_format_metadata_as_cot` and `parse_lm_output`, transformers' `Qwen3ForCausalLM` next-token
+    logits for a prompt and for the two left-padded CFG rows, and whole codes-phase generations by
+    upstream's own loops (`_generate_with_cfg_custom` with guidance, `_generate_with_constrained_decoding`
+    without) with its `MetadataConstrainedLogitsProcessor` in the codes phase, each after
+    `torch.manual_seed(seed)`. Needs `acestep/llm_inference.py`, `constrained_logits_processor.py`,
+    `constants.py` and what they import (loguru, tqdm, pyyaml)."""
+    import hashlib
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from acestep.llm_inference import LLMHandler
+    from acestep.constrained_logits_processor import MetadataConstrainedLogitsProcessor
+
+    folder = checkpoints / LM_FOLDER
+    hashes = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ("model.safetensors", "tokenizer.json")}
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    handler = LLMHandler()
+    handler.llm, handler.llm_tokenizer, handler.llm_initialized, handler.llm_backend = model, tokenizer, True, "pt"
+    handler.device, handler.disable_tqdm = "cpu", True
+    handler.constrained_processor = MetadataConstrainedLogitsProcessor(tokenizer, enabled=True)
+
+    metas = [
+        {"bpm": 92, "duration": 30, "keyscale": "F# minor", "timesignature": "4"},
+        {"bpm": 120, "caption": "An upbeat synth-pop track: bright arpeggios, punchy drums and a warm bassline that carries the chorus all the way",
+         "duration": 12, "keyscale": "B\u266d major", "language": "no", "timesignature": "3/4"},
+        {"caption": "it's 2024-01-01 and the  quiet  ends", "language": "en", "duration": "45"},
+    ]
+    cots = [handler._format_metadata_as_cot(m) for m in metas]
+    outputs = [
+        "<think>\nbpm: 73\ncaption: A calm piano melody with soft strings that\n  swell into a gentle finale.\nduration: 273\nkeyscale: G major\nlanguage: en\ntimesignature: 4\n</think>\n\n<|audio_code_56535|><|audio_code_62918|>",
+        "bpm: fast\ncaption:\n  first line\n\tsecond line\n<tag>\nKeyScale: D minor",
+    ]
+    parsed = [handler.parse_lm_output(o)[0] for o in outputs]
+
+    caption, lyrics = "lofi hip hop, dusty drums, mellow keys", "[Instrumental]"
+    prompts = {
+        "plan": handler.build_formatted_prompt(caption, lyrics),
+        "codes": handler.build_formatted_prompt_with_cot(caption, lyrics, cots[0]),
+        "codes_unconditional": handler.build_formatted_prompt_with_cot(caption, lyrics, cots[0], is_negative_prompt=True),
+        "codes_negative": handler.build_formatted_prompt_with_cot(caption, lyrics, cots[0], is_negative_prompt=True, negative_prompt="harsh noise"),
+        "understand": handler.build_formatted_prompt_for_understanding("<|audio_code_1|><|audio_code_63999|>"),
+        "inspire": handler.build_formatted_prompt_for_inspiration("a rainy night in Tokyo", instrumental=True),
+        "format": handler.build_formatted_prompt_for_format(caption, "la la la"),
+    }
+    prompt_ids = {name: tokenizer(text)["input_ids"] for name, text in prompts.items()}
+
+    def logit_slice(row):
+        return [float(v) for v in row[::LM_LOGIT_STRIDE]]
+
+    with torch.no_grad():
+        plan_logits = model(torch.tensor([prompt_ids["plan"]])).logits[0, -1]
+        tokenizer.padding_side = "left"
+        batch = tokenizer([prompts["codes"], prompts["codes_unconditional"]], return_tensors="pt", padding=True)
+        tokenizer.padding_side = "right"
+        cfg_logits = model(**batch).logits[:, -1]
+
+    def codes_case(name, seed, duration, cfg_scale, temperature, top_k, top_p, repetition_penalty):
+        processor = handler._setup_constrained_processor(
+            use_constrained_decoding=True, constrained_decoding_debug=False, target_duration=duration,
+            user_metadata=None, stop_at_reasoning=False, skip_genres=True, skip_caption=True, skip_language=True,
+            generation_phase="codes", is_batch=False)
+        max_new = handler._compute_max_new_tokens(duration, "codes")
+        torch.manual_seed(seed)
+        if cfg_scale > 1.0:
+            tokenizer.padding_side = "left"
+            rows = tokenizer([prompts["codes"], prompts["codes_unconditional"]], return_tensors="pt", padding=True)
+            tokenizer.padding_side = "right"
+            ids = handler._generate_with_cfg_custom(
+                batch_input_ids=rows["input_ids"], batch_attention_mask=rows["attention_mask"], max_new_tokens=max_new,
+                temperature=temperature, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p,
+                repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id, streamer=None,
+                constrained_processor=processor)
+            width = rows["input_ids"].shape[1]
+        else:
+            row = tokenizer(prompts["codes"], return_tensors="pt")
+            ids = handler._generate_with_constrained_decoding(
+                input_ids=row["input_ids"], attention_mask=row["attention_mask"], max_new_tokens=max_new,
+                temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                pad_token_id=tokenizer.pad_token_id, streamer=None, constrained_processor=processor)
+            width = row["input_ids"].shape[1]
+        tokens = ids[0, width:].tolist()
+        text = tokenizer.decode(tokens, skip_special_tokens=False)
+        return {"name": name, "seed": seed, "duration": duration, "cfg_scale": cfg_scale, "temperature": temperature,
+                "top_k": top_k or 0, "top_p": top_p or 1.0, "repetition_penalty": repetition_penalty,
+                "tokens": tokens, "codes_text": handler.parse_lm_output(text)[1]}
+
+    generations = [
+        codes_case("guided", 7, 10, 2.0, 0.85, None, 0.9, 1.0),
+        codes_case("guided_hot", 3, 10, 2.0, 1.5, None, 0.98, 1.0),
+        codes_case("unguided_top_k_penalty", 11, 10, 1.0, 1.0, 40, None, 1.3),
+    ]
+    meta = {
+        "checkpoint_sha256": hashes, "logit_stride": LM_LOGIT_STRIDE,
+        "metas": metas, "chains_of_thought": cots, "outputs": outputs, "parsed": parsed,
+        "prompts": prompts, "prompt_ids": prompt_ids,
+        "plan_logits": logit_slice(plan_logits),
+        "cfg_padding": (batch["attention_mask"] == 0).sum(dim=1).tolist(),
+        "cfg_logits": [logit_slice(r) for r in cfg_logits],
+        "generations": generations,
+    }
+    (out / "lm.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+
+
 STAGES = {"lyric_encoder": lyric_encoder_stage, "condition_encoder": condition_encoder_stage,
           "dit": dit_stage, "tokenizer": tokenizer_stage, "silence_latent": silence_latent_stage, "vae": vae_stage,
           "text_encoder": text_encoder_stage, "prompts": prompts_stage,
           "sampler": sampler_stage, "task_inputs": task_inputs_stage, "xl": xl_stage}
 # Stages that run upstream's whole pipeline on the checkpoint set given by --checkpoints.
-CHECKPOINT_STAGES = {"e2e": e2e_stage}
+CHECKPOINT_STAGES = {"e2e": e2e_stage, "lm": lm_stage}
 
 
 def main() -> None:
@@ -1060,7 +1172,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "fixtures"))
     parser.add_argument("--stage", action="append", choices=sorted(STAGES) + sorted(CHECKPOINT_STAGES),
                         help="default: all but e2e")
-    parser.add_argument("--checkpoints", help="for --stage e2e: the set `cargo xtask tiny-checkpoint DIR` wrote")
+    parser.add_argument("--checkpoints", help="for --stage e2e and lm: the set `cargo xtask tiny-checkpoint DIR` wrote")
     args = parser.parse_args()
 
     sys.path.insert(0, args.upstream)

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::lm::tokenizer::LmTokenizer;
 use crate::model::acestep::AceStepModel;
+use crate::model::causal_lm::CausalLm;
 use crate::model::config::AceStepConfig;
 use crate::model::text_encoder::{self, PromptTokenizer, TextEncoder};
 use crate::model::vae::{Vae, VaeConfig};
@@ -40,6 +42,8 @@ pub const TURBO_FOLDER: &str = ModelKind::Turbo.folder();
 pub const BASE_FOLDER: &str = ModelKind::Base.folder();
 pub const VAE_FOLDER: &str = "vae";
 pub const TEXT_ENCODER_FOLDER: &str = "Qwen3-Embedding-0.6B";
+/// The 5 Hz LMs' folders, smallest first (upstream's default is the 1.7B).
+pub const LM_FOLDERS: [&str; 3] = ["acestep-5Hz-lm-0.6B", "acestep-5Hz-lm-1.7B", "acestep-5Hz-lm-4B"];
 
 pub const DIT_WEIGHTS: &str = "model.safetensors";
 pub const VAE_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -98,6 +102,7 @@ const DIT_KIND: ConfigKind = ConfigKind { key: "model_type", name: "acestep", re
 const VAE_KIND: ConfigKind =
     ConfigKind { key: "_class_name", name: "AutoencoderOobleck", required: false, expected: "an AutoencoderOobleck (VAE) config" };
 const TEXT_KIND: ConfigKind = ConfigKind { key: "model_type", name: "qwen3", required: true, expected: "a Qwen3 text encoder config" };
+const LM_KIND: ConfigKind = ConfigKind { key: "model_type", name: "qwen3", required: true, expected: "a Qwen3 causal LM config (the 5 Hz LM)" };
 
 /// Read a folder's `config.json` once, refuse one that names another model, and parse it with
 /// `parse`; any failure is "not {expected}".
@@ -321,6 +326,70 @@ impl TextEncoderFolder {
                     self.config.vocab_size
                 ),
             });
+        }
+        Ok(tokenizer)
+    }
+}
+
+/// A 5 Hz LM folder (`acestep-5Hz-lm-1.7B/`: config.json, model.safetensors, tokenizer.json),
+/// opened but not loaded.
+#[derive(Debug, Clone)]
+pub struct LmFolder {
+    pub dir: PathBuf,
+    pub config: candle_transformers::models::qwen3::Config,
+    pub weights: TensorIndex,
+    pub tokenizer: PathBuf,
+}
+
+impl LmFolder {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let config = read_config(dir, &LM_KIND, |raw| text_encoder::config_from_json(&raw.to_string()))?;
+        let weights_path = require_file(dir, TEXT_WEIGHTS, "the 5 Hz LM weights")?;
+        let tokenizer = require_file(dir, TOKENIZER, "the 5 Hz LM's tokenizer.json")?;
+        let weights = TensorIndex::from_files(std::slice::from_ref(&weights_path))?;
+        // The text encoder is a Qwen3 too; a causal LM's body is saved under `model.`.
+        if weights.get("model.embed_tokens.weight").is_none() {
+            return Err(CheckpointError::WrongModel {
+                file: weights_path,
+                expected: LM_KIND.expected,
+                why: "it has no model.embed_tokens.weight (a Qwen3 saved without the LM head's `model.` prefix, like the text encoder)".into(),
+            });
+        }
+        Ok(Self { dir: dir.to_path_buf(), config, weights, tokenizer })
+    }
+
+    /// The folder name, which is the model's name (`acestep-5Hz-lm-1.7B`).
+    pub fn name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| CausalLm::new(&self.config, vb))?;
+        self.load_tokenizer().map(|_| ())
+    }
+
+    /// What the weights take resident, for any load (a shapes-only pass: nothing is read).
+    pub fn footprint(&self) -> Result<Footprint, CheckpointError> {
+        Ok(build_validated(&self.dir, &self.weights, &shapes_only(), false, |vb| CausalLm::new(&self.config, vb))?.1)
+    }
+
+    pub fn load(&self, how: &LoadAs) -> Result<(CausalLm, LmTokenizer), CheckpointError> {
+        let tokenizer = self.load_tokenizer()?;
+        let (model, _) = build_validated(&self.dir, &self.weights, how, true, |vb| CausalLm::new(&self.config, vb))?;
+        Ok((model, tokenizer))
+    }
+
+    /// The tokenizer, checked against the model: the same vocabulary size, so every id the model
+    /// can emit decodes and the audio codes sit where the model puts them.
+    pub fn load_tokenizer(&self) -> Result<LmTokenizer, CheckpointError> {
+        let malformed = |why: String| CheckpointError::Malformed { file: self.tokenizer.clone(), why };
+        let tokenizer = LmTokenizer::from_file(&self.tokenizer).map_err(malformed)?;
+        if tokenizer.vocab_size() != self.config.vocab_size {
+            return Err(malformed(format!(
+                "has {} tokens but the model's vocabulary has {} (a tokenizer of another model?)",
+                tokenizer.vocab_size(),
+                self.config.vocab_size
+            )));
         }
         Ok(tokenizer)
     }

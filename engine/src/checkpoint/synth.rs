@@ -17,7 +17,8 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use serde_json::{json, Value};
 
-use super::{torch_pt, CheckpointError, BASE_FOLDER, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use super::{torch_pt, CheckpointError, BASE_FOLDER, LM_FOLDERS, TEXT_ENCODER_FOLDER, TURBO_FOLDER, VAE_FOLDER};
+use crate::model::causal_lm::CausalLm;
 use crate::model::acestep::AceStepModel;
 use crate::model::config::AceStepConfig;
 use crate::model::text_encoder::{self, TextEncoder};
@@ -323,16 +324,34 @@ pub fn text_encoder_config_json(size: SynthSize) -> Value {
         SynthSize::Tiny => (1024, 32, 64, 2, 4, 2, 8),
         SynthSize::Full => (151_669, 1024, 3072, 28, 16, 8, 128),
     };
+    let dims = Qwen3Dims { vocab, hidden, intermediate, layers, heads, kv_heads, head_dim };
+    qwen3_config_json("Qwen3Model", dims, 32768, size == SynthSize::Full)
+}
+
+/// The sizes that tell Qwen3 models apart.
+#[derive(Debug, Clone, Copy)]
+struct Qwen3Dims {
+    vocab: usize,
+    hidden: usize,
+    intermediate: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// A `config.json` as transformers writes a `Qwen3Config` (tied embeddings, no sliding window).
+fn qwen3_config_json(architecture: &str, d: Qwen3Dims, max_positions: usize, bf16: bool) -> Value {
     json!({
-        "architectures": ["Qwen3Model"],
+        "architectures": [architecture],
         "model_type": "qwen3",
-        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-        "head_dim": head_dim, "hidden_act": "silu", "max_position_embeddings": 32768,
+        "vocab_size": d.vocab, "hidden_size": d.hidden, "intermediate_size": d.intermediate,
+        "num_hidden_layers": d.layers, "num_attention_heads": d.heads, "num_key_value_heads": d.kv_heads,
+        "head_dim": d.head_dim, "hidden_act": "silu", "max_position_embeddings": max_positions,
         "rms_norm_eps": 1e-6, "rope_theta": 1000000, "tie_word_embeddings": true,
         "attention_bias": false, "attention_dropout": 0.0, "use_sliding_window": false,
-        "sliding_window": null, "max_window_layers": layers, "use_cache": true,
-        "torch_dtype": if size == SynthSize::Full { "bfloat16" } else { "float32" },
+        "sliding_window": null, "max_window_layers": d.layers, "use_cache": true,
+        "torch_dtype": if bf16 { "bfloat16" } else { "float32" },
     })
 }
 
@@ -367,6 +386,130 @@ pub fn write_text_encoder_folder(dir: &Path, config: &Value, dtype: DType, seed:
     std::fs::write(dir.join("tokenizer.json"), TINY_TOKENIZER_JSON).map_err(|e| CheckpointError::io(&dir.join("tokenizer.json"), e))?;
     write_bpe_files(dir)?;
     write_safetensors(&dir.join("model.safetensors"), &specs, dtype, seed, default_values)
+}
+
+/// Which published 5 Hz LM a synthetic LM folder has the shapes of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LmSize {
+    /// Tiny widths with the real vocabulary (the tiny set's `acestep-5Hz-lm-0.6B`).
+    Tiny,
+    Lm0_6B,
+    Lm1_7B,
+    Lm4B,
+}
+
+impl LmSize {
+    pub fn folder(self) -> &'static str {
+        match self {
+            LmSize::Tiny | LmSize::Lm0_6B => LM_FOLDERS[0],
+            LmSize::Lm1_7B => LM_FOLDERS[1],
+            LmSize::Lm4B => LM_FOLDERS[2],
+        }
+    }
+}
+
+/// The published vocabulary: Qwen3's 151,643 BPE tokens, its 26 special tokens (151643 to
+/// 151668), then `<|audio_code_0|>` to `<|audio_code_65534|>`.
+pub const LM_VOCAB: usize = 217_204;
+const LM_FIRST_SPECIAL: usize = 151_643;
+const LM_FIRST_CODE: usize = 151_669;
+/// Qwen3's special tokens in id order from 151643.
+const QWEN3_SPECIALS: [&str; 26] = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>",
+];
+
+/// The LM's `config.json` as transformers writes a `Qwen3Config` for `Qwen3ForCausalLM`.
+pub fn lm_config_json(size: LmSize) -> Value {
+    let (hidden, intermediate, layers, heads, kv_heads, head_dim) = match size {
+        LmSize::Tiny => (16, 32, 2, 4, 2, 8),
+        LmSize::Lm0_6B => (1024, 3072, 28, 16, 8, 128),
+        LmSize::Lm1_7B => (2048, 6144, 28, 16, 8, 128),
+        LmSize::Lm4B => (2560, 9728, 36, 32, 8, 128),
+    };
+    let dims = Qwen3Dims { vocab: LM_VOCAB, hidden, intermediate, layers, heads, kv_heads, head_dim };
+    let mut config = qwen3_config_json("Qwen3ForCausalLM", dims, 40960, size != LmSize::Tiny);
+    let ids = json!({ "bos_token_id": LM_FIRST_SPECIAL, "eos_token_id": LM_FIRST_SPECIAL + 2, "pad_token_id": LM_FIRST_SPECIAL });
+    config.as_object_mut().expect("an object").extend(ids.as_object().expect("an object").clone());
+    config
+}
+
+/// A tokenizer with the published LM's vocabulary layout: the tiny byte-level BPE's 640 tokens,
+/// unreachable filler up to 151642 (no merge produces them), Qwen3's special tokens and the
+/// 65,535 audio-code tokens at their published ids, as added tokens so prompt text holding them
+/// encodes to one id each. No post-processor adds tokens, as in Qwen3's own `tokenizer.json`.
+pub fn lm_tokenizer_json() -> Value {
+    let mut tokenizer: Value = serde_json::from_str(TINY_TOKENIZER_JSON).expect("the bundled tokenizer is JSON");
+    let vocab = tokenizer["model"]["vocab"].as_object_mut().expect("a BPE vocabulary");
+    vocab.retain(|_, id| id.as_u64().is_some_and(|id| (id as usize) < LM_FIRST_SPECIAL));
+    let bpe = vocab.len();
+    for id in bpe..LM_FIRST_SPECIAL {
+        vocab.insert(format!("<|filler_{id}|>"), json!(id));
+    }
+    let mut added = Vec::with_capacity(LM_VOCAB - LM_FIRST_SPECIAL);
+    let specials = QWEN3_SPECIALS.iter().map(|t| (t.to_string(), !t.contains("think")));
+    let codes = (0..LM_VOCAB - LM_FIRST_CODE).map(|c| (format!("<|audio_code_{c}|>"), false));
+    for (offset, (content, special)) in specials.chain(codes).enumerate() {
+        let id = LM_FIRST_SPECIAL + offset;
+        vocab.insert(content.clone(), json!(id));
+        added.push(json!({
+            "id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": special,
+        }));
+    }
+    tokenizer["added_tokens"] = Value::Array(added);
+    tokenizer["post_processor"] = json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false });
+    tokenizer
+}
+
+/// What transformers' `AutoTokenizer` reads beside `tokenizer.json`: the class, EOS and padding,
+/// and a chat template that renders system, user and assistant turns as Qwen3's does
+/// (`<|im_start|>{role}\n{content}<|im_end|>\n`, then `<|im_start|>assistant\n` as the
+/// generation prompt) for the messages upstream's LM prompts hold.
+pub fn lm_tokenizer_config_json() -> Value {
+    json!({
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": null,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": null,
+        "add_bos_token": false,
+        "add_prefix_space": false,
+        "errors": "replace",
+        "model_max_length": 131072,
+        "clean_up_tokenization_spaces": false,
+        "split_special_tokens": false,
+        "chat_template": "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+    })
+}
+
+/// Values for the LM: the default rule, but embeddings (the tied head) at unit scale so the tiny
+/// model's next-token distributions are peaked, as a trained LM's are, not near uniform.
+fn lm_values(spec: &TensorSpec) -> (f32, f32) {
+    if spec.name.ends_with("embed_tokens.weight") {
+        (0.0, 1.0)
+    } else {
+        default_values(spec)
+    }
+}
+
+/// Write a 5 Hz LM folder: config.json, model.safetensors, tokenizer.json, tokenizer_config.json.
+pub fn write_lm_folder(dir: &Path, size: LmSize, seed: u64) -> Result<u64, CheckpointError> {
+    create_dir(dir)?;
+    let config = lm_config_json(size);
+    let model_error = |e: String| CheckpointError::Model { folder: dir.into(), message: e };
+    let cfg = text_encoder::config_from_json(&config.to_string()).map_err(|e| model_error(format!("synthetic config: {e}")))?;
+    let specs = record_tensors(|vb| CausalLm::new(&cfg, vb)).map_err(|e| model_error(e.to_string()))?;
+    write_json(&dir.join("config.json"), &config)?;
+    // Compact: the vocabulary makes it large, and every load parses it.
+    let tokenizer_path = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer_path, lm_tokenizer_json().to_string()).map_err(|e| CheckpointError::io(&tokenizer_path, e))?;
+    write_json(&dir.join("tokenizer_config.json"), &lm_tokenizer_config_json())?;
+    let dtype = if size == LmSize::Tiny { DType::F32 } else { DType::BF16 };
+    write_safetensors(&dir.join("model.safetensors"), &specs, dtype, seed, lm_values)
 }
 
 /// What a synthetic set wrote.
@@ -404,6 +547,11 @@ pub fn write_set(root: &Path, size: SynthSize, seed: u64) -> Result<SynthReport,
     let text_dir = root.join(TEXT_ENCODER_FOLDER);
     let bytes = write_text_encoder_folder(&text_dir, &text_encoder_config_json(size), dtype, seed + 3)?;
     folders.push((text_dir, bytes));
+    if size == SynthSize::Tiny {
+        let lm_dir = root.join(LmSize::Tiny.folder());
+        let bytes = write_lm_folder(&lm_dir, LmSize::Tiny, seed + 5)?;
+        folders.push((lm_dir, bytes));
+    }
     Ok(SynthReport { folders })
 }
 

@@ -78,8 +78,18 @@ const QUERY_BLOCK: usize = 64;
 /// `q` (B, H, L, D), `k` and `v` (B, KV, S, D) with H a multiple of KV (query head `h` reads
 /// key/value head `h / (H / KV)`): the attention output (B, L, H·D).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Mask) -> Result<Tensor> {
+    attention_over_prefix(q, k, v, k.dim(2)?, scale, mask)
+}
+
+/// [`attention`] over only the first `keys` positions of `k` and `v` (B, KV, capacity, D): a key
+/// and value cache that is filled up to `keys`. On the CPU in f32 the kernel reads the cache where
+/// it lies, so a decoder step costs no copy of everything cached so far.
+pub fn attention_over_prefix(q: &Tensor, k: &Tensor, v: &Tensor, keys: usize, scale: f64, mask: Mask) -> Result<Tensor> {
     let (b, heads, len, dim) = q.dims4()?;
-    let (kb, kv_heads, keys, kdim) = k.dims4()?;
+    let (kb, kv_heads, kv_rows, kdim) = k.dims4()?;
+    if keys == 0 || keys > kv_rows {
+        candle_core::bail!("attention: {keys} keys asked of a cache of {kv_rows}");
+    }
     if k.dims() != v.dims() || kb != b || kdim != dim || kv_heads == 0 || heads % kv_heads != 0 {
         candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit together", q.dims(), k.dims(), v.dims());
     }
@@ -97,7 +107,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Mask) -> 
         }
         _ => None,
     };
-    let shape = Shape { batch: b, heads, kv_heads, len, keys, dim };
+    let shape = Shape { batch: b, heads, kv_heads, len, keys, kv_rows, dim };
     if q.dtype() == DType::F32 {
         if let (Some(qs), Some(ks), Some(vs)) = (CpuF32::of(&q), CpuF32::of(&k), CpuF32::of(&v)) {
             let mask_view = additive.as_ref().map(CpuF32::of);
@@ -112,6 +122,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Mask) -> 
             }
         }
     }
+    let (k, v) = if keys == kv_rows { (k, v) } else { (k.narrow(2, 0, keys)?.contiguous()?, v.narrow(2, 0, keys)?.contiguous()?) };
     op_by_op(&q, &k, &v, scale, mask, additive.as_ref())
 }
 
@@ -122,6 +133,8 @@ struct Shape {
     kv_heads: usize,
     len: usize,
     keys: usize,
+    /// Rows each key/value head has in storage (`keys` or more: a cache's capacity).
+    kv_rows: usize,
     dim: usize,
 }
 
@@ -154,7 +167,7 @@ fn blocked(s: &Shape, q: &[f32], k: &[f32], v: &[f32], scale: f32, mask: Mask, a
             let span = k1 - k0;
             let scores = &mut scores[..rows * span];
             let q_rows = &q[((item * heads + head) * len + first) * dim..];
-            let kv_base = ((item * s.kv_heads + head / group) * keys + k0) * dim;
+            let kv_base = ((item * s.kv_heads + head / group) * s.kv_rows + k0) * dim;
             // Safety (both GEMMs): every pointer covers the rows x columns its strides walk:
             // q rows `first..last` of this head, keys/values `k0..k1` of its kv head, the block's
             // scores, and the output's rows `first..last` at this head's `dim` columns.

@@ -10,10 +10,12 @@
 //! - `tokenizer`: the audio tokenizer (attention pooler + FSQ) and detokenizer.
 //! - `acestep`: the whole DiT checkpoint (encoder, decoder, tokenizers, null condition).
 //! - `vae`: the VAE (diffusers' `AutoencoderOobleck`): stereo audio to latents and back.
+//! - `causal_lm`: the 5 Hz LM's network (Qwen3 causal LM with a key/value cache; `crate::lm` runs it).
 //! - `text_encoder`: Qwen3-Embedding-0.6B (caption hidden states, lyric embeddings) and the prompt
 //!   tokenizer.
 
 pub mod acestep;
+pub mod causal_lm;
 pub mod condition;
 pub mod config;
 pub mod dit;

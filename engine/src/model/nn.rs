@@ -14,7 +14,7 @@ use candle_nn::{RmsNorm, VarBuilder};
 
 use super::linear::{linear, linear_b, Linear};
 
-use crate::kernels::attention::{attention, bidirectional_mask, Mask};
+use crate::kernels::attention::{attention, attention_over_prefix, bidirectional_mask, Mask};
 use super::config::{AceStepConfig, LayerType};
 use crate::kernels::cpu_f32::{zip_map, CpuF32};
 
@@ -56,8 +56,18 @@ impl RotaryEmbedding {
 
     /// Rotate `x` of shape (B, H, L, D), positions 0..L.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply_at(x, 0)
+    }
+
+    /// Rotate `x` (B, heads, L, D) as positions `offset..offset + L`: the new tokens of a
+    /// decoder that has `offset` tokens cached.
+    pub fn apply_at(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (_, _, len, _) = x.dims4()?;
-        let (cos, sin) = self.tables(len)?;
+        if offset + len > self.cos.dim(0)? {
+            candle_core::bail!("rotary embedding: position {} is past the table's {}", offset + len, self.cos.dim(0)?);
+        }
+        let cos = self.cos.narrow(0, offset, len)?;
+        let sin = self.sin.narrow(0, offset, len)?;
         let cos = cos.to_dtype(x.dtype())?;
         let sin = sin.to_dtype(x.dtype())?;
         candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
@@ -152,6 +162,24 @@ impl Attention {
 
     /// Keys and values of the encoder states for cross-attention (no RoPE). Computed once per
     /// request and reused at every diffusion step.
+    /// Causal self-attention of new tokens `x` (B, L, hidden) over everything in `cache` and
+    /// themselves; their keys and values are appended to `cache`. `mask` hides padding keys
+    /// (and, for several new tokens, later ones).
+    pub fn forward_cached(&self, x: &Tensor, rope: &RotaryEmbedding, cache: &mut KvCache, mask: Mask) -> Result<Tensor> {
+        let offset = cache.len();
+        let q = rope.apply_at(&self.heads(x, &self.q_proj, Some(&self.q_norm), self.num_heads)?, offset)?;
+        let k = rope.apply_at(&self.heads(x, &self.k_proj, Some(&self.k_norm), self.num_kv_heads)?, offset)?;
+        let v = self.heads(x, &self.v_proj, None, self.num_kv_heads)?;
+        cache.append(&k, &v)?;
+        let out = attention_over_prefix(&q, cache.keys(), cache.values(), cache.len(), self.scaling, mask)?;
+        self.o_proj.forward(&out)
+    }
+
+    /// An empty cache for this layer: `batch` rows of up to `capacity` tokens.
+    pub fn new_cache(&self, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<KvCache> {
+        KvCache::new(batch, self.num_kv_heads, capacity, self.head_dim, dtype, device)
+    }
+
     pub fn cross_kv(&self, encoder_states: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = self.heads(encoder_states, &self.k_proj, Some(&self.k_norm), self.num_kv_heads)?;
         let v = self.heads(encoder_states, &self.v_proj, None, self.num_kv_heads)?;
@@ -166,6 +194,63 @@ impl Attention {
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))` (`Qwen3MLP`, no biases).
+/// One attention layer's keys and values for the tokens decoded so far, in storage allocated
+/// once for the whole generation (B, KV heads, capacity, D): a step writes its new rows in place
+/// and attention reads the filled prefix where it lies.
+#[derive(Debug)]
+pub struct KvCache {
+    keys: Tensor,
+    values: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(batch: usize, kv_heads: usize, capacity: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let shape = (batch, kv_heads, capacity, head_dim);
+        Ok(Self { keys: Tensor::zeros(shape, dtype, device)?, values: Tensor::zeros(shape, dtype, device)?, len: 0 })
+    }
+
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens the storage holds.
+    pub fn capacity(&self) -> usize {
+        self.keys.dims()[2]
+    }
+
+    /// Forget every token (a new request), keeping the storage.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Append new keys and values (B, KV, L, D).
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let new = k.dim(2)?;
+        if self.len + new > self.capacity() {
+            candle_core::bail!("key/value cache: {} tokens do not fit in {}", self.len + new, self.capacity());
+        }
+        self.keys.slice_set(&k.to_dtype(self.keys.dtype())?.contiguous()?, 2, self.len)?;
+        self.values.slice_set(&v.to_dtype(self.values.dtype())?.contiguous()?, 2, self.len)?;
+        self.len += new;
+        Ok(())
+    }
+
+    /// The whole key storage (B, KV, capacity, D); rows `len()..` are stale.
+    pub fn keys(&self) -> &Tensor {
+        &self.keys
+    }
+
+    pub fn values(&self) -> &Tensor {
+        &self.values
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Mlp {
     gate_proj: Linear,

@@ -61,6 +61,27 @@ pub fn config_from_json(json: &str) -> std::result::Result<Config, serde_json::E
     serde_json::from_value(value)
 }
 
+/// The layer sizes of a Qwen3 config, refusing what the shared layers do not implement (another
+/// activation, sliding windows; every published Qwen3 here has them off). `model` names it in
+/// the error.
+pub fn qwen3_layer_dims(cfg: &Config, model: &str) -> Result<LayerDims> {
+    if cfg.hidden_act != Activation::Silu {
+        candle_core::bail!("{model}: hidden_act {:?} is not Qwen3's silu", cfg.hidden_act);
+    }
+    if cfg.use_sliding_window {
+        candle_core::bail!("{model}: sliding-window attention is not supported (the published Qwen3s have it off)");
+    }
+    Ok(LayerDims {
+        hidden_size: cfg.hidden_size,
+        intermediate_size: cfg.intermediate_size,
+        num_attention_heads: cfg.num_attention_heads,
+        num_key_value_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim,
+        attention_bias: cfg.attention_bias,
+        rms_norm_eps: cfg.rms_norm_eps,
+    })
+}
+
 /// Qwen3-Embedding's transformer (`Qwen3Model`): token embeddings, pre-norm decoder layers with
 /// causal self-attention, the final RMSNorm. Its layers are the same as the ACE-Step encoder
 /// stacks' (`nn::EncoderLayer`, same tensor names), run with a causal mask (`attention::Mask::Causal`,
@@ -81,21 +102,7 @@ impl TextEncoder {
     /// `vb` at the checkpoint root, whose names carry no `model.` prefix (`embed_tokens.weight`,
     /// `layers.N...`, `norm.weight`), as `Qwen3Model.save_pretrained` writes them.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        if cfg.hidden_act != Activation::Silu {
-            candle_core::bail!("text encoder: hidden_act {:?} is not Qwen3's silu", cfg.hidden_act);
-        }
-        if cfg.use_sliding_window {
-            candle_core::bail!("text encoder: sliding-window attention is not supported (Qwen3-Embedding has it off)");
-        }
-        let dims = LayerDims {
-            hidden_size: cfg.hidden_size,
-            intermediate_size: cfg.intermediate_size,
-            num_attention_heads: cfg.num_attention_heads,
-            num_key_value_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-            attention_bias: cfg.attention_bias,
-            rms_norm_eps: cfg.rms_norm_eps,
-        };
+        let dims = qwen3_layer_dims(cfg, "text encoder")?;
         // The hint marks it an embedding table (as `candle_nn::embedding` does), which the
         // checkpoint loader may keep at its stored width.
         let table = vb.get_with_hints((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight", EMBEDDING_HINT)?;

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use backline_engine::checkpoint::tensor_index::TensorIndex;
 use backline_engine::checkpoint::{
-    CheckpointError, DitFolder, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER,
+    CheckpointError, DitFolder, LmFolder, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER,
 };
 
 /// The names of the kinds, as listed.
 const VAE: &str = "VAE";
 const TEXT_ENCODER: &str = "text encoder";
+const LM: &str = "5 Hz LM";
 
 /// What a folder turned out to be.
 enum Inspected {
@@ -37,7 +38,8 @@ fn summary(weights: &TensorIndex) -> String {
     format!("{} tensors, {value:.1}{unit} parameters", weights.tensors.len())
 }
 
-/// Try the DiT, the text encoder, then the VAE (whose config has no required name key, so it goes
+/// Try the DiT, the 5 Hz LM, the text encoder (both Qwen3s; the LM's weights carry `model.`),
+/// then the VAE (whose config has no required name key, so it goes
 /// last), and validate the first that accepts the folder.
 fn inspect(dir: &Path) -> Inspected {
     let mut refusals = Vec::new();
@@ -48,6 +50,11 @@ fn inspect(dir: &Path) -> Inspected {
         }
         Err(e) if refuses_config(&e) => refusals.push(("a DiT", e)),
         Err(e) => return Inspected::Checkpoint { kind: "DiT".into(), result: Err(e) },
+    }
+    match LmFolder::open(dir) {
+        Ok(f) => return Inspected::Checkpoint { kind: LM.into(), result: f.validate().map(|()| summary(&f.weights)) },
+        Err(e) if refuses_config(&e) => refusals.push(("the 5 Hz LM", e)),
+        Err(e) => return Inspected::Checkpoint { kind: LM.into(), result: Err(e) },
     }
     match TextEncoderFolder::open(dir) {
         Ok(f) => {
