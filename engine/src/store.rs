@@ -6,6 +6,8 @@
 //!   used DiTs are evicted until it fits; a DiT larger than the whole budget is a
 //!   [`JobError::MemoryBudget`] before anything loads. The text encoder is freed once a job's
 //!   prompts are encoded when the budget cannot hold it, the VAE and the job's DiT together.
+//! - A 5 Hz LM ([`ResidentLm`]) counts against the same budget and is evicted like a DiT, least
+//!   recently used first.
 //! - [`Residency::PerStage`] loads each model for its stage without keeping it, so a one-shot
 //!   job holds one model at a time.
 //! - [`ModelStore::shared`] is the process's store: two plugin instances on two tracks (two
@@ -24,9 +26,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use candle_core::DType;
 
 use crate::checkpoint::{
-    CheckpointError, DitFolder, LoadAs, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER, TEXT_WEIGHTS,
-    VAE_FOLDER,
+    CheckpointError, DitFolder, LmFolder, LoadAs, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER,
+    TEXT_WEIGHTS, VAE_FOLDER,
 };
+use crate::lm::tokenizer::LmTokenizer;
+use crate::model::causal_lm::CausalLm;
 use crate::error::JobError;
 use crate::precision::Precision;
 use crate::model::acestep::AceStepModel;
@@ -75,6 +79,16 @@ pub struct ResidentText {
     pub bytes: u64,
 }
 
+/// A loaded 5 Hz LM with its tokenizer.
+pub struct ResidentLm {
+    /// The folder's name, e.g. `acestep-5Hz-lm-1.7B`.
+    pub name: String,
+    pub model: CausalLm,
+    pub tokenizer: LmTokenizer,
+    pub file: ModelFile,
+    pub bytes: u64,
+}
+
 /// A loaded VAE (shared by every DiT of a checkpoints folder).
 pub struct ResidentVae {
     pub vae: Vae,
@@ -107,11 +121,13 @@ enum Resident {
     Dit(Arc<ResidentDit>),
     Text(Arc<ResidentText>),
     Vae(Arc<ResidentVae>),
+    Lm(Arc<ResidentLm>),
 }
 
 impl Resident {
-    fn is_dit(&self) -> bool {
-        matches!(self, Resident::Dit(_))
+    /// DiTs and LMs make room for each other; the shared text encoder and VAE are not evicted.
+    fn is_evictable(&self) -> bool {
+        matches!(self, Resident::Dit(_) | Resident::Lm(_))
     }
 }
 
@@ -143,6 +159,7 @@ macro_rules! stored {
 stored!(ResidentDit, Dit);
 stored!(ResidentText, Text);
 stored!(ResidentVae, Vae);
+stored!(ResidentLm, Lm);
 
 struct Entry {
     key: Key,
@@ -207,7 +224,7 @@ impl ModelStore {
                 dir: e.key.dir.clone(),
                 dit: match &e.model {
                     Resident::Dit(dit) => Some(dit.kind),
-                    Resident::Text(_) | Resident::Vae(_) => None,
+                    Resident::Text(_) | Resident::Vae(_) | Resident::Lm(_) => None,
                 },
                 bytes: e.bytes,
             })
@@ -251,6 +268,22 @@ impl ModelStore {
             let model = folder.load(how)?.model;
             let file = model_file(&folder.dir, DIT_WEIGHTS)?;
             Ok(ResidentDit { name, kind: folder.model_kind(), model, file, bytes })
+        })
+    }
+
+    /// The 5 Hz LM in `folder`: resident, or loaded now (after evicting what the budget needs)
+    /// and kept as `residency` says.
+    pub fn lm(&self, folder: &LmFolder, how: &LoadAs, residency: Residency, ctx: &JobContext) -> Result<Arc<ResidentLm>, JobError> {
+        self.find_or_load(key(&folder.dir, how), residency, || {
+            let bytes = folder.footprint()?.bytes(how);
+            let name = folder.name();
+            if bytes > self.budget_bytes() {
+                return Err(JobError::MemoryBudget { model: name, needed_bytes: bytes, budget_bytes: self.budget_bytes() });
+            }
+            self.evict_for(bytes);
+            ctx.loading(&name);
+            let (model, tokenizer) = folder.load(how)?;
+            Ok(ResidentLm { name, model, tokenizer, file: model_file(&folder.dir, TEXT_WEIGHTS)?, bytes })
         })
     }
 
@@ -357,7 +390,7 @@ impl ModelStore {
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.model.is_dit())
+                .filter(|(_, e)| e.model.is_evictable())
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i);
             match oldest {

@@ -550,3 +550,41 @@ fn hosted_window_flags_repaint_and_outpaint_the_source() {
     assert_fails_with(&no_source, &["--src-audio"]);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn thinking_renders_the_lms_codes_and_the_recipe_keeps_them() {
+    let dir = scratch("thinking");
+    let checkpoints = tiny_set(&dir);
+    let run = |name: &str, extra: &[&str]| {
+        let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--name", name, "--format", "wav"];
+        let metas = ["--caption", "lofi keys", "--bpm", "90", "--key", "A minor", "--time-signature", "4", "--duration", "10"];
+        backline(&dir, &[&args[..], &metas[..], &["--seed", "3", "--batch-size", "1"], extra].concat())
+    };
+    let out = run("planned", &["--thinking"]);
+    assert!(out.status.success(), "--thinking failed:\n{}", stderr(&out));
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join("planned-3.json")).unwrap()).unwrap();
+    assert!(recipe.request.thinking, "the recipe keeps what was asked");
+    let lm = recipe.lm.as_ref().expect("and what the LM chose");
+    assert_eq!(lm.model.folder, "acestep-5Hz-lm-0.6B");
+    assert_eq!(lm.chain_of_thought, "<think>\nbpm: 90\nduration: 10\nkeyscale: A minor\ntimesignature: 4\n</think>");
+    assert_eq!(lm.audio_codes.len(), 1);
+    let codes = &lm.audio_codes[0];
+    assert_eq!(codes.matches("<|audio_code_").count(), 50, "10 s is 50 codes: {codes}");
+    assert!(recipe.time_costs.contains_key("lm_phase2_time_cost"));
+    let planned = read_audio(&dir.join("planned-3.wav")).unwrap();
+
+    // The same seed plans the same codes; the codes given back render the same audio.
+    let out = run("replayed", &["--audio-codes", codes]);
+    assert!(out.status.success(), "--audio-codes failed:\n{}", stderr(&out));
+    assert_eq!(read_audio(&dir.join("replayed-3.wav")).unwrap().channels, planned.channels, "the LM's codes are what the DiT rendered");
+    let plain = run("plain", &[]);
+    assert!(plain.status.success());
+    assert_ne!(read_audio(&dir.join("plain-3.wav")).unwrap().channels, planned.channels, "the codes change the take");
+
+    // What the LM cannot plan from yet, and a set without an LM, are clear errors.
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--caption", "x", "--duration", "10", "--thinking"];
+    assert_fails_with(&backline(&dir, &args), &["thinking", "keyscale"]);
+    fs::remove_dir_all(checkpoints.join("acestep-5Hz-lm-0.6B")).unwrap();
+    assert_fails_with(&run("orphan", &["--thinking"]), &["thinking", "acestep-5Hz-lm-"]);
+    fs::remove_dir_all(&dir).unwrap();
+}

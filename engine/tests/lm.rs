@@ -237,3 +237,46 @@ fn an_lm_folder_that_does_not_match_is_a_clear_error() {
     };
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// Tokens per second of phase 2 (both guidance rows in one batch, 50 codes, upstream's default
+/// sampling) on the LM folder in `BACKLINE_LM_DIR`, at `BACKLINE_LM_PRECISION` (f32 by default).
+/// PyTorch's figure on the same folder comes from `tests/parity/bench_lm.py`; docs/benchmarks.md
+/// has both and the commands.
+#[test]
+#[ignore = "needs a published-size LM folder (cargo xtask synth-checkpoint DIR --lm 0.6B) in BACKLINE_LM_DIR"]
+fn lm_tokens_per_second() {
+    let dir = PathBuf::from(std::env::var("BACKLINE_LM_DIR").expect("BACKLINE_LM_DIR"));
+    let precision = Precision::parse(&std::env::var("BACKLINE_LM_PRECISION").unwrap_or_else(|_| "f32".into())).expect("f32, bf16, q8 or q4");
+    let started = std::time::Instant::now();
+    let (lm, tokenizer) = LmFolder::open(&dir).unwrap().load(&LoadAs::cpu(precision)).unwrap();
+    let load_s = started.elapsed().as_secs_f64();
+    let plan = plan_from(&serde_json::json!({"bpm": 92, "duration": 10, "keyscale": "F# minor", "timesignature": "4"}));
+    let request = CodesRequest {
+        caption: "lofi hip hop, dusty drums, mellow keys",
+        lyrics: "[Instrumental]",
+        plan: &plan,
+        negative_prompt: prompt::NO_USER_INPUT,
+        target_codes: 50,
+        cfg_scale: 2.0,
+        sampling: Sampling::default(),
+        seed: 7,
+    };
+    let mut first = None;
+    let started = std::time::Instant::now();
+    let out = generate_codes(&lm, &tokenizer, &request, &mut || true, &mut |done, _| {
+        if done == 1 {
+            first = Some(started.elapsed().as_secs_f64());
+        }
+    })
+    .unwrap();
+    let total = started.elapsed().as_secs_f64();
+    let first = first.unwrap();
+    let decode_tokens = out.tokens.len() - 1;
+    println!(
+        "lm {} {precision}: load {load_s:.1} s, prompt + first token {first:.3} s, then {decode_tokens} tokens in {:.2} s = {:.2} tokens/s ({:.2} overall)",
+        dir.display(),
+        total - first,
+        decode_tokens as f64 / (total - first),
+        out.tokens.len() as f64 / total
+    );
+}

@@ -178,9 +178,11 @@ fn ace_steps_own_client_generates_through_the_native_api() {
         assert_eq!(entry["metas"]["keyscale"], "A minor");
         assert_eq!(entry["metas"]["prompt"], "dusty boom-bap drums");
         assert_eq!(entry["dit_model"], "acestep-v15-turbo");
-        assert!(entry["lm_model"].is_null(), "no LM ran");
+        // Every meta the LM plans from is given, and the tiny set has one: it wrote the codes.
+        assert_eq!(entry["lm_model"], "acestep-5Hz-lm-0.6B", "{entry}");
+        assert_eq!(entry["recipe"]["lm"]["audio_codes"].as_array().unwrap().len(), 2, "one code string per item");
         let notes = entry["notes"].as_array().unwrap();
-        assert!(notes.len() == 2 && notes[0].as_str().unwrap().contains("5 Hz LM"), "the LM switches are said: {notes:?}");
+        assert!(notes.len() == 1 && notes[0].as_str().unwrap().contains("use_format"), "use_format is said: {notes:?}");
         assert!(entry["generation_info"].as_str().unwrap().contains("Note:"));
         let file = entry["file"].as_str().unwrap();
         assert!(file.starts_with("/v1/audio?path=%2F"), "{file}");
@@ -632,14 +634,16 @@ fn hosted_shapes_and_the_model_routes() {
     for (body, needle) in [
         (json!({"model": "acestep-v15-nothing"}), "acestep-v15-nothing"),
         (json!({"model": other, "slot": 2}), "slot"),
-        (json!({"init_llm": true}), "5 Hz LM"),
+        (json!({"lm_model_path": "/models/acestep-5Hz-lm-4B"}), "acestep-5Hz-lm-0.6B"),
     ] {
         let (status, refused) = send(server.post_json("/v1/init", body));
         assert_eq!(status, 400, "{refused}");
         assert!(refused["detail"].as_str().unwrap().contains(needle), "{needle}: {refused}");
     }
-    let (status, init) = send(server.post_json("/v1/init", json!({"model": other})));
+    let (status, init) = send(server.post_json("/v1/init", json!({"model": other, "init_llm": true})));
     assert_eq!(status, 200, "{init}");
+    assert_eq!(init["data"]["llm_initialized"], true, "the tiny set has an LM: {init}");
+    assert_eq!(init["data"]["lm_models"], json!(["acestep-5Hz-lm-0.6B"]));
     assert_eq!(init["data"]["loaded_model"].as_str(), Some(other.as_str()), "{init}");
     let (_, queued) = send(server.post_json("/release_task", json!({"prompt": "on the chosen model", "audio_duration": 10, "batch_size": 1, "inference_steps": 2, "audio_format": "wav"})));
     let (_, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);

@@ -81,7 +81,15 @@ pub fn job_request(
         body["model"] = json!(draft.model);
     }
     match task {
-        TaskType::Text2Music => body["duration"] = json!(plan.request_duration_s()),
+        TaskType::Text2Music => {
+            body["duration"] = json!(plan.request_duration_s());
+            if draft.plan_with_lm {
+                if draft.keyscale.is_empty() {
+                    return Err("Let the model plan needs a key: the 5 Hz LM plans from the key, tempo, meter and length".into());
+                }
+                body["thinking"] = json!(true);
+            }
+        }
         TaskType::Cover => body["audio_cover_strength"] = json!(draft.strength),
         // The first pass is repainted; the passes around it are the context it must fit.
         TaskType::Repaint => {
@@ -146,6 +154,19 @@ mod tests {
             start_quarters: 16.0,
             start_sample: 352_800,
         }
+    }
+
+    #[test]
+    fn letting_the_model_plan_asks_for_thinking_with_the_key() {
+        let draft = SessionState { caption: "lofi keys".into(), keyscale: "A minor".into(), plan_with_lm: true, ..Default::default() };
+        let (job, _) = job_request(&draft, &grid(90.0, (4, 4)), None).unwrap();
+        assert!(job.request.thinking);
+        job.request.validate().expect("the grid gives the LM its tempo, meter and length");
+        let unplanned = SessionState { plan_with_lm: false, ..draft.clone() };
+        assert!(!job_request(&unplanned, &grid(90.0, (4, 4)), None).unwrap().0.request.thinking);
+        let keyless = SessionState { keyscale: String::new(), ..draft };
+        let err = job_request(&keyless, &grid(90.0, (4, 4)), None).unwrap_err();
+        assert!(err.contains("key"), "{err}");
     }
 
     #[test]

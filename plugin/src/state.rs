@@ -44,6 +44,9 @@ pub struct SessionState {
     pub instrumental: bool,
     /// Key such as "F# minor"; empty means "let the model decide".
     pub keyscale: String,
+    /// Generate: let the 5 Hz LM plan the bars first (ACE-Step's `thinking`): it writes audio
+    /// codes from the caption, lyrics, key, tempo, meter and length, and the DiT renders them.
+    pub plan_with_lm: bool,
     /// First bar of the region to generate or edit, counted from 0 (shown from 1).
     pub start_bar: u32,
     /// Length of the region in bars.
@@ -84,6 +87,7 @@ impl Default for SessionState {
             lyrics: String::new(),
             instrumental: true,
             keyscale: String::new(),
+            plan_with_lm: false,
             start_bar: 0,
             length_bars: 4,
             track_name: "drums".into(),

@@ -103,7 +103,35 @@ pub fn grid_summary(recipe: &Recipe) -> (String, Vec<String>) {
             seam.flux_ratio, seam.level_step_db, seam.median_level_step_db
         ));
     }
+    if let Some(lm) = &recipe.lm {
+        tags.insert(0, "planned".into());
+        let codes = lm.audio_codes.first().map_or(0, |c| c.matches("<|audio_code_").count());
+        lines.push(format!("Planned by {}: {codes} audio codes from {}", lm.model.folder, plan_summary(&lm.chain_of_thought)));
+    }
     (tags.join(", "), lines)
+}
+
+/// The chain of thought's fields on one line ("bpm 90, duration 8, keyscale A minor, ...").
+fn plan_summary(chain_of_thought: &str) -> String {
+    let plan = backline_engine::lm::plan::Plan::parse(chain_of_thought);
+    let mut parts = Vec::new();
+    let number = |v: &backline_engine::lm::plan::Value| match v {
+        backline_engine::lm::plan::Value::Int(i) => i.to_string(),
+        backline_engine::lm::plan::Value::Text(t) => t.clone(),
+    };
+    if let Some(v) = &plan.bpm {
+        parts.push(format!("{} BPM", number(v)));
+    }
+    if let Some(k) = &plan.keyscale {
+        parts.push(k.clone());
+    }
+    if let Some(t) = &plan.timesignature {
+        parts.push(format!("{t} beats a bar"));
+    }
+    if let Some(v) = &plan.duration {
+        parts.push(format!("{} s", number(v)));
+    }
+    parts.join(", ")
 }
 
 /// The placement a take of `plan` plays at.

@@ -172,6 +172,10 @@ const TASK_BOX: (u32, u32) = (183, 433);
 const TASK_ITEM: (u32, u32) = (148, 460);
 /// The Take row's Loop checkbox (the loop's wrap choice appears beside it once on).
 const LOOP_CHECKBOX: (u32, u32) = (71, 628);
+/// The Key box, an item in its list, and *Let the model plan* beside it (Generate only).
+const KEY_BOX: (u32, u32) = (120, 576);
+const KEY_ITEM: (u32, u32) = (110, 624);
+const PLAN_CHECKBOX: (u32, u32) = (197, 576);
 const GENERATE_BUTTON: (u32, u32) = (61, 724);
 
 /// A stand-in for the desktop's folder dialog (`zenity`, as the plugin runs it on Linux): it
@@ -265,6 +269,19 @@ fn generate_from_the_editor_under_xvfb() {
 
     click(&display, &id, TASK_BOX.0, TASK_BOX.1);
     click(&display, &id, TASK_ITEM.0, TASK_ITEM.1);
+    // Let the model plan: it needs a key, so it is greyed until one is chosen.
+    let plan_row = |rgb: &[[u8; 3]]| rgb[((PLAN_CHECKBOX.1 - 8) * w) as usize..((PLAN_CHECKBOX.1 + 8) * w) as usize].to_vec();
+    click(&display, &id, KEY_BOX.0, KEY_BOX.1);
+    std::thread::sleep(Duration::from_millis(500));
+    screenshot(&display, &id, "editor-keys.png");
+    click(&display, &id, KEY_ITEM.0, KEY_ITEM.1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (keyed, _, _) = screenshot(&display, &id, "editor-key.png");
+    click(&display, &id, PLAN_CHECKBOX.0, PLAN_CHECKBOX.1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (planned, _, _) = screenshot(&display, &id, "editor-plan.png");
+    assert_ne!(plan_row(&looped), plan_row(&keyed), "no key was chosen");
+    assert_ne!(plan_row(&keyed), plan_row(&planned), "Let the model plan did not tick");
     click(&display, &id, GENERATE_BUTTON.0, GENERATE_BUTTON.1);
     std::thread::sleep(Duration::from_millis(300));
     screenshot(&display, &id, "editor-progress.png");

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask bundle <package> [--release]\n  cargo xtask test [-- <cargo test args>]\n  \
-                 cargo xtask tiny-checkpoint DIR [--xl] [--seed N]\n  cargo xtask synth-checkpoint DIR (--full | --xl) [--seed N]\n  \
+                 cargo xtask tiny-checkpoint DIR [--xl] [--seed N]\n  cargo xtask synth-checkpoint DIR (--full | --xl | --lm 0.6B|1.7B|4B) [--seed N]\n  \
                  cargo xtask bench [--checkpoints DIR] [--runs N] [--upstream DIR] [--python PATH] [--skip-torch]\n  \
                  cargo xtask bench-cpp --acestep-cpp DIR [--checkpoints DIR] [--python PATH] [--durations 30,10] [--precisions bf16,q8]\n  \
                  cargo xtask bench-grid [--minutes N] [--runs N]"

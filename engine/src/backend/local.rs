@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 use super::admit::{admit, dit_folders, Admitted};
 use super::{Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
 use crate::checkpoint::footprint::Footprint;
-use crate::checkpoint::{CheckpointError, LoadAs, TextEncoderFolder, VaeFolder, TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::checkpoint::{CheckpointError, LmFolder, LoadAs, TextEncoderFolder, VaeFolder, LM_FOLDERS, TEXT_ENCODER_FOLDER, VAE_FOLDER};
 use crate::precision::Precision;
 use crate::error::JobError;
 use crate::job::{Engine, JobControl, JobHandle, Worker};
@@ -166,9 +166,11 @@ impl Backend for LocalBackend {
             (Ok(vae), Ok(text)) => (Some(vae.plus(&text)), None),
             (Err(e), _) | (_, Err(e)) => (None, Some(e)),
         };
+        let lm_models = LM_FOLDERS.iter().filter(|name| LmFolder::open(&root.join(name)).is_ok()).map(|n| n.to_string()).collect();
         Ok(ModelsInfo {
             checkpoints: root.clone(),
             dits,
+            lm_models,
             shared_problem,
             resident,
             budget_bytes: self.store.budget_bytes(),

@@ -117,6 +117,8 @@ pub struct ModelsInfo {
     /// What is wrong with the shared models' folders (`vae/`, `Qwen3-Embedding-0.6B/`), if
     /// anything: every generation needs both.
     pub shared_problem: Option<String>,
+    /// The 5 Hz LM folders that open (`acestep-5Hz-lm-*`), smallest first: what `thinking` plans with.
+    pub lm_models: Vec<String>,
     /// What the model store holds now (all checkpoints folders of this process).
     pub resident: Vec<ResidentModel>,
     /// Bytes the resident DiTs may take together.

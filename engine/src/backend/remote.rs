@@ -146,6 +146,7 @@ impl Backend for RemoteBackend {
         Ok(ModelsInfo {
             checkpoints: PathBuf::from(&self.settings.url),
             dits,
+            lm_models: Vec::new(),
             shared_problem: None,
             resident: Vec::new(),
             budget_bytes: 0,
@@ -508,6 +509,7 @@ impl RemoteWorker {
             time_costs: Default::default(),
             analysis: None,
             grid: None,
+            lm: None,
         }
     }
 

@@ -22,7 +22,10 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::audio::{AudioBuffer, MODEL_SAMPLE_RATE};
 use crate::backend::Admitted;
-use crate::checkpoint::{DitFolder, LoadAs, VaeFolder, VAE_FOLDER, VAE_WEIGHTS};
+use crate::checkpoint::{DitFolder, LmFolder, LoadAs, VaeFolder, LM_FOLDERS, VAE_FOLDER, VAE_WEIGHTS};
+use crate::lm::codes::{generate_codes, CodesRequest, LmError, CODES_PER_SECOND};
+use crate::lm::plan::{Plan, Value as PlanValue};
+use crate::model::fsq::format_audio_codes;
 use crate::error::JobError;
 use crate::model::acestep::{Condition, SourceInputs};
 use crate::model::condition::ConditionInputs;
@@ -38,7 +41,7 @@ use crate::sampling::{
 use crate::store::{model_file, ModelStore, Residency, ResidentDit, ResidentText, ResidentVae};
 use crate::task::TaskType;
 use crate::timing::LATENT_FRAMES_PER_SECOND;
-use recipe::{ModelFile, Recipe};
+use recipe::{LmReport, ModelFile, Recipe};
 use source::LatentCache;
 use task_inputs::TaskInputs;
 
@@ -81,6 +84,25 @@ pub struct Pipeline {
     vae_file: ModelFile,
     /// Audio samples per latent frame.
     hop: usize,
+}
+
+/// A text2music job's audio codes, per item, and the LM's report when it wrote them.
+struct Planned {
+    codes: Vec<Vec<u32>>,
+    report: Option<LmReport>,
+}
+
+/// The 5 Hz LM a job plans with: upstream's default (1.7B) where it is installed, else the
+/// smallest, else the largest.
+fn choose_lm(checkpoints: &std::path::Path) -> Result<LmFolder, JobError> {
+    let order = [LM_FOLDERS[1], LM_FOLDERS[0], LM_FOLDERS[2]];
+    match order.iter().map(|name| checkpoints.join(name)).find(|dir| dir.is_dir()) {
+        Some(dir) => Ok(LmFolder::open(&dir)?),
+        None => Err(JobError::Model {
+            stage: "5 Hz LM",
+            message: format!("`thinking` needs a 5 Hz LM folder ({}) in {}", LM_FOLDERS.join(", "), checkpoints.display()),
+        }),
+    }
 }
 
 /// Seconds spent loading models during the job (Backline's own key).
@@ -162,6 +184,7 @@ impl Pipeline {
         let batch = resolved.batch_size();
         let mut clock = StageClock::start();
 
+        let planned = self.plan(resolved, &mut clock, ctx)?;
         let mut vae = None;
         let inputs = clock.time("dit_vae_encode_time_cost", || TaskInputs::prepare(self, job, &mut vae, latents, ctx));
         if let Some(vae) = vae {
@@ -169,19 +192,25 @@ impl Pipeline {
         }
         let inputs = inputs?;
         if job.source.is_none() && job.reference.is_none() {
-            clock.costs.clear(); // nothing was encoded
+            clock.costs.remove("dit_vae_encode_time_cost"); // nothing was encoded
         }
         let frames = inputs.frames;
 
+        // Text2music with audio codes runs as cover, with the cover instruction (upstream's
+        // handler switches the task when codes are given).
+        let mut prompt_request = resolved.recipe.clone();
+        if planned.is_some() {
+            prompt_request.task_type = TaskType::Cover;
+        }
         let text = clock.load(|| self.text_encoder(ctx))?;
         ctx.check_cancelled()?;
         ctx.stage("text");
         let text_stage = |clock: &mut StageClock| -> candle_core::Result<(Tensor, Tensor, (Tensor, Tensor), Option<(Tensor, Tensor)>)> {
             clock.time("dit_text_encoder_time_cost", || {
-                let prompt = PromptInputs::new(&resolved.recipe).with_duration(inputs.prompt_duration);
+                let prompt = PromptInputs::new(&prompt_request).with_duration(inputs.prompt_duration);
                 let (lyrics, lyric_mask) = self.lyric_embeddings(&text, &prompt, batch)?;
                 let caption = self.caption_states(&text, &prompt.caption_prompt(), batch, None)?;
-                let switches = resolved.task_type == TaskType::Cover && resolved.audio_cover_strength < 1.0;
+                let switches = prompt_request.task_type == TaskType::Cover && resolved.audio_cover_strength < 1.0;
                 // Upstream fits the second caption to the cover caption's length (cut, or padded
                 // with encoded pad tokens that the DiT attends), so the same is done here.
                 let cover_width = caption.0.dim(1)?;
@@ -203,8 +232,12 @@ impl Pipeline {
         ctx.check_cancelled()?;
         ctx.stage("condition");
         let texts = Texts { caption: &caption, non_cover_caption: non_cover_caption.as_ref(), lyrics: &lyrics, lyric_mask: &lyric_mask };
+        let hints = match &planned {
+            Some(plan) => Some(self.code_hints(&dit, &plan.codes, frames).map_err(|e| JobError::model("audio code detokenizer", e))?),
+            None => None,
+        };
         let (main, text2music) = clock
-            .time("dit_encoder_time_cost", || self.conditions(&dit, &inputs, &texts, batch))
+            .time("dit_encoder_time_cost", || self.conditions(&dit, &inputs, hints.as_ref(), &texts, batch))
             .map_err(|e| JobError::model("condition encoder", e))?;
         ctx.check_cancelled()?;
 
@@ -236,13 +269,21 @@ impl Pipeline {
             time_costs: clock.costs,
             analysis: None,
             grid: None,
+            lm: planned.and_then(|p| p.report),
         };
         Ok(Generation { audio, recipe })
     }
 
 /// The condition of the task and, for a cover that switches part-way, text2music's: the
     /// text2music instruction's caption with silence as the source.
-    fn conditions(&self, dit: &ResidentDit, inputs: &TaskInputs, texts: &Texts, batch: usize) -> candle_core::Result<(Condition, Option<Condition>)> {
+    fn conditions(
+        &self,
+        dit: &ResidentDit,
+        inputs: &TaskInputs,
+        hints: Option<&Tensor>,
+        texts: &Texts,
+        batch: usize,
+    ) -> candle_core::Result<(Condition, Option<Condition>)> {
         let clip_item: Vec<usize> = (0..batch).collect();
         let clips = match &inputs.reference {
             Some(r) => r.latents.repeat((batch, 1, 1))?,
@@ -260,8 +301,10 @@ impl Pipeline {
             dit.model.prepare_condition(&inputs, source)
         };
         let is_cover = vec![inputs.is_cover; batch];
+        // Hints decoded from audio codes are the source as they are: upstream passes them as
+        // precomputed hints, with no FSQ round trip.
         let source = SourceInputs {
-            latents: &inputs.context_source,
+            latents: hints.unwrap_or(&inputs.context_source),
             chunk_mask: &inputs.chunk_mask,
             is_cover: &is_cover,
             silence: &self.silence,
@@ -281,6 +324,84 @@ impl Pipeline {
             None => None,
         };
         Ok((main, text2music))
+    }
+
+    /// The audio codes a text2music job renders: the request's own, or the 5 Hz LM's (one run
+    /// per item, seeded by the item's seed) when it asked for `thinking`. `None` for every other job.
+    fn plan(&self, resolved: &ResolvedRequest, clock: &mut StageClock, ctx: &JobContext) -> Result<Option<Planned>, JobError> {
+        if let Some(codes) = &resolved.audio_codes {
+            return Ok(Some(Planned { codes: vec![codes.clone(); resolved.batch_size()], report: None }));
+        }
+        let Some(settings) = &resolved.lm else { return Ok(None) };
+        let m = &self.models;
+        let folder = choose_lm(&m.checkpoints)?;
+        let lm = clock.load(|| m.store.lm(&folder, &m.how, m.residency, ctx))?;
+        ctx.check_cancelled()?;
+        ctx.stage("lm");
+        let request = &resolved.recipe;
+        let duration = resolved.duration_s.unwrap_or(crate::request::FALLBACK_DURATION_S);
+        // The user's metas are the plan (phase 1 is skipped when all are given), as upstream
+        // passes them: whole numbers for bpm and duration.
+        let plan = Plan {
+            bpm: request.bpm.map(|b| PlanValue::Int(b.into())),
+            duration: Some(PlanValue::Int(duration as i64)),
+            keyscale: request.keyscale.clone(),
+            timesignature: request.timesignature.clone(),
+            ..Plan::default()
+        };
+        let lyrics = if request.instrumental { crate::prompt::INSTRUMENTAL_LYRICS } else { request.lyrics.as_str() };
+        let seconds_of_codes = duration.clamp(crate::timing::DURATION_MIN_S, crate::timing::DURATION_MAX_S);
+        let target_codes = (seconds_of_codes * CODES_PER_SECOND as f64) as usize;
+        let started = Instant::now();
+        let mut tokens = 0usize;
+        let mut codes = Vec::with_capacity(resolved.seeds.len());
+        for &seed in &resolved.seeds {
+            let asked = CodesRequest {
+                caption: &request.caption,
+                lyrics,
+                plan: &plan,
+                negative_prompt: &settings.negative_prompt,
+                target_codes,
+                cfg_scale: settings.cfg_scale,
+                sampling: settings.sampling,
+                seed: seed.into(),
+            };
+            let out = generate_codes(&lm.model, &lm.tokenizer, &asked, &mut || !ctx.is_cancelled(), &mut |done, total| ctx.step(done, total))
+                .map_err(|e| match e {
+                    LmError::Cancelled => JobError::Cancelled,
+                    other => JobError::Model { stage: "5 Hz LM", message: other.to_string() },
+                })?;
+            tokens += out.tokens.len();
+            codes.push(out.codes);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        clock.costs.insert("lm_phase2_time_cost".into(), seconds);
+        let report = LmReport {
+            model: lm.file.clone(),
+            chain_of_thought: plan.chain_of_thought(),
+            audio_codes: codes.iter().map(|c| format_audio_codes(c)).collect(),
+            tokens_per_second: tokens as f64 / seconds.max(1e-9),
+        };
+        self.let_go(lm);
+        Ok(Some(Planned { codes, report: Some(report) }))
+    }
+
+    /// Each item's codes as 25 Hz hints (B, frames, 64): detokenized, then padded with the
+    /// silence latent or cut to the job's length.
+    fn code_hints(&self, dit: &ResidentDit, codes: &[Vec<u32>], frames: usize) -> candle_core::Result<Tensor> {
+        let rows = codes
+            .iter()
+            .map(|c| {
+                let hints = dit.model.hints_from_codes(c)?.to_dtype(self.dtype)?;
+                let have = hints.dim(1)?;
+                if have >= frames {
+                    hints.narrow(1, 0, frames)
+                } else {
+                    Tensor::cat(&[&hints, &self.silence_frames(frames - have, 1)?], 1)
+                }
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 0)
     }
 
     /// Caption prompt → the text encoder's last hidden state, repeated over the batch, with its

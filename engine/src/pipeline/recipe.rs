@@ -68,6 +68,21 @@ pub struct Recipe {
     /// How a take planned in bars was cut, conformed, aligned and looped (`audio::take_shape`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid: Option<GridReport>,
+    /// What the 5 Hz LM chose, when the request asked it to plan (`thinking`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm: Option<LmReport>,
+}
+
+/// The 5 Hz LM's part of a generation: the model, the plan it followed (as the chain of thought
+/// it was prompted with) and the audio codes it wrote, one string per item, as upstream's result
+/// carries them (`audio_codes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmReport {
+    pub model: ModelFile,
+    pub chain_of_thought: String,
+    pub audio_codes: Vec<String>,
+    /// Tokens generated per second, both guidance rows counted once (a fact of the run).
+    pub tokens_per_second: f64,
 }
 
 fn full_precision() -> Precision {
@@ -159,6 +174,7 @@ mod tests {
             time_costs: BTreeMap::new(),
             analysis: None,
             grid: None,
+            lm: None,
         }
     }
 

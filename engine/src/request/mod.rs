@@ -32,7 +32,7 @@ mod resolve;
 mod validate;
 
 pub use limits::*;
-pub use resolve::{RepaintWindow, ResolvedRequest, Sampling, SourceSpan};
+pub use resolve::{LmSettings, RepaintWindow, ResolvedRequest, Sampling, SourceSpan};
 
 
 /// The encoded file a job returns (`api/http/release_task_models.py:101-104`).
@@ -241,6 +241,29 @@ pub struct GenerationRequest {
     /// server picks the model by it; [`GenerationRequest::resolve`] takes the loaded model's kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Let the 5 Hz LM plan the piece first: it writes 5 Hz audio codes for the caption, lyrics
+    /// and metas, and the DiT renders them as a cover would its source. Text2music reads it;
+    /// upstream skips the LM for the audio tasks, and so does Backline. Default false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub thinking: bool,
+    /// 5 Hz audio codes as `<|audio_code_N|>` text (what the LM writes, or upstream's
+    /// `audio_codes`): text2music renders them as a cover-style source, and the LM does not run.
+    /// A take made with `thinking` records the LM's codes in its recipe's `lm` report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_code_string: Option<String>,
+    /// The LM's sampling (`inference.py` `GenerationParams`): temperature (0.85), guidance
+    /// (2.0; 1 turns the unconditional row off), top-k (0, off), top-p (0.9; 1 is off),
+    /// repetition penalty (1.0, off), and the negative prompt of the unconditional row.
+    pub lm_temperature: f64,
+    pub lm_cfg_scale: f64,
+    pub lm_top_k: u32,
+    pub lm_top_p: f64,
+    pub lm_repetition_penalty: f64,
+    pub lm_negative_prompt: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for GenerationRequest {
@@ -280,6 +303,14 @@ impl Default for GenerationRequest {
             audio_format: None,
             instruction: None,
             model: None,
+            thinking: false,
+            audio_code_string: None,
+            lm_temperature: 0.85,
+            lm_cfg_scale: 2.0,
+            lm_top_k: 0,
+            lm_top_p: 0.9,
+            lm_repetition_penalty: 1.0,
+            lm_negative_prompt: crate::lm::prompt::NO_USER_INPUT.to_string(),
         }
     }
 }
@@ -466,9 +497,11 @@ pub(crate) mod tests {
 
         #[test]
         fn unknown_fields_are_named() {
-            let err = GenerationRequest::from_json(r#"{"caption": "x", "temperature": 1}"#).unwrap_err();
-            assert_eq!(err, RequestError::UnknownField { field: "temperature".into(), suggestion: None });
-            assert_eq!(err.to_string(), "unknown field `temperature`");
+            let err = GenerationRequest::from_json(r#"{"caption": "x", "loudness": 1}"#).unwrap_err();
+            assert_eq!(err, RequestError::UnknownField { field: "loudness".into(), suggestion: None });
+            assert_eq!(err.to_string(), "unknown field `loudness`");
+            let err = parse(json!({"temperature": 1})).unwrap_err();
+            assert!(err.to_string().ends_with("did you mean `lm_temperature`?"), "{err}");
             let err = parse(json!({"inference_step": 8})).unwrap_err();
             assert_eq!(err.to_string(), "unknown field `inference_step`; did you mean `inference_steps`?");
             let err = parse(json!({"Repainting-Start": 1})).unwrap_err();
@@ -513,12 +546,40 @@ pub(crate) mod tests {
                 "allowLmBatch": true,
             });
             assert_eq!(parse(defaults).unwrap(), GenerationRequest::default());
-            let err = parse(json!({"thinking": true})).unwrap_err();
-            assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "thinking"), "{err}");
+            let err = parse(json!({"sample_mode": true})).unwrap_err();
+            assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "sample_mode"), "{err}");
             assert!(err.to_string().contains("5 Hz LM"), "{err}");
             let err = parse(json!({"repaint_latent_crossfade_frames": 4})).unwrap_err();
             assert!(err.to_string().starts_with("`repaint_latent_crossfade_frames` = 4 is not supported"), "{err}");
             assert!(parse(json!({"format": "mp3"})).is_err(), "`format` is upstream's alias of use_format");
+        }
+
+        #[test]
+        fn thinking_and_audio_codes_are_read_and_checked() {
+            let planned = parse(json!({"thinking": "true", "bpm": 90, "key": "A minor", "time_signature": "4", "audio_duration": 12,
+                "lm_temperature": "1.1", "lmCfgScale": 1.5, "lm_top_k": 40, "lm_negative_prompt": "harsh"}))
+            .unwrap();
+            assert!(planned.thinking);
+            planned.validate().unwrap();
+            let resolved = planned.resolve(ModelKind::Turbo).unwrap();
+            let lm = resolved.lm.expect("text2music with thinking plans with the LM");
+            assert_eq!((lm.sampling.temperature, lm.sampling.top_k, lm.cfg_scale), (1.1, Some(40), 1.5));
+            assert_eq!(lm.negative_prompt, "harsh");
+            // Planning the missing metadata is phase 1's work, which the LM does not do yet.
+            let err = parse(json!({"thinking": true, "bpm": 90})).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("keyscale, timesignature, duration"), "{err}");
+            // The audio tasks skip the LM, as upstream's do.
+            let cover = parse(json!({"thinking": true, "task_type": "cover", "src_audio": "a.wav"})).unwrap();
+            assert!(cover.resolve(ModelKind::Turbo).unwrap().lm.is_none());
+
+            let coded = parse(json!({"audio_codes": "<|audio_code_5|><|audio_code_63999|>", "thinking": true})).unwrap();
+            let resolved = coded.resolve(ModelKind::Turbo).unwrap();
+            assert_eq!(resolved.audio_codes, Some(vec![5, 63_999]));
+            assert!(resolved.lm.is_none(), "given codes are the plan");
+            let err = parse(json!({"audio_code_string": "no codes"})).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("audio_code_string"), "{err}");
+            let err = parse(json!({"lm_top_p": 1.5})).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("lm_top_p"), "{err}");
         }
 
         #[test]

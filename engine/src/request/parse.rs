@@ -58,6 +58,14 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ("audio_format", &["audioFormat"]),
     ("instruction", &[]),
     ("model", &["model_name", "modelName", "dit_model", "ditModel"]),
+    ("thinking", &[]),
+    ("audio_code_string", &["audioCodeString", "audio_codes"]),
+    ("lm_temperature", &["lmTemperature"]),
+    ("lm_cfg_scale", &["lmCfgScale"]),
+    ("lm_top_k", &["lmTopK"]),
+    ("lm_top_p", &["lmTopP"]),
+    ("lm_repetition_penalty", &["lmRepetitionPenalty"]),
+    ("lm_negative_prompt", &["lmNegativePrompt"]),
 ];
 
 /// Nested objects whose keys count as fields, highest priority first
@@ -77,7 +85,7 @@ pub(super) enum Inert {
     True,
 }
 
-const NEEDS_LM: &str = "it needs the 5 Hz LM, which Backline does not run yet";
+const NEEDS_LM: &str = "it needs the 5 Hz LM's sample or format mode, which Backline does not run yet";
 const LM_KNOB: &str = "it only steers the 5 Hz LM";
 const ANALYSIS: &str = "analysis-only jobs are not supported";
 const REPAINT_TUNING: &str = "Backline tunes repaint through `repaint_mode` and `repaint_strength` only";
@@ -86,11 +94,9 @@ const REPAINT_TUNING: &str = "Backline tunes repaint through `repaint_mode` and 
 /// aliases from `release_task_param_parser.py`): canonical name, other keys, the values that ask
 /// for nothing, and why anything else is refused.
 const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
-    ("thinking", &[], Inert::Off, NEEDS_LM),
     ("sample_mode", &["sampleMode"], Inert::Off, NEEDS_LM),
     ("sample_query", &["sampleQuery", "description", "desc"], Inert::Off, NEEDS_LM),
     ("use_format", &["useFormat", "format"], Inert::Off, NEEDS_LM),
-    ("audio_code_string", &["audioCodeString", "audio_codes"], Inert::Off, "audio codes are not supported yet"),
     ("global_caption", &[], Inert::Off, "SFT-stems lego checkpoints are not supported"),
     ("analysis_only", &["analysisOnly"], Inert::Off, ANALYSIS),
     ("full_analysis_only", &["fullAnalysisOnly"], Inert::Off, ANALYSIS),
@@ -100,12 +106,6 @@ const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
     ("use_tiled_decode", &["useTiledDecode"], Inert::True, "the engine chooses how the VAE decodes"),
     ("lm_model_path", &[], Inert::Always, LM_KNOB),
     ("lm_backend", &[], Inert::Always, LM_KNOB),
-    ("lm_temperature", &[], Inert::Always, LM_KNOB),
-    ("lm_cfg_scale", &[], Inert::Always, LM_KNOB),
-    ("lm_top_k", &[], Inert::Always, LM_KNOB),
-    ("lm_top_p", &[], Inert::Always, LM_KNOB),
-    ("lm_repetition_penalty", &[], Inert::Always, LM_KNOB),
-    ("lm_negative_prompt", &[], Inert::Always, LM_KNOB),
     ("constrained_decoding", &["constrainedDecoding", "constrained"], Inert::Always, LM_KNOB),
     ("constrained_decoding_debug", &["constrainedDecodingDebug"], Inert::Always, LM_KNOB),
     ("use_cot_caption", &["cot_caption", "cot-caption"], Inert::Always, LM_KNOB),
@@ -429,6 +429,14 @@ impl Fields {
             audio_format: self.choice("audio_format", &formats)?,
             instruction: self.name("instruction")?,
             model: self.name("model")?,
+            thinking: self.boolean("thinking")?.unwrap_or(defaults.thinking),
+            audio_code_string: self.name("audio_code_string")?,
+            lm_temperature: self.number("lm_temperature")?.unwrap_or(defaults.lm_temperature),
+            lm_cfg_scale: self.number("lm_cfg_scale")?.unwrap_or(defaults.lm_cfg_scale),
+            lm_top_k: self.whole("lm_top_k")?.unwrap_or(defaults.lm_top_k),
+            lm_top_p: self.number("lm_top_p")?.unwrap_or(defaults.lm_top_p),
+            lm_repetition_penalty: self.number("lm_repetition_penalty")?.unwrap_or(defaults.lm_repetition_penalty),
+            lm_negative_prompt: self.text("lm_negative_prompt")?.unwrap_or(defaults.lm_negative_prompt),
         };
         debug_assert!(self.found.is_empty(), "fields listed but never read: {:?}", self.found.keys());
         Ok(request)

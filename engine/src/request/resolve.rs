@@ -44,6 +44,14 @@ pub struct Sampling {
     pub infer_method: InferMethod,
 }
 
+/// How the 5 Hz LM samples a job's codes (the request's `lm_*` fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmSettings {
+    pub sampling: crate::lm::sample::Sampling,
+    pub cfg_scale: f32,
+    pub negative_prompt: String,
+}
+
 /// A request made concrete for one model: what the pipeline runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedRequest {
@@ -66,6 +74,11 @@ pub struct ResolvedRequest {
     /// One seed per item; the batch size is its length.
     pub seeds: Vec<u32>,
     pub audio_format: AudioFormat,
+    /// Text2music's 5 Hz audio codes, given as `audio_code_string`: the DiT renders them as a
+    /// cover-style source and the LM does not run.
+    pub audio_codes: Option<Vec<u32>>,
+    /// Text2music with `thinking` and no codes given: the LM writes them first, with these settings.
+    pub lm: Option<LmSettings>,
     /// The request with every default that `resolve` chose written in (seeds per item, batch size,
     /// steps, shift, guidance). Resolving it again on the same model gives this same result, so it
     /// is what a take stores.
@@ -124,6 +137,21 @@ impl GenerationRequest {
             sampling,
             seeds,
             audio_format: self.audio_format.unwrap_or_default(),
+            audio_codes: self
+                .audio_code_string
+                .as_deref()
+                .filter(|_| task == TaskType::Text2Music)
+                .map(crate::model::fsq::parse_audio_codes),
+            lm: (task == TaskType::Text2Music && self.thinking && self.audio_code_string.is_none()).then(|| LmSettings {
+                sampling: crate::lm::sample::Sampling::new(
+                    self.lm_temperature as f32,
+                    self.lm_top_k as usize,
+                    self.lm_top_p as f32,
+                    self.lm_repetition_penalty as f32,
+                ),
+                cfg_scale: self.lm_cfg_scale as f32,
+                negative_prompt: self.lm_negative_prompt.clone(),
+            }),
             recipe,
         })
     }

@@ -57,7 +57,57 @@ impl GenerationRequest {
         }
         self.validate_source_and_tracks(has_source)?;
         self.validate_sampling()?;
+        self.validate_lm()?;
         self.validate_seeds()
+    }
+
+    /// The 5 Hz LM's fields: codes that parse, sampling settings in range, and (until the LM's
+    /// chain of thought plans missing metadata) every meta that `thinking` plans from.
+    fn validate_lm(&self) -> Result<(), RequestError> {
+        for (field, value, range) in [
+            ("lm_temperature", self.lm_temperature, 0.0..=2.0),
+            ("lm_cfg_scale", self.lm_cfg_scale, 0.0..=10.0),
+            ("lm_top_p", self.lm_top_p, 0.0..=1.0),
+            ("lm_repetition_penalty", self.lm_repetition_penalty, 0.1..=10.0),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(field, format!("{value} is outside {} to {}", range.start(), range.end())));
+            }
+        }
+        if self.task_type != TaskType::Text2Music {
+            if self.audio_code_string.is_some() {
+                return Err(invalid("audio_code_string", format!("audio codes are a text2music input; {} reads its source audio", self.task_type)));
+            }
+            return Ok(()); // thinking: upstream skips the LM for the audio tasks
+        }
+        if let Some(text) = &self.audio_code_string {
+            if crate::model::fsq::parse_audio_codes(text).is_empty() {
+                return Err(invalid("audio_code_string", "no <|audio_code_N|> codes in it"));
+            }
+            return Ok(()); // the codes are the plan: the LM does not run
+        }
+        if self.thinking {
+            let missing: Vec<&str> = [
+                ("bpm", self.bpm.is_none()),
+                ("keyscale", self.keyscale.is_none()),
+                ("timesignature", self.timesignature.is_none()),
+                ("duration", self.duration.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(invalid(
+                    "thinking",
+                    format!(
+                        "the 5 Hz LM writes audio codes from bpm, keyscale, timesignature and duration; give {} \
+                         too (Backline's LM does not yet plan missing metadata in a chain of thought)",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_source_and_tracks(&self, has_source: bool) -> Result<(), RequestError> {

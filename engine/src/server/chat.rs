@@ -78,7 +78,7 @@ pub async fn completions(State(state): State<Arc<ServerState>>, request: Request
         "model": model_asked,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": content, "audio": audio, "audio_codes": null },
+            "message": { "role": "assistant", "content": content, "audio": audio, "audio_codes": generation.recipe.lm.as_ref().and_then(|lm| lm.audio_codes.first()) },
             "finish_reason": "stop",
         }],
         "usage": { "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0 },

@@ -15,7 +15,8 @@ use super::reply::{wrapped, ApiError};
 use super::ServerState;
 
 /// `POST /v1/init`: `model` (a DiT folder here), `slot` (only 1: this server has one), and the
-/// LM's `init_llm` / `lm_model_path` (refused: no LM yet).
+/// LM's `init_llm` (accepted where a 5 Hz LM folder is installed: it loads with the first job
+/// that plans) and `lm_model_path` (refused: the LM is chosen from the installed folders).
 pub async fn init(State(state): State<Arc<ServerState>>, request: Request) -> Result<Response, ApiError> {
     let headers = request.headers().clone();
     let body = read_body(request, &state.upload_dir, state.config.max_upload_bytes).await?;
@@ -26,13 +27,19 @@ pub async fn init(State(state): State<Arc<ServerState>>, request: Request) -> Re
         Some(slot) if slot.as_i64() == Some(1) || slot.as_str() == Some("1") => {}
         Some(slot) => return Err(ApiError::bad_request(format!("`slot` = {slot}: this server has one slot, 1"))),
     }
-    if fields.get("init_llm").is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")) {
-        return Err(ApiError::bad_request("`init_llm`: Backline does not run the 5 Hz LM yet"));
+    let info = state.models().await?;
+    if fields.get("init_llm").is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")) && info.lm_models.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "`init_llm`: no 5 Hz LM folder ({}) is installed here",
+            crate::checkpoint::LM_FOLDERS.join(", ")
+        )));
     }
     if fields.get("lm_model_path").and_then(Value::as_str).is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::bad_request("`lm_model_path`: Backline does not run the 5 Hz LM yet"));
+        return Err(ApiError::bad_request(format!(
+            "`lm_model_path`: this server plans with the 5 Hz LM it has installed ({}), not one chosen by path",
+            info.lm_models.join(", ")
+        )));
     }
-    let info = state.models().await?;
     if let Some(name) = fields.get("model").filter(|v| !v.is_null()) {
         let name = name.as_str().ok_or_else(|| ApiError::bad_request("`model` must be a model folder's name"))?;
         let dit = info.dits.iter().find(|d| d.name == name && d.problem.is_none()).ok_or_else(|| {
@@ -54,8 +61,8 @@ pub async fn init(State(state): State<Arc<ServerState>>, request: Request) -> Re
         "loaded_model": default,
         "loaded_lm_model": null,
         "models": models,
-        "lm_models": [],
-        "llm_initialized": false,
+        "llm_initialized": !info.lm_models.is_empty(),
+        "lm_models": info.lm_models,
     })))
 }
 

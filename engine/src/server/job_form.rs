@@ -94,7 +94,7 @@ fn job_result(task: &Task) -> Value {
         "genres": null,
         "keyscale": keyscale,
         "timesignature": timesignature,
-        "lm_model": null,
+        "lm_model": recipe.lm.as_ref().map(|lm| lm.model.folder.clone()),
         "dit_model": recipe.models.first().map(|m| m.folder.clone()),
         "notes": task.asked.notes,
         "recipe": recipe,

@@ -119,7 +119,8 @@ impl ServerState {
     pub async fn submit(self: &Arc<Self>, body: Body) -> Result<(String, usize), ApiError> {
         let state = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let mut submission = submit::submission(body)?;
+            let lm_installed = state.backend.models().is_ok_and(|info| !info.lm_models.is_empty());
+            let mut submission = submit::submission(body, lm_installed)?;
             let request = &mut submission.job.request;
             if request.model.is_none() {
                 request.model = state.chosen_for(request.task_type);

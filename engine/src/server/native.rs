@@ -130,7 +130,7 @@ fn succeeded_item(task: &Task, generation: &Generation, file: &std::path::Path) 
         },
         "generation_info": generation_info(task, generation),
         "seed_value": seeds.join(","),
-        "lm_model": null,
+        "lm_model": recipe.lm.as_ref().map(|lm| lm.model.folder.clone()),
         "dit_model": recipe.models.first().map(|m| m.folder.clone()),
         "notes": task.asked.notes,
         "recipe": recipe,
@@ -228,7 +228,8 @@ pub async fn model_inventory(State(state): State<Arc<ServerState>>, headers: Hea
         })
         .collect();
     Ok(wrapped(json!({
-        "models": models, "default_model": default, "lm_models": [], "loaded_lm_model": null, "llm_initialized": false,
+        "models": models, "default_model": default, "lm_models": info.lm_models, "loaded_lm_model": null,
+        "llm_initialized": !info.lm_models.is_empty(),
     })))
 }
 

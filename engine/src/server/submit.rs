@@ -1,8 +1,9 @@
 //! A body's fields and uploads turned into a job, with everything wrong said before it is queued:
 //! the engine's own parser and validation (400 naming the field), uploads that do not decode (400
-//! naming the upload), formats this server does not write, and the 5 Hz LM's switches, which run
-//! without the LM and say so in the result (`thinking`, `use_format`) or are refused where
-//! nothing could stand in for it (`sample_mode`, `sample_query`: the parser's 400).
+//! naming the upload), formats this server does not write, and the 5 Hz LM's switches: `thinking`
+//! plans with the LM where one is installed and the request gives what it plans from, and
+//! otherwise runs without it and says so in the result, as `use_format` does; `sample_mode` and
+//! `sample_query` are refused, since nothing could stand in for them (the parser's 400).
 
 use serde_json::{Map, Value};
 
@@ -18,16 +19,11 @@ use super::tasks::Asked;
 
 /// Switches of the 5 Hz LM that a job can run without, each under its keys: when on, the job
 /// runs on the caption and metas as given, and the result says so.
-const LM_SWITCHES: [(&str, &[&str], &str); 2] = [
-    (
-        "thinking",
-        &["thinking"],
-        "`thinking` was asked for, but this server does not run the 5 Hz LM yet: the DiT ran on the caption and metas as given, with no LM audio codes",
-    ),
+const LM_SWITCHES: [(&str, &[&str], &str); 1] = [
     (
         "use_format",
         &["use_format", "useFormat", "format"],
-        "`use_format` was asked for, but this server does not run the 5 Hz LM yet: the caption and lyrics were used as written",
+        "`use_format` was asked for, but this server does not run the 5 Hz LM's format mode yet: the caption and lyrics were used as written",
     ),
 ];
 
@@ -42,7 +38,7 @@ pub struct Submission {
 
 /// Builds the job from a parsed body. Decoding an upload is blocking work: call this off the
 /// async runtime's threads.
-pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
+pub fn submission(mut body: Body, lm_installed: bool) -> Result<Submission, ApiError> {
     for key in NOT_REQUEST_FIELDS {
         body.fields.remove(key);
     }
@@ -55,7 +51,8 @@ pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
         AudioInput::File(_) => None,
     });
     read_hosted_fields(&mut fields, source_s).map_err(ApiError::bad_request)?;
-    let notes = take_lm_switches(&mut fields);
+    let thinking = fields.remove("thinking").is_some_and(|v| truthy(&v));
+    let mut notes = take_lm_switches(&mut fields);
     let prompt = text_field(&fields, &["prompt", "caption"]);
     let lyrics = text_field(&fields, &["lyrics"]);
     let mut request = GenerationRequest::from_value(Value::Object(fields)).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -76,6 +73,12 @@ pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
             names.join(", ")
         )));
     }
+    if thinking {
+        match without_the_lm(&request, lm_installed) {
+            None => request.thinking = true,
+            Some(why) => notes.push(format!("`thinking` was asked for, but {why}: the DiT ran on the caption and metas as given, with no LM audio codes")),
+        }
+    }
     request.validate_for_inputs(source.is_some()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut job = JobRequest::new(request);
     job.src = source;
@@ -87,6 +90,19 @@ pub fn submission(mut body: Body) -> Result<Submission, ApiError> {
 fn decoded(field: &str, file_name: &str, path: &std::path::Path) -> Result<AudioInput, ApiError> {
     let audio = read_audio(path).map_err(|e| ApiError::bad_request(format!("`{field}` ({file_name}): {e}")))?;
     Ok(AudioInput::samples(format!("upload {file_name}"), audio))
+}
+
+/// Why a text2music request asking for `thinking` runs without the 5 Hz LM, if it does. The
+/// audio tasks never plan with it (upstream skips it for them), so for them nothing is said.
+fn without_the_lm(request: &GenerationRequest, lm_installed: bool) -> Option<String> {
+    if request.task_type != crate::task::TaskType::Text2Music || request.audio_code_string.is_some() {
+        return None;
+    }
+    if !lm_installed {
+        return Some("no 5 Hz LM folder is installed on this server".into());
+    }
+    let metas = request.bpm.is_some() && request.keyscale.is_some() && request.timesignature.is_some() && request.duration.is_some();
+    (!metas).then(|| "this server's 5 Hz LM plans only from a given bpm, keyscale, timesignature and duration (it does not yet write the missing ones)".into())
 }
 
 /// Removes the LM switches from `fields`, returning a note for each that was on.
@@ -136,17 +152,29 @@ mod tests {
         let sent = json!({"prompt": "lofi drums", "lyrics": "", "sample_query": "", "thinking": true, "use_format": true,
             "use_cot_caption": true, "use_cot_language": true, "vocal_language": "en", "audio_format": "mp3",
             "use_random_seed": true, "audio_duration": 12, "bpm": 90, "time_signature": "4/4", "ai_token": "k"});
-        let s = submission(body(sent)).unwrap();
+        let s = submission(body(sent.clone()), true).unwrap();
         assert_eq!(s.job.request.caption, "lofi drums");
         assert_eq!((s.job.request.bpm, s.job.request.duration), (Some(90), Some(12.0)));
         assert_eq!(s.asked.format, AudioFormat::Mp3);
         assert_eq!(s.asked.notes.len(), 2, "{:?}", s.asked.notes);
-        assert!(s.asked.notes[0].contains("5 Hz LM"));
+        assert!(s.asked.notes.iter().all(|n| n.contains("5 Hz LM")));
+        assert!(!s.job.request.thinking, "no key given: the LM cannot plan from the metas yet");
+        assert!(s.asked.notes[1].contains("keyscale"), "{:?}", s.asked.notes);
+
+        // With every meta the LM plans, where one is installed.
+        let mut full = sent;
+        full["key_scale"] = json!("A minor");
+        let s = submission(body(full.clone()), true).unwrap();
+        assert!(s.job.request.thinking);
+        assert_eq!(s.asked.notes.len(), 1, "only use_format is noted: {:?}", s.asked.notes);
+        let s = submission(body(full), false).unwrap();
+        assert!(!s.job.request.thinking);
+        assert!(s.asked.notes[1].contains("no 5 Hz LM folder"), "{:?}", s.asked.notes);
     }
 
     #[test]
     fn requests_the_server_cannot_honour_are_refused_naming_the_field() {
-        let refused = |value: Value| submission(body(value)).err().expect("refused").detail;
+        let refused = |value: Value| submission(body(value), true).err().expect("refused").detail;
         assert!(refused(json!({"prompt": "x", "sample_mode": true})).contains("sample_mode"));
         assert!(refused(json!({"prompt": "x", "audio_format": "opus"})).contains("audio_format"));
         assert!(refused(json!({"prompt": "x", "task_type": "cover", "src_audio_path": "/home/me/a.wav"}))

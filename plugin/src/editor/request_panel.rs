@@ -96,11 +96,23 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
         ui.end_row();
 
         ui.label("Key");
-        let shown = if s.keyscale.is_empty() { "model decides" } else { s.keyscale.as_str() };
-        egui::ComboBox::from_id_salt("key").selected_text(shown.to_owned()).show_ui(ui, |ui| {
-            ui.selectable_value(&mut s.keyscale, String::new(), "model decides");
-            for key in keyscale_choices() {
-                ui.selectable_value(&mut s.keyscale, key.clone(), key);
+        ui.horizontal(|ui| {
+            let shown = if s.keyscale.is_empty() { "model decides" } else { s.keyscale.as_str() };
+            egui::ComboBox::from_id_salt("key").selected_text(shown.to_owned()).show_ui(ui, |ui| {
+                ui.selectable_value(&mut s.keyscale, String::new(), "model decides");
+                for key in keyscale_choices() {
+                    ui.selectable_value(&mut s.keyscale, key.clone(), key);
+                }
+            });
+            // Generate only: the LM plans from the key, so it needs one.
+            if s.task == TaskType::Text2Music {
+                let has_key = !s.keyscale.is_empty();
+                ui.add_enabled(has_key, egui::Checkbox::new(&mut s.plan_with_lm, "Let the model plan (5 Hz LM)"))
+                    .on_hover_text(
+                        "The 5 Hz LM sketches the bars as audio codes from the caption, lyrics, key, tempo, meter and \
+                         length; the DiT renders its sketch",
+                    )
+                    .on_disabled_hover_text("Choose a key first: the LM plans from the key, tempo, meter and length");
             }
         });
         ui.end_row();

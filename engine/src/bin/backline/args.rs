@@ -282,6 +282,22 @@ const FLAGS: &[Flag] = &[
     flag("use_random_seed", Kind::Switch, "Draw every seed, ignoring the request file's."),
     flag("batch_size", Kind::Text, "Items to generate, 1 to 8 (default 2, or one per seed given)."),
     flag("instruction", Kind::Text, "The caption prompt's instruction block, replacing the task's own."),
+    flag(
+        "thinking",
+        Kind::Switch,
+        "Let the 5 Hz LM plan the piece (text2music): it writes audio codes from the caption, lyrics, bpm, key, \
+         time signature and duration, and the DiT renders them. Needs an acestep-5Hz-lm-* folder.",
+    ),
+    Flag {
+        alias: Some("audio-codes"),
+        ..flag("audio_code_string", Kind::Text, "5 Hz audio codes (<|audio_code_N|>...) for text2music to render, as the LM writes them.")
+    },
+    flag("lm_temperature", Kind::Text, "The LM's sampling temperature, 0 to 2 (default 0.85)."),
+    flag("lm_cfg_scale", Kind::Text, "The LM's classifier-free guidance (default 2; 1 turns it off)."),
+    flag("lm_top_k", Kind::Text, "The LM's top-k (default 0, off)."),
+    flag("lm_top_p", Kind::Text, "The LM's top-p (default 0.9; 1 is off)."),
+    flag("lm_repetition_penalty", Kind::Text, "The LM's repetition penalty (default 1, off)."),
+    flag("lm_negative_prompt", Kind::Text, "What the LM's guidance steers away from (default: none)."),
     Flag {
         value_name: Some("NAME"),
         ..flag(

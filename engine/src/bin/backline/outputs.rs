@@ -111,6 +111,9 @@ pub fn item_recipe(recipe: &Recipe, i: usize) -> Recipe {
         one.request.seed = Some(Seed::PerItem(vec![seed as i64]));
         one.request.batch_size = Some(1);
     }
+    if let Some(lm) = one.lm.as_mut() {
+        lm.audio_codes = lm.audio_codes.get(i).cloned().into_iter().collect();
+    }
     one
 }
 
