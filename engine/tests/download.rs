@@ -203,3 +203,15 @@ fn unknown_models_and_repositories_are_named() {
     let out = backline(&hub, &["models", "download", "--checkpoints", s(&checkpoints), "--model", "acestep-v15-sft"]);
     assert!(!out.status.success() && text(&out).contains("HTTP 404") && text(&out).contains("HF_ENDPOINT"), "{}", text(&out));
 }
+
+#[test]
+fn a_5hz_lm_downloads_by_name_and_validates() {
+    let (hub, originals) = tiny_hub("lm");
+    let lm = backline_engine::checkpoint::LM_FOLDERS[0];
+    hub.add_folder(registry::find(lm).unwrap().repo, "", &originals.join(lm));
+    let checkpoints = originals.parent().unwrap().join("checkpoints");
+    let out = backline(&hub, &["models", "download", "--checkpoints", s(&checkpoints), "--model", lm]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(same_files(&checkpoints.join(lm), &originals.join(lm)), "{lm} differs from the hub's");
+    assert!(text(&out).contains(&format!("{}: OK", checkpoints.join(lm).display())), "{}", text(&out));
+}

@@ -18,5 +18,6 @@ pub fn validate(role: ModelRole, dir: &Path) -> Result<(), CheckpointError> {
         ModelRole::Dit => DitFolder::open(dir)?.validate(),
         ModelRole::Vae => VaeFolder::open(dir)?.validate(),
         ModelRole::TextEncoder => TextEncoderFolder::open(dir)?.validate(),
+        ModelRole::Lm => crate::checkpoint::LmFolder::open(dir)?.validate(),
     }
 }

@@ -5,7 +5,7 @@
 //! `vae/`, `Qwen3-Embedding-0.6B/`, and the 5 Hz LM); the other DiTs each have a repository of
 //! their own whose root is the folder. Either way a model lands in `checkpoints/<name>/`.
 
-use crate::checkpoint::{TEXT_ENCODER_FOLDER, VAE_FOLDER};
+use crate::checkpoint::{LM_FOLDERS, TEXT_ENCODER_FOLDER, VAE_FOLDER};
 
 /// The repository of the default DiT, the VAE and the text encoder.
 pub const MAIN_REPO: &str = "ACE-Step/Ace-Step1.5";
@@ -16,6 +16,8 @@ pub enum ModelRole {
     Dit,
     Vae,
     TextEncoder,
+    /// A 5 Hz LM (`thinking`).
+    Lm,
 }
 
 /// One downloadable model.
@@ -42,9 +44,8 @@ const fn own_repo(name: &'static str, repo: &'static str, approx_bytes: u64) -> 
     HubModel { name, repo, folder_in_repo: None, role: ModelRole::Dit, approx_bytes }
 }
 
-/// Every model Backline can download, the three generation needs first. The 5 Hz LMs are left
-/// out until the engine runs them.
-pub const MODELS: [HubModel; 11] = [
+/// Every model Backline can download, the three generation needs first.
+pub const MODELS: [HubModel; 14] = [
     main_repo("acestep-v15-turbo", ModelRole::Dit, 4_800_000_000),
     main_repo(VAE_FOLDER, ModelRole::Vae, 340_000_000),
     main_repo(TEXT_ENCODER_FOLDER, ModelRole::TextEncoder, 1_200_000_000),
@@ -56,6 +57,10 @@ pub const MODELS: [HubModel; 11] = [
     own_repo("acestep-v15-xl-turbo", "ACE-Step/acestep-v15-xl-turbo", 20 * GB),
     own_repo("acestep-v15-xl-base", "ACE-Step/acestep-v15-xl-base", 20 * GB),
     own_repo("acestep-v15-xl-sft", "ACE-Step/acestep-v15-xl-sft", 20 * GB),
+    // The 5 Hz LMs (bf16): upstream's default 1.7B in the main repository, the others alone.
+    main_repo(LM_FOLDERS[1], ModelRole::Lm, 3_700_000_000),
+    HubModel { name: LM_FOLDERS[0], repo: "ACE-Step/acestep-5Hz-lm-0.6B", folder_in_repo: None, role: ModelRole::Lm, approx_bytes: 1_300_000_000 },
+    HubModel { name: LM_FOLDERS[2], repo: "ACE-Step/acestep-5Hz-lm-4B", folder_in_repo: None, role: ModelRole::Lm, approx_bytes: 8_400_000_000 },
 ];
 
 /// What a plain `backline models download` fetches: everything a generation needs.
@@ -97,6 +102,9 @@ mod tests {
         assert_eq!(base.local_path("model.safetensors"), Some("model.safetensors"));
         assert_eq!(base.local_path(".gitattributes"), None);
         assert!(ESSENTIAL.iter().all(|n| find(n).is_some()));
-        assert!(find("acestep-5Hz-lm-1.7B").is_none());
+        let lm = find("acestep-5hz-lm-1.7b").unwrap();
+        assert_eq!((lm.repo, lm.role), (MAIN_REPO, ModelRole::Lm));
+        assert_eq!(lm.local_path("acestep-5Hz-lm-1.7B/tokenizer.json"), Some("tokenizer.json"));
+        assert_eq!(find("acestep-5Hz-lm-0.6B").unwrap().local_path("model.safetensors"), Some("model.safetensors"));
     }
 }
