@@ -198,6 +198,13 @@ pub fn is_valid_keyscale(keyscale: &str) -> bool {
     letter_ok && KEY_ACCIDENTALS.contains(&chars.as_str()) && matches!(mode, "major" | "minor")
 }
 
+/// All 70 valid keys, every spelling (`constants.py` `VALID_KEYSCALES`).
+pub fn valid_keyscales() -> impl Iterator<Item = String> {
+    KEY_LETTERS.into_iter().flat_map(|letter| {
+        KEY_ACCIDENTALS.into_iter().flat_map(move |acc| ["major", "minor"].into_iter().map(move |mode| format!("{letter}{acc} {mode}")))
+    })
+}
+
 /// The keys offered to users, in ASCII spelling, circle-of-letters order: "C major", "C minor",
 /// "C# major", ... (the Unicode ♯/♭ spellings are accepted but not offered).
 pub fn keyscale_choices() -> impl Iterator<Item = String> {

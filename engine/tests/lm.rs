@@ -12,6 +12,7 @@ use backline_engine::lm::codes::{generate_codes, CodesRequest, LmError};
 use backline_engine::lm::plan::{Plan, Value as PlanValue};
 use backline_engine::lm::prompt;
 use backline_engine::lm::sample::Sampling;
+use backline_engine::lm::think::{generate_thought, GivenMetas, ThoughtRequest, LANGUAGES};
 use backline_engine::lm::tokenizer::LmTokenizer;
 use backline_engine::model::causal_lm::CausalLm;
 use backline_engine::precision::Precision;
@@ -186,6 +187,60 @@ fn seeded_codes_are_upstreams_token_for_token() {
         assert_eq!(reported, duration * 5);
         let text: String = out.codes.iter().map(|c| format!("<|audio_code_{c}|>")).collect();
         assert_eq!(text, case["codes_text"].as_str().unwrap(), "{name}: the code string upstream parses");
+    }
+}
+
+#[test]
+fn seeded_chains_of_thought_are_upstreams_token_for_token() {
+    let (lm, tokenizer) = loaded();
+    for case in fixture()["thoughts"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let given = &case["given"];
+        let text = |k: &str| given.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        let request = ThoughtRequest {
+            caption: "lofi hip hop, dusty drums, mellow keys",
+            lyrics: "[Instrumental]",
+            given: GivenMetas {
+                bpm: text("bpm"),
+                caption: text("caption"),
+                duration: text("duration"),
+                keyscale: text("keyscale"),
+                language: text("language"),
+                timesignature: text("timesignature"),
+            },
+            skip_caption: case["skip_caption"].as_bool().unwrap(),
+            skip_language: false,
+            sampling: Sampling::default(),
+            seed: case["seed"].as_u64().unwrap(),
+        };
+        let thought = generate_thought(lm, tokenizer, &request, &mut || true, &mut |_| {}).unwrap();
+        assert_eq!(thought.tokens, ids(&case["tokens"]), "{name}: the tokens upstream's decoder sampled with this seed");
+        assert_eq!(thought.text, case["text"].as_str().unwrap(), "{name}");
+        assert_eq!(thought.plan, plan_from(&case["parsed"]), "{name}: the fields upstream reads from it");
+        assert_eq!(*thought.tokens.last().unwrap(), tokenizer.eos_id, "{name}: it ends at </think>");
+    }
+}
+
+#[test]
+fn the_thought_is_always_valid_metadata_whatever_the_seed() {
+    let (lm, tokenizer) = loaded();
+    for seed in 0..24 {
+        let request = ThoughtRequest {
+            caption: "x",
+            lyrics: "",
+            given: GivenMetas::default(),
+            skip_caption: true,
+            skip_language: false,
+            sampling: Sampling { temperature: 1.5, top_k: None, top_p: None, repetition_penalty: 1.0 },
+            seed,
+        };
+        let plan = generate_thought(lm, tokenizer, &request, &mut || true, &mut |_| {}).unwrap().plan;
+        let bpm = plan.bpm.as_ref().and_then(PlanValue::as_int).expect("a bpm");
+        let duration = plan.duration.as_ref().and_then(PlanValue::as_int).expect("a duration");
+        assert!((30..=300).contains(&bpm) && (10..=600).contains(&duration), "seed {seed}: {plan:?}");
+        assert!(backline_engine::task::is_valid_keyscale(plan.keyscale.as_deref().unwrap()), "seed {seed}: {plan:?}");
+        assert!(["2", "3", "4", "6"].contains(&plan.timesignature.as_deref().unwrap()), "seed {seed}: {plan:?}");
+        assert!(LANGUAGES.contains(&plan.language.as_deref().unwrap()), "seed {seed}: {plan:?}");
     }
 }
 

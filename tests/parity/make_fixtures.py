@@ -1055,7 +1055,8 @@ def lm_stage(out: Path, checkpoints: Path) -> None:
     """The 5 Hz LM on the tiny set's `acestep-5Hz-lm-0.6B` (tiny widths, the published vocabulary
     layout; its files' hashes are recorded): upstream's `LLMHandler` prompt builders, its
     `_format_metadata_as_cot` and `parse_lm_output`, transformers' `Qwen3ForCausalLM` next-token
-    logits for a prompt and for the two left-padded CFG rows, and whole codes-phase generations by
+    logits for a prompt and for the two left-padded CFG rows, whole chains of thought (phase 1, under the
+    processor's `cot` state machine with `stop_at_reasoning`, with and without user metas), and whole codes-phase generations by
     upstream's own loops (`_generate_with_cfg_custom` with guidance, `_generate_with_constrained_decoding`
     without) with its `MetadataConstrainedLogitsProcessor` in the codes phase, each after
     `torch.manual_seed(seed)`. Needs `acestep/llm_inference.py`, `constrained_logits_processor.py`,
@@ -1146,8 +1147,32 @@ def lm_stage(out: Path, checkpoints: Path) -> None:
         codes_case("guided_hot", 3, 10, 2.0, 1.5, None, 0.98, 1.0),
         codes_case("unguided_top_k_penalty", 11, 10, 1.0, 1.0, 40, None, 1.3),
     ]
+    def thought_case(name, seed, given, skip_caption):
+        processor = handler._setup_constrained_processor(
+            use_constrained_decoding=True, constrained_decoding_debug=False, target_duration=None,
+            user_metadata=given, stop_at_reasoning=True, skip_genres=True, skip_caption=skip_caption, skip_language=False,
+            generation_phase="cot", is_batch=False)
+        max_new = handler._compute_max_new_tokens(None, "cot", fallback_max=getattr(model.config, "max_new_tokens", 4096))
+        row = tokenizer(prompts["plan"], return_tensors="pt")
+        torch.manual_seed(seed)
+        ids = handler._generate_with_constrained_decoding(
+            input_ids=row["input_ids"], attention_mask=row["attention_mask"], max_new_tokens=max_new,
+            temperature=0.85, top_k=None, top_p=0.9, repetition_penalty=1.0, pad_token_id=tokenizer.pad_token_id,
+            streamer=None, constrained_processor=processor)
+        tokens = ids[0, row["input_ids"].shape[1]:].tolist()
+        text = tokenizer.decode(tokens, skip_special_tokens=False)
+        return {"name": name, "seed": seed, "given": given or {}, "skip_caption": skip_caption, "max_new_tokens": max_new, "tokens": tokens,
+                "text": text, "parsed": handler.parse_lm_output(text)[0]}
+
+    # The tiny model's free caption is noise that runs to the token limit, so the cases give the
+    # caption or leave it out (use_cot_caption off); every other field is sampled or injected.
+    thoughts = [
+        thought_case("all_sampled", 5, None, True),
+        thought_case("given_bpm_and_key", 9, {"bpm": 120, "keyscale": "G major"}, True),
+        thought_case("given_caption", 13, {"caption": "warm tape hiss, slow piano", "duration": 24}, False),
+    ]
     meta = {
-        "checkpoint_sha256": hashes, "logit_stride": LM_LOGIT_STRIDE,
+        "checkpoint_sha256": hashes, "logit_stride": LM_LOGIT_STRIDE, "thoughts": thoughts,
         "metas": metas, "chains_of_thought": cots, "outputs": outputs, "parsed": parsed,
         "prompts": prompts, "prompt_ids": prompt_ids,
         "plan_logits": logit_slice(plan_logits),

@@ -88,7 +88,7 @@ pub fn generate_codes(
     }
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let max_new = (request.target_codes + 10).min(MAX_MODEL_LEN - 64);
-    let limit = lm.max_positions().min(MAX_MODEL_LEN);
+    let limit = lm.max_positions();
     if width + max_new > limit {
         return Err(LmError::TooLong { prompt: width, new: max_new, limit });
     }

@@ -7,10 +7,12 @@
 //! - `prompt`: the chat prompts of every LM mode.
 //! - `plan`: the chain of thought's metadata, read from text and written back as YAML.
 //! - `sample`: guidance, penalties, filters and PyTorch's multinomial draw.
+//! - `think`: phase 1, the chain of thought under the constrained decoder.
 //! - `codes`: phase 2, the audio codes.
 
 pub mod codes;
 pub mod plan;
 pub mod prompt;
 pub mod sample;
+pub mod think;
 pub mod tokenizer;
