@@ -566,7 +566,7 @@ fn thinking_renders_the_lms_codes_and_the_recipe_keeps_them() {
     assert!(recipe.request.thinking, "the recipe keeps what was asked");
     let lm = recipe.lm.as_ref().expect("and what the LM chose");
     assert_eq!(lm.model.folder, "acestep-5Hz-lm-0.6B");
-    assert_eq!(lm.chain_of_thought, "<think>\nbpm: 90\nduration: 10\nkeyscale: A minor\ntimesignature: 4\n</think>");
+    assert_eq!(lm.chain_of_thought, "<think>\nbpm: 90\nduration: 10\nkeyscale: A minor\ntimesignature: 4\n</think>", "every meta given: no thought");
     assert_eq!(lm.audio_codes.len(), 1);
     let codes = &lm.audio_codes[0];
     assert_eq!(codes.matches("<|audio_code_").count(), 50, "10 s is 50 codes: {codes}");
@@ -581,9 +581,24 @@ fn thinking_renders_the_lms_codes_and_the_recipe_keeps_them() {
     assert!(plain.status.success());
     assert_ne!(read_audio(&dir.join("plain-3.wav")).unwrap().channels, planned.channels, "the codes change the take");
 
-    // What the LM cannot plan from yet, and a set without an LM, are clear errors.
-    let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--caption", "x", "--duration", "10", "--thinking"];
-    assert_fails_with(&backline(&dir, &args), &["thinking", "keyscale"]);
+    // With metas left open, the chain of thought plans them and the take follows its choices.
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--name", "open", "--format", "wav"];
+    // The tiny LM's own caption is noise to the token limit: it plans the metas only here.
+    let open = ["--caption", "x", "--bpm", "100", "--seed", "4", "--batch-size", "1", "--thinking", "--use-cot-caption=false"];
+    let out = backline(&dir, &[&args[..], &open[..]].concat());
+    assert!(out.status.success(), "--thinking with open metas failed:\n{}", stderr(&out));
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join("open-4.json")).unwrap()).unwrap();
+    assert_eq!((recipe.request.keyscale.as_deref(), recipe.request.duration), (None, None), "the recipe keeps what was asked");
+    let plan = backline_engine::lm::plan::Plan::parse(&recipe.lm.as_ref().unwrap().chain_of_thought);
+    assert_eq!(plan.bpm.as_ref().and_then(|b| b.as_int()), Some(100), "the given bpm is written as given");
+    let key = plan.keyscale.expect("the LM chose a key");
+    assert!(backline_engine::task::is_valid_keyscale(&key), "{key}");
+    let seconds = plan.duration.and_then(|d| d.as_int()).expect("the LM chose a length");
+    assert!(recipe.time_costs.contains_key("lm_phase1_time_cost"));
+    let take = read_audio(&dir.join("open-4.wav")).unwrap();
+    assert_eq!(take.channels[0].len(), seconds as usize * 48_000, "the take is as long as the LM planned");
+
+    // A set without an LM is a clear error.
     fs::remove_dir_all(checkpoints.join("acestep-5Hz-lm-0.6B")).unwrap();
     assert_fails_with(&run("orphan", &["--thinking"]), &["thinking", "acestep-5Hz-lm-"]);
     fs::remove_dir_all(&dir).unwrap();

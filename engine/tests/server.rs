@@ -397,7 +397,7 @@ fn the_chat_form_answers_as_ace_steps_client_reads_it() {
     assert_eq!(send(server.get("/api/v1/models")).1, models, "the same list under /api");
 
     let body = json!({"model": model, "messages": [{"role": "user", "content": "<prompt>lofi keys</prompt><lyrics>[verse]\nhello</lyrics>"}],
-        "stream": false, "thinking": true, "use_format": false, "sample_mode": false, "use_cot_caption": true, "use_cot_language": false,
+        "stream": false, "thinking": true, "use_format": false, "sample_mode": false, "use_cot_caption": false, "use_cot_language": false,
         "audio_config": {"format": "mp3", "vocal_language": "en", "duration": 10}, "inference_steps": 2});
     let (status, reply) = send(server.post_json("/v1/chat/completions", body));
     assert_eq!(status, 200, "{reply}");
@@ -407,7 +407,8 @@ fn the_chat_form_answers_as_ace_steps_client_reads_it() {
     assert_eq!(choice["finish_reason"], "stop");
     let content = choice["message"]["content"].as_str().unwrap();
     assert!(content.contains("**Caption:** lofi keys") && content.contains("## Lyrics\n[verse]\nhello"), "{content}");
-    assert!(content.contains("5 Hz LM"), "thinking is said to have run without the LM: {content}");
+    let codes = choice["message"]["audio_codes"].as_str().expect("the LM planned: its codes come back");
+    assert_eq!(codes.matches("<|audio_code_").count(), 50, "10 s of codes: {codes}");
     let url = choice["message"]["audio"][0]["audio_url"]["url"].as_str().unwrap();
     let encoded = url.strip_prefix("data:audio/mpeg;base64,").expect("an MP3 data URL");
     let mp3 = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();

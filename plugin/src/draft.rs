@@ -84,9 +84,6 @@ pub fn job_request(
         TaskType::Text2Music => {
             body["duration"] = json!(plan.request_duration_s());
             if draft.plan_with_lm {
-                if draft.keyscale.is_empty() {
-                    return Err("Let the model plan needs a key: the 5 Hz LM plans from the key, tempo, meter and length".into());
-                }
                 body["thinking"] = json!(true);
             }
         }
@@ -157,16 +154,18 @@ mod tests {
     }
 
     #[test]
-    fn letting_the_model_plan_asks_for_thinking_with_the_key() {
+    fn letting_the_model_plan_asks_for_thinking() {
         let draft = SessionState { caption: "lofi keys".into(), keyscale: "A minor".into(), plan_with_lm: true, ..Default::default() };
         let (job, _) = job_request(&draft, &grid(90.0, (4, 4)), None).unwrap();
         assert!(job.request.thinking);
         job.request.validate().expect("the grid gives the LM its tempo, meter and length");
         let unplanned = SessionState { plan_with_lm: false, ..draft.clone() };
         assert!(!job_request(&unplanned, &grid(90.0, (4, 4)), None).unwrap().0.request.thinking);
+        // Without a key the LM chooses one; tempo, meter and length stay the DAW's.
         let keyless = SessionState { keyscale: String::new(), ..draft };
-        let err = job_request(&keyless, &grid(90.0, (4, 4)), None).unwrap_err();
-        assert!(err.contains("key"), "{err}");
+        let (job, _) = job_request(&keyless, &grid(90.0, (4, 4)), None).unwrap();
+        assert!(job.request.thinking && job.request.keyscale.is_none());
+        assert_eq!(job.request.bpm, Some(90));
     }
 
     #[test]

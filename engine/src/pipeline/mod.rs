@@ -25,6 +25,7 @@ use crate::backend::Admitted;
 use crate::checkpoint::{DitFolder, LmFolder, LoadAs, VaeFolder, LM_FOLDERS, VAE_FOLDER, VAE_WEIGHTS};
 use crate::lm::codes::{generate_codes, CodesRequest, LmError, CODES_PER_SECOND};
 use crate::lm::plan::{Plan, Value as PlanValue};
+use crate::lm::think::{generate_thought, GivenMetas, ThoughtRequest, THOUGHT_MAX_NEW_TOKENS};
 use crate::model::fsq::format_audio_codes;
 use crate::error::JobError;
 use crate::model::acestep::{Condition, SourceInputs};
@@ -90,6 +91,59 @@ pub struct Pipeline {
 struct Planned {
     codes: Vec<Vec<u32>>,
     report: Option<LmReport>,
+    /// What the chain of thought chose, when it ran (phase 1).
+    chosen: Option<Chosen>,
+}
+
+/// The chain of thought's choices that reach the DiT (upstream `_update_metadata_from_lm` and
+/// `use_cot_caption`): bpm, key, time signature and duration where the request left them open,
+/// and the caption in place of the user's. Values the DiT could not read are left out.
+struct Chosen {
+    bpm: Option<u32>,
+    keyscale: Option<String>,
+    timesignature: Option<String>,
+    duration: Option<f64>,
+    caption: Option<String>,
+}
+
+impl Chosen {
+    fn from_plan(plan: &Plan) -> Self {
+        let int = |v: &Option<PlanValue>| v.as_ref().and_then(PlanValue::as_int);
+        Self {
+            bpm: int(&plan.bpm).and_then(|b| u32::try_from(b).ok()).filter(|b| (crate::request::BPM_MIN..=crate::request::BPM_MAX).contains(b)),
+            keyscale: plan.keyscale.clone().filter(|k| crate::task::is_valid_keyscale(k)),
+            timesignature: plan.timesignature.clone().filter(|t| crate::request::TIME_SIGNATURES.contains(&t.as_str())),
+            duration: int(&plan.duration)
+                .map(|d| d as f64)
+                .filter(|d| (crate::timing::DURATION_MIN_S..=crate::timing::DURATION_MAX_S).contains(d)),
+            caption: plan.caption.clone().filter(|c| !c.trim().is_empty()),
+        }
+    }
+
+    /// The job with the open fields filled in.
+    fn apply_to(&self, job: &Admitted) -> Admitted {
+        let mut job = job.clone();
+        let resolved = &mut job.resolved;
+        let request = &mut resolved.recipe;
+        request.bpm = request.bpm.or(self.bpm);
+        if request.keyscale.is_none() {
+            request.keyscale.clone_from(&self.keyscale);
+        }
+        if request.timesignature.is_none() {
+            request.timesignature.clone_from(&self.timesignature);
+        }
+        let duration = request.duration.is_none().then_some(self.duration).flatten();
+        if let Some(d) = duration {
+            request.duration = Some(d);
+        }
+        if let Some(caption) = &self.caption {
+            request.caption.clone_from(caption);
+        }
+        if let Some(d) = duration {
+            resolved.duration_s = Some(d);
+        }
+        job
+    }
 }
 
 /// The 5 Hz LM a job plans with: upstream's default (1.7B) where it is installed, else the
@@ -180,11 +234,21 @@ impl Pipeline {
 
     /// Runs one admitted job. `latents` caches encoded inputs between jobs.
     pub fn generate(&self, job: &Admitted, latents: &mut LatentCache, ctx: &JobContext) -> Result<Generation, JobError> {
-        let resolved = &job.resolved;
-        let batch = resolved.batch_size();
+        let asked = job.resolved.recipe.clone();
         let mut clock = StageClock::start();
 
-        let planned = self.plan(resolved, &mut clock, ctx)?;
+        let planned = self.plan(&job.resolved, &mut clock, ctx)?;
+        // What the LM chose fills what the request left open; the rest of the job runs on that.
+        let planned_job;
+        let job = match planned.as_ref().and_then(|p| p.chosen.as_ref()) {
+            Some(chosen) => {
+                planned_job = chosen.apply_to(job);
+                &planned_job
+            }
+            None => job,
+        };
+        let resolved = &job.resolved;
+        let batch = resolved.batch_size();
         let mut vae = None;
         let inputs = clock.time("dit_vae_encode_time_cost", || TaskInputs::prepare(self, job, &mut vae, latents, ctx));
         if let Some(vae) = vae {
@@ -257,7 +321,7 @@ impl Pipeline {
         clock.costs.insert("dit_total_time_cost".into(), total);
 
         let recipe = Recipe {
-            request: resolved.recipe.clone(),
+            request: asked,
             model_kind: self.kind,
             models: vec![dit_file, self.vae_file.clone(), text_file],
             source: inputs.source.as_ref().map(|s| s.record.clone()),
@@ -330,7 +394,7 @@ impl Pipeline {
     /// per item, seeded by the item's seed) when it asked for `thinking`. `None` for every other job.
     fn plan(&self, resolved: &ResolvedRequest, clock: &mut StageClock, ctx: &JobContext) -> Result<Option<Planned>, JobError> {
         if let Some(codes) = &resolved.audio_codes {
-            return Ok(Some(Planned { codes: vec![codes.clone(); resolved.batch_size()], report: None }));
+            return Ok(Some(Planned { codes: vec![codes.clone(); resolved.batch_size()], report: None, chosen: None }));
         }
         let Some(settings) = &resolved.lm else { return Ok(None) };
         let m = &self.models;
@@ -339,17 +403,50 @@ impl Pipeline {
         ctx.check_cancelled()?;
         ctx.stage("lm");
         let request = &resolved.recipe;
-        let duration = resolved.duration_s.unwrap_or(crate::request::FALLBACK_DURATION_S);
-        // The user's metas are the plan (phase 1 is skipped when all are given), as upstream
-        // passes them: whole numbers for bpm and duration.
-        let plan = Plan {
+        // The user's metas, as upstream passes them: whole numbers for bpm and duration.
+        let given = GivenMetas {
+            bpm: request.bpm.map(|b| b.to_string()),
+            duration: request.duration.map(|d| (d as i64).to_string()),
+            keyscale: request.keyscale.clone(),
+            timesignature: request.timesignature.clone(),
+            ..GivenMetas::default()
+        };
+        let mut plan = Plan {
             bpm: request.bpm.map(|b| PlanValue::Int(b.into())),
-            duration: Some(PlanValue::Int(duration as i64)),
+            duration: request.duration.map(|d| PlanValue::Int(d as i64)),
             keyscale: request.keyscale.clone(),
             timesignature: request.timesignature.clone(),
             ..Plan::default()
         };
         let lyrics = if request.instrumental { crate::prompt::INSTRUMENTAL_LYRICS } else { request.lyrics.as_str() };
+        let lm_error = |e: LmError| match e {
+            LmError::Cancelled => JobError::Cancelled,
+            other => JobError::Model { stage: "5 Hz LM", message: other.to_string() },
+        };
+        // Phase 1 when the user left any of them open: once for the batch, as upstream, seeded
+        // by the first item's seed.
+        let mut chosen = None;
+        if !plan.has_all_metas() {
+            let started = Instant::now();
+            let asked = ThoughtRequest {
+                caption: &request.caption,
+                lyrics,
+                given,
+                skip_caption: !settings.cot_caption,
+                skip_language: false,
+                sampling: settings.sampling,
+                seed: resolved.seeds.first().copied().unwrap_or_default().into(),
+            };
+            let thought = generate_thought(&lm.model, &lm.tokenizer, &asked, &mut || !ctx.is_cancelled(), &mut |done| {
+                ctx.step(done.min(THOUGHT_MAX_NEW_TOKENS), THOUGHT_MAX_NEW_TOKENS)
+            })
+            .map_err(lm_error)?;
+            clock.costs.insert("lm_phase1_time_cost".into(), started.elapsed().as_secs_f64());
+            plan = thought.plan;
+            chosen = Some(Chosen::from_plan(&plan));
+        }
+        let duration = request.duration.or_else(|| plan.duration.as_ref().and_then(PlanValue::as_int).map(|d| d as f64));
+        let duration = duration.unwrap_or(crate::request::FALLBACK_DURATION_S);
         let seconds_of_codes = duration.clamp(crate::timing::DURATION_MIN_S, crate::timing::DURATION_MAX_S);
         let target_codes = (seconds_of_codes * CODES_PER_SECOND as f64) as usize;
         let started = Instant::now();
@@ -367,10 +464,7 @@ impl Pipeline {
                 seed: seed.into(),
             };
             let out = generate_codes(&lm.model, &lm.tokenizer, &asked, &mut || !ctx.is_cancelled(), &mut |done, total| ctx.step(done, total))
-                .map_err(|e| match e {
-                    LmError::Cancelled => JobError::Cancelled,
-                    other => JobError::Model { stage: "5 Hz LM", message: other.to_string() },
-                })?;
+                .map_err(lm_error)?;
             tokens += out.tokens.len();
             codes.push(out.codes);
         }
@@ -383,7 +477,7 @@ impl Pipeline {
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
         };
         self.let_go(lm);
-        Ok(Some(Planned { codes, report: Some(report) }))
+        Ok(Some(Planned { codes, report: Some(report), chosen }))
     }
 
     /// Each item's codes as 25 Hz hints (B, frames, 64): detokenized, then padded with the

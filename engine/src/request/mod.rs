@@ -260,6 +260,9 @@ pub struct GenerationRequest {
     pub lm_top_p: f64,
     pub lm_repetition_penalty: f64,
     pub lm_negative_prompt: String,
+    /// Let the LM's chain of thought write a caption, which the DiT then reads in place of the
+    /// user's (upstream's default, true). Off, the thought plans the metas only.
+    pub use_cot_caption: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -311,6 +314,7 @@ impl Default for GenerationRequest {
             lm_top_p: 0.9,
             lm_repetition_penalty: 1.0,
             lm_negative_prompt: crate::lm::prompt::NO_USER_INPUT.to_string(),
+            use_cot_caption: true,
         }
     }
 }
@@ -565,9 +569,9 @@ pub(crate) mod tests {
             let lm = resolved.lm.expect("text2music with thinking plans with the LM");
             assert_eq!((lm.sampling.temperature, lm.sampling.top_k, lm.cfg_scale), (1.1, Some(40), 1.5));
             assert_eq!(lm.negative_prompt, "harsh");
-            // Planning the missing metadata is phase 1's work, which the LM does not do yet.
-            let err = parse(json!({"thinking": true, "bpm": 90})).unwrap().validate().unwrap_err();
-            assert!(err.to_string().contains("keyscale, timesignature, duration"), "{err}");
+            // The metas left open are the LM's to plan.
+            let open = parse(json!({"thinking": true, "bpm": 90})).unwrap();
+            assert!(open.resolve(ModelKind::Turbo).unwrap().lm.is_some());
             // The audio tasks skip the LM, as upstream's do.
             let cover = parse(json!({"thinking": true, "task_type": "cover", "src_audio": "a.wav"})).unwrap();
             assert!(cover.resolve(ModelKind::Turbo).unwrap().lm.is_none());

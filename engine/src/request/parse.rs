@@ -66,6 +66,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ("lm_top_p", &["lmTopP"]),
     ("lm_repetition_penalty", &["lmRepetitionPenalty"]),
     ("lm_negative_prompt", &["lmNegativePrompt"]),
+    ("use_cot_caption", &["cot_caption", "cot-caption"]),
 ];
 
 /// Nested objects whose keys count as fields, highest priority first
@@ -108,7 +109,6 @@ const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
     ("lm_backend", &[], Inert::Always, LM_KNOB),
     ("constrained_decoding", &["constrainedDecoding", "constrained"], Inert::Always, LM_KNOB),
     ("constrained_decoding_debug", &["constrainedDecodingDebug"], Inert::Always, LM_KNOB),
-    ("use_cot_caption", &["cot_caption", "cot-caption"], Inert::Always, LM_KNOB),
     ("use_cot_language", &["cot_language", "cot-language"], Inert::Always, LM_KNOB),
     ("is_format_caption", &["isFormatCaption"], Inert::Always, LM_KNOB),
     ("allow_lm_batch", &["allowLmBatch", "parallel_thinking"], Inert::Always, LM_KNOB),
@@ -437,6 +437,7 @@ impl Fields {
             lm_top_p: self.number("lm_top_p")?.unwrap_or(defaults.lm_top_p),
             lm_repetition_penalty: self.number("lm_repetition_penalty")?.unwrap_or(defaults.lm_repetition_penalty),
             lm_negative_prompt: self.text("lm_negative_prompt")?.unwrap_or(defaults.lm_negative_prompt),
+            use_cot_caption: self.boolean("use_cot_caption")?.unwrap_or(defaults.use_cot_caption),
         };
         debug_assert!(self.found.is_empty(), "fields listed but never read: {:?}", self.found.keys());
         Ok(request)

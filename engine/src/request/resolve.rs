@@ -50,6 +50,8 @@ pub struct LmSettings {
     pub sampling: crate::lm::sample::Sampling,
     pub cfg_scale: f32,
     pub negative_prompt: String,
+    /// Whether the chain of thought writes a caption (and the DiT reads it).
+    pub cot_caption: bool,
 }
 
 /// A request made concrete for one model: what the pipeline runs.
@@ -151,6 +153,7 @@ impl GenerationRequest {
                 ),
                 cfg_scale: self.lm_cfg_scale as f32,
                 negative_prompt: self.lm_negative_prompt.clone(),
+                cot_caption: self.use_cot_caption,
             }),
             recipe,
         })

@@ -61,8 +61,7 @@ impl GenerationRequest {
         self.validate_seeds()
     }
 
-    /// The 5 Hz LM's fields: codes that parse, sampling settings in range, and (until the LM's
-    /// chain of thought plans missing metadata) every meta that `thinking` plans from.
+    /// The 5 Hz LM's fields: codes that parse and sampling settings in range.
     fn validate_lm(&self) -> Result<(), RequestError> {
         for (field, value, range) in [
             ("lm_temperature", self.lm_temperature, 0.0..=2.0),
@@ -85,27 +84,6 @@ impl GenerationRequest {
                 return Err(invalid("audio_code_string", "no <|audio_code_N|> codes in it"));
             }
             return Ok(()); // the codes are the plan: the LM does not run
-        }
-        if self.thinking {
-            let missing: Vec<&str> = [
-                ("bpm", self.bpm.is_none()),
-                ("keyscale", self.keyscale.is_none()),
-                ("timesignature", self.timesignature.is_none()),
-                ("duration", self.duration.is_none()),
-            ]
-            .into_iter()
-            .filter_map(|(name, missing)| missing.then_some(name))
-            .collect();
-            if !missing.is_empty() {
-                return Err(invalid(
-                    "thinking",
-                    format!(
-                        "the 5 Hz LM writes audio codes from bpm, keyscale, timesignature and duration; give {} \
-                         too (Backline's LM does not yet plan missing metadata in a chain of thought)",
-                        missing.join(", ")
-                    ),
-                ));
-            }
         }
         Ok(())
     }

@@ -117,9 +117,9 @@ struct ChatJob {
 }
 
 /// Fields the chat form passes to the job as they are (upstream's `_to_generate_music_request`).
-const PASSED_FIELDS: [&str; 11] = [
+const PASSED_FIELDS: [&str; 12] = [
     "task_type", "seed", "guidance_scale", "inference_steps", "infer_method", "repainting_start", "repainting_end",
-    "audio_cover_strength", "thinking", "use_format", "cover_noise_strength",
+    "audio_cover_strength", "thinking", "use_format", "cover_noise_strength", "use_cot_caption",
 ];
 
 fn job_body(chat: &Map<String, Value>, folders: &[String], upload_dir: &std::path::Path) -> Result<ChatJob, ApiError> {

@@ -1,8 +1,8 @@
 //! A body's fields and uploads turned into a job, with everything wrong said before it is queued:
 //! the engine's own parser and validation (400 naming the field), uploads that do not decode (400
 //! naming the upload), formats this server does not write, and the 5 Hz LM's switches: `thinking`
-//! plans with the LM where one is installed and the request gives what it plans from, and
-//! otherwise runs without it and says so in the result, as `use_format` does; `sample_mode` and
+//! plans with the LM where one is installed, and otherwise runs without it and says so in the
+//! result, as `use_format` does; `sample_mode` and
 //! `sample_query` are refused, since nothing could stand in for them (the parser's 400).
 
 use serde_json::{Map, Value};
@@ -98,11 +98,7 @@ fn without_the_lm(request: &GenerationRequest, lm_installed: bool) -> Option<Str
     if request.task_type != crate::task::TaskType::Text2Music || request.audio_code_string.is_some() {
         return None;
     }
-    if !lm_installed {
-        return Some("no 5 Hz LM folder is installed on this server".into());
-    }
-    let metas = request.bpm.is_some() && request.keyscale.is_some() && request.timesignature.is_some() && request.duration.is_some();
-    (!metas).then(|| "this server's 5 Hz LM plans only from a given bpm, keyscale, timesignature and duration (it does not yet write the missing ones)".into())
+    (!lm_installed).then(|| "no 5 Hz LM folder is installed on this server".into())
 }
 
 /// Removes the LM switches from `fields`, returning a note for each that was on.
@@ -156,19 +152,12 @@ mod tests {
         assert_eq!(s.job.request.caption, "lofi drums");
         assert_eq!((s.job.request.bpm, s.job.request.duration), (Some(90), Some(12.0)));
         assert_eq!(s.asked.format, AudioFormat::Mp3);
-        assert_eq!(s.asked.notes.len(), 2, "{:?}", s.asked.notes);
-        assert!(s.asked.notes.iter().all(|n| n.contains("5 Hz LM")));
-        assert!(!s.job.request.thinking, "no key given: the LM cannot plan from the metas yet");
-        assert!(s.asked.notes[1].contains("keyscale"), "{:?}", s.asked.notes);
-
-        // With every meta the LM plans, where one is installed.
-        let mut full = sent;
-        full["key_scale"] = json!("A minor");
-        let s = submission(body(full.clone()), true).unwrap();
-        assert!(s.job.request.thinking);
+        assert!(s.job.request.thinking, "the LM plans, the missing key included");
         assert_eq!(s.asked.notes.len(), 1, "only use_format is noted: {:?}", s.asked.notes);
-        let s = submission(body(full), false).unwrap();
+        assert!(s.asked.notes[0].contains("5 Hz LM"));
+        let s = submission(body(sent), false).unwrap();
         assert!(!s.job.request.thinking);
+        assert_eq!(s.asked.notes.len(), 2, "{:?}", s.asked.notes);
         assert!(s.asked.notes[1].contains("no 5 Hz LM folder"), "{:?}", s.asked.notes);
     }
 

@@ -104,15 +104,12 @@ pub fn show(ui: &mut egui::Ui, session: &Arc<Session>, transport: &TransportSnap
                     ui.selectable_value(&mut s.keyscale, key.clone(), key);
                 }
             });
-            // Generate only: the LM plans from the key, so it needs one.
+            // Generate only (upstream skips the LM for the audio tasks).
             if s.task == TaskType::Text2Music {
-                let has_key = !s.keyscale.is_empty();
-                ui.add_enabled(has_key, egui::Checkbox::new(&mut s.plan_with_lm, "Let the model plan (5 Hz LM)"))
-                    .on_hover_text(
-                        "The 5 Hz LM sketches the bars as audio codes from the caption, lyrics, key, tempo, meter and \
-                         length; the DiT renders its sketch",
-                    )
-                    .on_disabled_hover_text("Choose a key first: the LM plans from the key, tempo, meter and length");
+                ui.checkbox(&mut s.plan_with_lm, "Let the model plan (5 Hz LM)").on_hover_text(
+                    "The 5 Hz LM sketches the bars as audio codes from the caption, lyrics, tempo, meter and length \
+                     (and the key, or chooses one, and rewrites the caption); the DiT renders its sketch",
+                );
             }
         });
         ui.end_row();

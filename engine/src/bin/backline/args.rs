@@ -298,6 +298,11 @@ const FLAGS: &[Flag] = &[
     flag("lm_top_p", Kind::Text, "The LM's top-p (default 0.9; 1 is off)."),
     flag("lm_repetition_penalty", Kind::Text, "The LM's repetition penalty (default 1, off)."),
     flag("lm_negative_prompt", Kind::Text, "What the LM's guidance steers away from (default: none)."),
+    flag(
+        "use_cot_caption",
+        Kind::Switch,
+        "Let the LM's plan rewrite the caption the DiT reads (default true); `--use-cot-caption=false` keeps yours.",
+    ),
     Flag {
         value_name: Some("NAME"),
         ..flag(
