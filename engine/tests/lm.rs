@@ -245,6 +245,26 @@ fn the_thought_is_always_valid_metadata_whatever_the_seed() {
 }
 
 #[test]
+fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    let (lm, tokenizer) = loaded();
+    let plan = plan_from(&fixture()["metas"][0]);
+    let lyrics = "la ".repeat(lm.max_positions());
+    let request = CodesRequest {
+        caption: "x",
+        lyrics: &lyrics,
+        plan: &plan,
+        negative_prompt: "",
+        target_codes: 50,
+        cfg_scale: 2.0,
+        sampling: Sampling::default(),
+        seed: 1,
+    };
+    let err = generate_codes(lm, tokenizer, &request, &mut || true, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, LmError::TooLong { .. }), "{err}");
+    assert!(err.to_string().contains(&lm.max_positions().to_string()), "{err}");
+}
+
+#[test]
 fn a_cancelled_generation_stops_between_tokens() {
     let (lm, tokenizer) = loaded();
     let plan = plan_from(&fixture()["metas"][0]);
