@@ -318,7 +318,7 @@ fn an_lm_folder_that_does_not_match_is_a_clear_error() {
 /// PyTorch's figure on the same folder comes from `tests/parity/bench_lm.py`; docs/benchmarks.md
 /// has both and the commands.
 #[test]
-#[ignore = "needs a published-size LM folder (cargo xtask synth-checkpoint DIR --lm 0.6B) in BACKLINE_LM_DIR"]
+#[ignore = "needs a published-size LM folder (cargo xtask synth-checkpoint DIR --lm 0.6B) in BACKLINE_LM_DIR; run by hand as docs/benchmarks.md (The 5 Hz LM: tokens per second) says"]
 fn lm_tokens_per_second() {
     let dir = PathBuf::from(std::env::var("BACKLINE_LM_DIR").expect("BACKLINE_LM_DIR"));
     let precision = Precision::parse(&std::env::var("BACKLINE_LM_PRECISION").unwrap_or_else(|_| "f32".into())).expect("f32, bf16, q8 or q4");

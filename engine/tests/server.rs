@@ -408,6 +408,7 @@ fn the_chat_form_answers_as_ace_steps_client_reads_it() {
     let content = choice["message"]["content"].as_str().unwrap();
     assert!(content.contains("**Caption:** lofi keys") && content.contains("## Lyrics\n[verse]\nhello"), "{content}");
     let codes = choice["message"]["audio_codes"].as_str().expect("the LM planned: its codes come back");
+    assert!(!content.contains("5 Hz LM"), "no note: the LM ran: {content}");
     assert_eq!(codes.matches("<|audio_code_").count(), 50, "10 s of codes: {codes}");
     let url = choice["message"]["audio"][0]["audio_url"]["url"].as_str().unwrap();
     let encoded = url.strip_prefix("data:audio/mpeg;base64,").expect("an MP3 data URL");

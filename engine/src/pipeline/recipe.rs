@@ -101,7 +101,27 @@ fn request_of_any_age<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resu
     Ok(request)
 }
 
+/// The bpm, key and time signature a generation ran with: the request's, else (where it left
+/// them open) the ones the 5 Hz LM's plan chose.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetasUsed {
+    pub bpm: Option<u32>,
+    pub keyscale: Option<String>,
+    pub timesignature: Option<String>,
+}
+
 impl Recipe {
+    pub fn metas_used(&self) -> MetasUsed {
+        let request = &self.request;
+        let plan = self.lm.as_ref().map(|lm| crate::lm::plan::Plan::parse(&lm.chain_of_thought)).unwrap_or_default();
+        let text = |asked: &Option<String>, planned: Option<String>| asked.clone().filter(|v| !v.is_empty()).or(planned);
+        MetasUsed {
+            bpm: request.bpm.or_else(|| plan.bpm.as_ref().and_then(|b| b.as_int()).and_then(|b| u32::try_from(b).ok())),
+            keyscale: text(&request.keyscale, plan.keyscale),
+            timesignature: text(&request.timesignature, plan.timesignature),
+        }
+    }
+
     /// The seed of each batch item, in order (the request records them).
     pub fn seeds(&self) -> Vec<u32> {
         match &self.request.seed {
@@ -159,6 +179,21 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metas_used_are_the_requests_else_the_lms_plan() {
+        let request = GenerationRequest { bpm: Some(90), ..Default::default() };
+        let mut planned = recipe(request, Precision::F32);
+        assert_eq!(planned.metas_used(), MetasUsed { bpm: Some(90), ..Default::default() });
+        planned.lm = Some(LmReport {
+            model: ModelFile { folder: "acestep-5Hz-lm-0.6B".into(), file: "model.safetensors".into(), bytes: 1, fingerprint: "f".into() },
+            chain_of_thought: "<think>\nbpm: 120\nduration: 10\nkeyscale: A# minor\ntimesignature: 3\n</think>".into(),
+            audio_codes: Vec::new(),
+            tokens_per_second: 1.0,
+        });
+        let used = planned.metas_used();
+        assert_eq!((used.bpm, used.keyscale.as_deref(), used.timesignature.as_deref()), (Some(90), Some("A# minor"), Some("3")));
+    }
 
     fn recipe(request: GenerationRequest, precision: Precision) -> Recipe {
         Recipe {

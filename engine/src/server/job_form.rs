@@ -72,11 +72,10 @@ fn job_result(task: &Task) -> Value {
         return Value::Null;
     };
     let recipe = &generation.recipe;
-    let request = &recipe.request;
     let paths: Vec<String> = task.files.iter().map(|f| audio_url(f)).collect();
     let seeds: Vec<String> = recipe.seeds().iter().map(u32::to_string).collect();
-    let keyscale = request.keyscale.clone().filter(|k| !k.is_empty());
-    let timesignature = request.timesignature.clone().filter(|t| !t.is_empty());
+    let used = recipe.metas_used();
+    let (keyscale, timesignature) = (used.keyscale, used.timesignature);
     json!({
         "first_audio_path": paths.first(),
         "second_audio_path": paths.get(1),
@@ -85,11 +84,11 @@ fn job_result(task: &Task) -> Value {
         "status_message": "Success",
         "seed_value": seeds.join(","),
         "metas": {
-            "bpm": request.bpm, "duration": recipe.duration_s, "genres": null,
+            "bpm": used.bpm, "duration": recipe.duration_s, "genres": null,
             "keyscale": keyscale, "timesignature": timesignature,
             "prompt": task.asked.prompt, "lyrics": task.asked.lyrics,
         },
-        "bpm": request.bpm,
+        "bpm": used.bpm,
         "duration": recipe.duration_s,
         "genres": null,
         "keyscale": keyscale,

@@ -113,6 +113,7 @@ fn succeeded_item(task: &Task, generation: &Generation, file: &std::path::Path) 
     let recipe = &generation.recipe;
     let request = &recipe.request;
     let or_na = |value: Option<Value>| value.unwrap_or_else(|| json!("N/A"));
+    let used = recipe.metas_used();
     let seeds: Vec<String> = recipe.seeds().iter().map(u32::to_string).collect();
     json!({
         "file": audio_url(file),
@@ -120,11 +121,11 @@ fn succeeded_item(task: &Task, generation: &Generation, file: &std::path::Path) 
         "prompt": request.caption,
         "lyrics": request.lyrics,
         "metas": {
-            "bpm": or_na(request.bpm.map(|b| json!(b))),
+            "bpm": or_na(used.bpm.map(|b| json!(b))),
             "duration": recipe.duration_s,
             "genres": "N/A",
-            "keyscale": or_na(request.keyscale.clone().filter(|k| !k.is_empty()).map(Value::String)),
-            "timesignature": or_na(request.timesignature.clone().filter(|t| !t.is_empty()).map(Value::String)),
+            "keyscale": or_na(used.keyscale.map(Value::String)),
+            "timesignature": or_na(used.timesignature.map(Value::String)),
             "prompt": task.asked.prompt,
             "lyrics": task.asked.lyrics,
         },
