@@ -29,6 +29,7 @@ use crate::checkpoint::{
     CheckpointError, DitFolder, LmFolder, LoadAs, TextEncoderFolder, VaeFolder, DIT_WEIGHTS, TEXT_ENCODER_FOLDER,
     TEXT_WEIGHTS, VAE_FOLDER,
 };
+use crate::lm::genres::GenreVocabulary;
 use crate::lm::tokenizer::LmTokenizer;
 use crate::model::causal_lm::CausalLm;
 use crate::error::JobError;
@@ -85,6 +86,8 @@ pub struct ResidentLm {
     pub name: String,
     pub model: CausalLm,
     pub tokenizer: LmTokenizer,
+    /// Upstream's genre list, when the user has put it beside the checkpoints.
+    pub genres: Option<GenreVocabulary>,
     pub file: ModelFile,
     pub bytes: u64,
 }
@@ -283,7 +286,8 @@ impl ModelStore {
             self.evict_for(bytes);
             ctx.loading(&name);
             let (model, tokenizer) = folder.load(how)?;
-            Ok(ResidentLm { name, model, tokenizer, file: model_file(&folder.dir, TEXT_WEIGHTS)?, bytes })
+            let genres = folder.load_genres(&tokenizer)?;
+            Ok(ResidentLm { name, model, tokenizer, genres, file: model_file(&folder.dir, TEXT_WEIGHTS)?, bytes })
         })
     }
 

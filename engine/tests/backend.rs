@@ -1,7 +1,8 @@
 //! The `Backend` contract on the tiny synthetic set, as a front end meets it: audio from a file
 //! or from memory gives the same result, the request's `model` (or the task) picks the DiT, the
 //! model store loads each model once, evicts under its budget and serves two backends, every bad
-//! job is a typed error before any model loads, and a callback gets the result on the worker.
+//! job is a typed error before any model loads, a callback gets the result on the worker, and
+//! the 5 Hz LM plans on the worker and stops between tokens when cancelled.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -316,4 +317,57 @@ fn models_say_what_the_folder_holds_and_what_is_loaded() {
     let missing = backend_on(&scratch().join("no-such-folder"), 1 << 30);
     let err = missing.models().unwrap_err();
     assert!(matches!(err, JobError::Checkpoint(_)) && err.to_string().contains("no-such-folder"), "{err}");
+}
+
+/// The 5 Hz LM through the contract: `thinking` writes the codes on the worker (their own
+/// stage), sample mode writes the request first, a cancel stops the LM between tokens, and
+/// `describe` answers on the caller's thread.
+#[test]
+fn the_lm_plans_on_the_worker_and_a_cancel_stops_it_between_tokens() {
+    let backend = backend_on(checkpoints(), 1 << 30);
+    let metas = json!({"caption": "lofi", "bpm": 90, "keyscale": "A minor", "timesignature": "4", "duration": 10, "thinking": true});
+    let handle = backend.submit(quick(metas));
+    let mut stages = Vec::new();
+    let generation = loop {
+        match handle.events().recv_timeout(Duration::from_secs(300)).expect("events") {
+            JobEvent::Stage { name } => stages.push(name),
+            JobEvent::Done(generation) => break generation,
+            JobEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    let at = |name: &str| stages.iter().position(|s| s == name);
+    assert!(at("lm").is_some() && at("lm") < at("text"), "the LM writes its codes before the DiT's stages: {stages:?}");
+    let lm = generation.recipe.lm.expect("the LM's report");
+    assert_eq!(lm.audio_codes[0].matches("<|audio_code_").count(), 50, "10 s of codes");
+
+    // Sample mode: the tiny LM's caption is noise to its token limit, so the LM is still writing
+    // when the cancel comes.
+    let handle = backend.submit(quick(json!({"sample_query": "a sad waltz", "duration": 10})));
+    let mut steps = 0;
+    let result = loop {
+        match handle.events().recv_timeout(Duration::from_secs(300)).expect("events") {
+            JobEvent::Step { .. } => {
+                steps += 1;
+                if steps == 20 {
+                    handle.cancel();
+                }
+            }
+            JobEvent::Done(_) => break Ok(()),
+            JobEvent::Failed(e) => break Err(e),
+            JobEvent::Cancelled => break Err(JobError::Cancelled),
+            _ => {}
+        }
+    };
+    assert!(matches!(result, Err(JobError::Cancelled)), "{result:?}");
+    assert!(backend.submit(quick(json!({"caption": "after", "duration": 10}))).wait().is_ok(), "the engine keeps serving");
+
+    use backline_engine::backend::{DescribeMode, DescribeRequest};
+    let asked = DescribeRequest {
+        mode: DescribeMode::Understand { audio_codes: String::new() },
+        sampling: backline_engine::lm::sample::Sampling::default(),
+        seed: 1,
+    };
+    let refused = backend.describe(&asked, &std::sync::atomic::AtomicBool::new(false)).unwrap_err();
+    assert!(refused.to_string().contains("needs audio codes"), "{refused}");
 }

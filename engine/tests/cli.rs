@@ -603,3 +603,33 @@ fn thinking_renders_the_lms_codes_and_the_recipe_keeps_them() {
     assert_fails_with(&run("orphan", &["--thinking"]), &["thinking", "acestep-5Hz-lm-"]);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_lms_description_modes_answer_and_sample_mode_writes_the_request() {
+    let dir = scratch("describe");
+    let checkpoints = tiny_set(&dir);
+    let describe = |extra: &[&str]| backline(&dir, &[&["describe", "--checkpoints", s(&checkpoints), "--seed", "22"][..], extra].concat());
+    let out = describe(&["sample", "a rainy night in Tokyo", "--instrumental", "--language", "ja"]);
+    assert!(out.status.success(), "describe sample failed:\n{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(answer["model"], "acestep-5Hz-lm-0.6B");
+    assert!((30..=300).contains(&answer["bpm"].as_i64().expect("a bpm")), "{answer}");
+    // The tiny LM's caption is noise to its token limit, so it writes no lyrics: an instrumental
+    // piece gets upstream's placeholder.
+    assert_eq!(answer["lyrics"], "[Instrumental]", "{answer}");
+    assert_fails_with(&describe(&["understand", "--audio-codes", " "]), &["audio codes"]);
+
+    // Sample mode in a generation: the LM writes the request, the recipe keeps both.
+    let args = ["generate", "--checkpoints", s(&checkpoints), "--out", s(&dir), "--name", "sampled", "--format", "wav"];
+    let out = backline(&dir, &[&args[..], &["--sample-query", "a rainy night", "--seed", "5", "--batch-size", "1", "--inference-steps", "2"]].concat());
+    assert!(out.status.success(), "--sample-query failed:\n{}", stderr(&out));
+    let recipe: Recipe = serde_json::from_str(&fs::read_to_string(dir.join("sampled-5.json")).unwrap()).unwrap();
+    assert_eq!(recipe.request.sample_query.as_deref(), Some("a rainy night"), "the recipe keeps what was asked");
+    let rewritten = recipe.rewritten.as_ref().expect("and what the LM wrote");
+    assert_eq!(rewritten.modes, ["sample"]);
+    assert_eq!(rewritten.model.folder, "acestep-5Hz-lm-0.6B");
+    assert!(!rewritten.caption.is_empty());
+    assert_eq!(recipe.metas_used().bpm, rewritten.bpm, "the job ran with the LM's bpm");
+    assert!(recipe.time_costs.contains_key("lm_sample_time_cost"));
+    fs::remove_dir_all(&dir).unwrap();
+}

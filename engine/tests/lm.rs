@@ -9,10 +9,12 @@ use std::sync::OnceLock;
 use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_engine::checkpoint::{LmFolder, LoadAs, LM_FOLDERS};
 use backline_engine::lm::codes::{generate_codes, CodesRequest, LmError};
+use backline_engine::lm::describe::{Description, Describer};
+use backline_engine::lm::genres::GenreVocabulary;
 use backline_engine::lm::plan::{Plan, Value as PlanValue};
 use backline_engine::lm::prompt;
 use backline_engine::lm::sample::Sampling;
-use backline_engine::lm::think::{generate_thought, GivenMetas, ThoughtRequest, LANGUAGES};
+use backline_engine::lm::think::{generate_thought, GivenMetas, ThoughtConstraint, ThoughtRequest, LANGUAGES};
 use backline_engine::lm::tokenizer::LmTokenizer;
 use backline_engine::model::causal_lm::CausalLm;
 use backline_engine::precision::Precision;
@@ -92,7 +94,7 @@ fn plan_from(meta: &Value) -> Plan {
         bpm: number("bpm"),
         caption: text("caption"),
         duration: number("duration"),
-        genres: None,
+        genres: text("genres"),
         keyscale: text("keyscale"),
         language: text("language"),
         timesignature: text("timesignature"),
@@ -219,6 +221,142 @@ fn seeded_chains_of_thought_are_upstreams_token_for_token() {
         assert_eq!(thought.plan, plan_from(&case["parsed"]), "{name}: the fields upstream reads from it");
         assert_eq!(*thought.tokens.last().unwrap(), tokenizer.eos_id, "{name}: it ends at </think>");
     }
+}
+
+fn modes_fixture() -> &'static Value {
+    static FIXTURE: OnceLock<Value> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/parity/fixtures/lm_modes.json");
+        let modes: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("lm_modes.json")).expect("lm_modes.json is JSON");
+        assert_eq!(modes["checkpoint_sha256"], fixture()["checkpoint_sha256"], "lm_modes.json was made on another tiny LM: remake it");
+        modes
+    })
+}
+
+/// The genre list the description fixtures were made with.
+fn genre_list() -> &'static GenreVocabulary {
+    static LIST: OnceLock<GenreVocabulary> = OnceLock::new();
+    LIST.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/parity/fixtures/genres_vocab.txt");
+        GenreVocabulary::load(&path, &loaded().1).unwrap()
+    })
+}
+
+fn describer(case: &Value, sampling: Sampling) -> Describer<'static> {
+    let (lm, tokenizer) = loaded();
+    Describer { lm, tokenizer, genres: Some(genre_list()), sampling, seed: case["seed"].as_u64().unwrap() }
+}
+
+fn assert_description_is_upstreams(ours: &Description, case: &Value, fields: &Value) {
+    let name = case["name"].as_str().unwrap();
+    assert_eq!(ours.tokens, ids(&case["tokens"]), "{name}: the tokens upstream's decoder sampled with this seed");
+    let mut fields = fields.clone();
+    fields.as_object_mut().unwrap().remove("instrumental");
+    assert_eq!(ours.plan, plan_from(&fields), "{name}: the fields upstream reads");
+    assert_eq!(ours.lyrics.chars().count() as u64, case["lyrics_chars"].as_u64().unwrap(), "{name}: the lyrics' length");
+    assert_eq!(&hex(&Sha256::digest(ours.lyrics.as_bytes())), case["lyrics_sha256"].as_str().unwrap(), "{name}: the lyrics");
+    assert!(lyrics_have_no_codes(&ours.text), "{name}: the lyrics hold no codebook codes");
+}
+
+#[test]
+fn description_modes_are_upstreams_token_for_token() {
+    for case in modes_fixture()["modes"].as_array().unwrap() {
+        let temperature = case["temperature"].as_f64().unwrap() as f32;
+        let top_k = case.get("top_k").and_then(Value::as_u64).map(|k| k as usize);
+        let repetition_penalty = case.get("repetition_penalty").and_then(Value::as_f64).unwrap_or(1.0) as f32;
+        let d = describer(case, Sampling { temperature, top_k, top_p: None, repetition_penalty });
+        let description = match case["name"].as_str().unwrap() {
+            "understand" => d.understand(case["codes"].as_str().unwrap(), &mut || true, &mut |_| {}),
+            "inspire" => d.inspire(
+                case["query"].as_str().unwrap(),
+                case["instrumental"].as_bool().unwrap(),
+                case["language"].as_str(),
+                &mut || true,
+                &mut |_| {},
+            ),
+            "format" => {
+                let given = &case["given"];
+                let text = |k: &str| given.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                let given = GivenMetas { bpm: text("bpm"), duration: text("duration"), language: text("language"), ..GivenMetas::default() };
+                d.format(case["caption"].as_str().unwrap(), case["lyrics"].as_str().unwrap(), given, &mut || true, &mut |_| {})
+            }
+            other => panic!("unknown mode {other}"),
+        }
+        .unwrap();
+        assert_description_is_upstreams(&description, case, &case["metadata"]);
+    }
+}
+
+/// The tiny model's own captions are noise to the token limit, so these give the caption and
+/// let it write the genres (from the list), the other fields, `</think>` and the lyrics.
+#[test]
+fn described_genres_fields_and_lyrics_are_upstreams_token_for_token() {
+    for case in modes_fixture()["describes"].as_array().unwrap() {
+        let temperature = case["temperature"].as_f64().unwrap() as f32;
+        let d = describer(case, Sampling { temperature, top_k: None, top_p: None, repetition_penalty: 1.0 });
+        let given = &case["given"];
+        let text = |k: &str| given.get(k).and_then(Value::as_str).map(str::to_string);
+        let given = GivenMetas { caption: text("caption"), language: text("language"), ..GivenMetas::default() };
+        let prompt = prompt::format("lofi hip hop", "[Instrumental]");
+        let description = d.describe(&prompt, given, case["skip_language"].as_bool().unwrap(), &mut || true, &mut |_| {}).unwrap();
+        assert_description_is_upstreams(&description, case, &case["parsed"]);
+        assert!(description.plan.genres.is_some(), "{}: genres written", case["name"]);
+        assert!(description.text.contains("</think>"), "{}: the thought closes and the lyrics follow", case["name"]);
+    }
+}
+
+/// A scripted "model" that wants to write `target`: at each step the first token of what is
+/// left of it scores highest (EOS, once it is off the script); the constraint then has its say
+/// and the best token is taken.
+fn write_as_scripted(constraint: &mut ThoughtConstraint, tokenizer: &LmTokenizer, target: &str) -> String {
+    let mut written = String::new();
+    for _ in 0..400 {
+        let mut scores = vec![0.0f32; tokenizer.vocab_size()];
+        // Once the constraint has made it write something else, it wants to end its turn.
+        match target.strip_prefix(written.as_str()).filter(|r| !r.is_empty()) {
+            Some(rest) => scores[tokenizer.encode(rest).unwrap()[0] as usize] = 10.0,
+            None => scores[tokenizer.eos_id as usize] = 10.0,
+        }
+        constraint.apply(&mut scores).unwrap();
+        let token = (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap() as u32;
+        constraint.update(token);
+        written.push_str(&tokenizer.decode(&[token]).unwrap());
+        if token == tokenizer.eos_id {
+            return written;
+        }
+    }
+    panic!("no end after 400 tokens: {written:?}");
+}
+
+#[test]
+fn a_description_without_a_genre_list_ends_its_genres_where_the_model_does() {
+    let tokenizer = &loaded().1;
+    let target = "<think>\nbpm: 92\ncaption: warm tape loops\nduration: 40\ngenres: lofi beats\nkeyscale: C major\n\
+                  language: en\ntimesignature: 4\n</think>\n\n[Verse]\nslow rain<|im_end|>";
+    let mut constraint = ThoughtConstraint::describing(tokenizer, None, GivenMetas::default(), false).unwrap();
+    let written = write_as_scripted(&mut constraint, tokenizer, target);
+    assert_eq!(written, target, "a model that writes a valid description is let through, the next field's name whole");
+    let plan = Plan::parse(&written);
+    assert_eq!((plan.genres.as_deref(), plan.keyscale.as_deref()), (Some("lofi beats"), Some("C major")));
+    assert_eq!(backline_engine::lm::describe::lyrics_after_thought(&written), "[Verse]\nslow rain");
+
+    // With a list, genres outside it cannot be written; given fields are written as given.
+    let list = GenreVocabulary::from_text("lofi hip hop\nrock", tokenizer).unwrap();
+    let given = GivenMetas { bpm: Some("120".into()), ..GivenMetas::default() };
+    let mut constraint = ThoughtConstraint::describing(tokenizer, Some(&list), given, false).unwrap();
+    let written = write_as_scripted(&mut constraint, tokenizer, &target.replace("bpm: 92", "bpm: 120"));
+    let plan = Plan::parse(&written);
+    assert_eq!(plan.bpm, Some(PlanValue::Int(120)), "{written}");
+    let genres = plan.genres.expect("genres written").to_lowercase();
+    assert!(["lofi hip hop", "rock"].contains(&genres.as_str()) || "lofi hip hop".starts_with(&genres), "{genres:?} is (the start of) a listed genre");
+    assert!(lyrics_have_no_codes(&written));
+}
+
+/// No code of the codebook after the thought (upstream bans 0..63999 there; the vocabulary's
+/// 1,535 codes past the codebook stay allowed, as they do upstream).
+fn lyrics_have_no_codes(text: &str) -> bool {
+    let lyrics = backline_engine::lm::describe::lyrics_after_thought(text);
+    lyrics.split("<|audio_code_").skip(1).all(|rest| rest.split("|>").next().and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n >= 64_000))
 }
 
 #[test]

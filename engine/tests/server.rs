@@ -7,12 +7,17 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backline_engine::audio::{decode_bytes, write_audio, AudioBuffer, OutputFormat};
-use backline_engine::backend::{ApiForm, AudioInput, Backend, JobRequest, LocalBackend, LocalSettings, RemoteBackend, RemoteSettings};
+use backline_engine::backend::{
+    ApiForm, AudioInput, Backend, DescribeMode, DescribeRequest, JobRequest, LocalBackend, LocalSettings, RemoteBackend, RemoteSettings,
+};
+use backline_engine::lm::plan::Value as LmValue;
+use backline_engine::lm::sample::Sampling as LmSampling;
+use backline_engine::lm::think::GivenMetas;
 use backline_engine::checkpoint::synth::{self, SynthSize};
 use backline_engine::precision::Precision;
 use backline_engine::request::GenerationRequest;
@@ -181,9 +186,11 @@ fn ace_steps_own_client_generates_through_the_native_api() {
         // Every meta the LM plans from is given, and the tiny set has one: it wrote the codes.
         assert_eq!(entry["lm_model"], "acestep-5Hz-lm-0.6B", "{entry}");
         assert_eq!(entry["recipe"]["lm"]["audio_codes"].as_array().unwrap().len(), 2, "one code string per item");
-        let notes = entry["notes"].as_array().unwrap();
-        assert!(notes.len() == 1 && notes[0].as_str().unwrap().contains("use_format"), "use_format is said: {notes:?}");
-        assert!(entry["generation_info"].as_str().unwrap().contains("Note:"));
+        // use_format: the LM rewrote the caption first, keeping the metas given.
+        let rewritten = &entry["recipe"]["rewritten"];
+        assert_eq!(rewritten["modes"], json!(["format"]), "{entry}");
+        assert_eq!((rewritten["bpm"].as_u64(), rewritten["keyscale"].as_str()), (Some(90), Some("A minor")), "{rewritten}");
+        assert!(entry["notes"].as_array().unwrap().is_empty(), "{entry}");
         let file = entry["file"].as_str().unwrap();
         assert!(file.starts_with("/v1/audio?path=%2F"), "{file}");
         let response = server.get(file).send().unwrap();
@@ -256,7 +263,7 @@ fn bad_requests_are_refused_with_the_field_named() {
     refused(raw("just words", "text/plain"), 415, "Unsupported Content-Type");
     refused(server.post_json("/release_task", json!({"prompt": "x", "bpm": 1000})), 400, "bpm");
     refused(server.post_json("/release_task", json!({"prompt": "x", "inference_stepz": 8})), 400, "inference_stepz");
-    refused(server.post_json("/release_task", json!({"prompt": "x", "sample_mode": true})), 400, "sample_mode");
+    refused(server.post_json("/release_task", json!({"prompt": "x", "full_analysis_only": true})), 400, "full_analysis_only");
     refused(server.post_json("/release_task", json!({"prompt": "x", "audio_format": "opus"})), 400, "audio_format");
     refused(server.post_json("/release_task", json!({"task_type": "cover", "src_audio_path": "/home/me/loop.wav"})), 400, "multipart");
     refused(server.post_json("/query_result", json!({"task_id_list": [1]})), 400, "task_id_list");
@@ -427,7 +434,6 @@ fn the_chat_form_answers_as_ace_steps_client_reads_it() {
     assert!((decode_bytes(&wav, Some("wav")).unwrap().duration_s() - 12.0).abs() < 0.01, "the cover is the source's length");
 
     for (body, needle) in [
-        (json!({"model": model, "messages": [{"role": "user", "content": "x"}], "sample_mode": true}), "sample_mode"),
         (json!({"model": model, "messages": [{"role": "user", "content": "x"}], "stream": true}), "stream"),
         (json!({"model": model, "messages": []}), "user message"),
         (json!({"model": model, "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%%"}}]}]}), "base64"),
@@ -519,6 +525,21 @@ fn the_remote_backend_gives_what_the_local_one_gives_in_every_form() {
         let generation = result.unwrap_or_else(|e| panic!("{form:?}: {e}"));
         assert!((generation.audio[0].duration_s() - 12.0).abs() < 0.01, "{form:?}: {} s", generation.audio[0].duration_s());
     }
+
+    // The LM's format mode through the server's /format_input writes what the local LM writes.
+    let given = GivenMetas { bpm: Some("100".into()), keyscale: Some("E minor".into()), ..GivenMetas::default() };
+    let format = DescribeRequest {
+        mode: DescribeMode::Format { caption: "pop rock".into(), lyrics: "la".into(), given },
+        sampling: LmSampling { temperature: 0.85, top_k: None, top_p: None, repetition_penalty: 1.0 },
+        seed: 4,
+    };
+    let here = local.describe(&format, &AtomicBool::new(false)).unwrap().description;
+    let there = remote(&server, ApiForm::Native, None).describe(&format, &AtomicBool::new(false)).unwrap().description;
+    assert_eq!((&there.plan.caption, &there.lyrics), (&here.plan.caption, &here.lyrics), "the server's LM wrote what the local one did");
+    assert_eq!(there.plan.bpm, Some(LmValue::Int(100)), "the given bpm is kept");
+    let understand = DescribeRequest { mode: DescribeMode::Understand { audio_codes: "<|audio_code_5|>".into() }, ..format };
+    let refused = remote(&server, ApiForm::Native, None).describe(&understand, &AtomicBool::new(false)).unwrap_err();
+    assert!(refused.to_string().contains("no route"), "{refused}");
 }
 
 /// Cancel reaches the server; a server that is down, or that wants a key the backend lacks, is
@@ -651,9 +672,19 @@ fn hosted_shapes_and_the_model_routes() {
     let (_, result) = wait_for(&server, queued["data"]["task_id"].as_str().unwrap(), None);
     assert_eq!(result[0]["dit_model"].as_str(), Some(other.as_str()), "{:?}", result[0]);
 
-    let (status, refused) = send(server.post_json("/format_input", json!({"prompt": "pop rock", "lyrics": "la"})));
-    assert_eq!(status, 400);
-    assert!(refused["detail"].as_str().unwrap().contains("5 Hz LM"), "{refused}");
+    // The LM's routes, as upstream's clients send them: the given metas come back as given.
+    let param_obj = json!({"bpm": 100, "duration": 30, "key": "E minor", "time_signature": "3"}).to_string();
+    let (status, formatted) = send(server.post_json("/format_input", json!({"prompt": "pop rock", "lyrics": "la", "param_obj": param_obj, "seed": 4})));
+    assert_eq!(status, 200, "{formatted}");
+    let data = &formatted["data"];
+    assert_eq!((data["bpm"].as_i64(), data["duration"].as_f64(), data["key_scale"].as_str()), (Some(100), Some(30.0), Some("E minor")), "{data}");
+    assert_eq!(data["time_signature"], "3", "{data}");
+    assert!(!data["caption"].as_str().unwrap().is_empty() && !data["lyrics"].as_str().unwrap().is_empty(), "{data}");
+    let (status, sample) = send(server.post_json("/v1/create_sample", json!({"query": "a rainy night", "vocal_language": "ja", "seed": 5})));
+    assert_eq!(status, 200, "{sample}");
+    assert_eq!(sample["data"]["vocal_language"], "ja", "the language asked is written: {sample}");
+    let (status, refused) = send(server.post_json("/format_input", json!({"prompt": "x", "temperature": 9})));
+    assert_eq!(status, 400, "{refused}");
     for (kind, lyrics_may_be_empty) in [("simple_mode", true), ("custom_mode", false)] {
         let (status, sample) = send(server.post_json("/create_random_sample", json!({"sample_type": kind})));
         assert_eq!(status, 200, "{sample}");

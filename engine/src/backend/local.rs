@@ -3,18 +3,20 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use candle_core::{DType, Device};
 
 use super::admit::{admit, dit_folders, Admitted};
-use super::{Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
+use super::{Backend, DescribeMode, DescribeRequest, Described, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
 use crate::checkpoint::footprint::Footprint;
 use crate::checkpoint::{CheckpointError, LmFolder, LoadAs, TextEncoderFolder, VaeFolder, LM_FOLDERS, TEXT_ENCODER_FOLDER, VAE_FOLDER};
 use crate::precision::Precision;
 use crate::error::JobError;
 use crate::job::{Engine, JobControl, JobHandle, Worker};
+use crate::lm::describe::Describer;
 use crate::pipeline::source::LatentCache;
 use crate::pipeline::{Generation, JobModels, Pipeline, LATENT_CACHE_ENTRIES};
 use crate::progress::JobContext;
@@ -131,6 +133,31 @@ impl Backend for LocalBackend {
 
     fn submit_with(&self, job: JobRequest, on_event: GenerationCallback) -> JobControl {
         self.engine.submit_with(LocalJob::Request(job), on_event)
+    }
+
+    fn describe(&self, request: &DescribeRequest, cancel: &AtomicBool) -> Result<Described, JobError> {
+        let settings = &self.settings;
+        let ctx = JobContext::detached(cancel);
+        let folder = crate::pipeline::choose_lm(&settings.checkpoints)?;
+        let lm = self.store.lm(&folder, &settings.load_as(), settings.residency, &ctx)?;
+        let describer = Describer {
+            lm: &lm.model,
+            tokenizer: &lm.tokenizer,
+            genres: lm.genres.as_ref(),
+            sampling: request.sampling,
+            seed: request.seed,
+        };
+        let keep_going = &mut || !ctx.is_cancelled();
+        let on_token = &mut |_| {};
+        let description = match &request.mode {
+            DescribeMode::Understand { audio_codes } => describer.understand(audio_codes, keep_going, on_token),
+            DescribeMode::Inspire { query, instrumental, language } => {
+                describer.inspire(query, *instrumental, language.as_deref(), keep_going, on_token)
+            }
+            DescribeMode::Format { caption, lyrics, given } => describer.format(caption, lyrics, given.clone(), keep_going, on_token),
+        }
+        .map_err(crate::pipeline::lm_error)?;
+        Ok(Described { model: lm.name.clone(), description })
     }
 
     fn models(&self) -> Result<ModelsInfo, JobError> {

@@ -105,6 +105,41 @@ pub trait Backend: Send + Sync {
 
     /// The checkpoint folders found, which tasks each DiT runs, what is loaded and the budget.
     fn models(&self) -> Result<ModelsInfo, JobError>;
+
+    /// Runs one of the 5 Hz LM's description modes on the calling thread (it blocks for the
+    /// whole generation); `cancel` stops it between tokens. Backends without the LM say so.
+    fn describe(&self, request: &DescribeRequest, cancel: &std::sync::atomic::AtomicBool) -> Result<Described, JobError> {
+        let _ = (request, cancel);
+        Err(JobError::Model { stage: "5 Hz LM", message: "this backend does not run the 5 Hz LM's description modes".into() })
+    }
+}
+
+/// A description-mode job of the 5 Hz LM, run on its own (upstream's `/format_input`,
+/// `/v1/create_sample` and understand).
+#[derive(Debug, Clone)]
+pub struct DescribeRequest {
+    pub mode: DescribeMode,
+    pub sampling: crate::lm::sample::Sampling,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum DescribeMode {
+    /// Audio codes (`<|audio_code_N|>` text) to caption, metas and lyrics.
+    Understand { audio_codes: String },
+    /// A short description to a whole piece (sample mode).
+    Inspire { query: String, instrumental: bool, language: Option<String> },
+    /// The user's caption and lyrics rewritten, with the metas given kept.
+    Format { caption: String, lyrics: String, given: crate::lm::think::GivenMetas },
+}
+
+/// What a description job wrote, and with which LM.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The LM that wrote it: its folder's name (`acestep-5Hz-lm-1.7B`), or the server's address
+    /// for a remote backend (whose answer carries the fields only: no text or token ids).
+    pub model: String,
+    pub description: crate::lm::describe::Description,
 }
 
 /// What a front end shows before it submits.

@@ -19,10 +19,12 @@ use reqwest::blocking::{multipart, Client, RequestBuilder, Response};
 use reqwest::header::AUTHORIZATION;
 use serde_json::{json, Map, Value};
 
-use super::{AudioInput, Backend, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
+use super::{AudioInput, Backend, DescribeMode, DescribeRequest, Described, DitInfo, GenerationCallback, JobRequest, ModelsInfo};
 use crate::audio::{decode_bytes, read_audio, write_audio, AudioBuffer, OutputFormat};
 use crate::error::JobError;
 use crate::job::{Engine, JobContext, JobControl, JobHandle, Worker};
+use crate::lm::describe::Description;
+use crate::lm::plan::{Plan, Value as PlanValue};
 use crate::pipeline::recipe::{ModelFile, Recipe};
 use crate::pipeline::Generation;
 use crate::precision::Precision;
@@ -153,6 +155,52 @@ impl Backend for RemoteBackend {
             precision: Precision::F32,
             shared_footprint: None,
         })
+    }
+
+    /// Format and sample mode through the server's `/format_input` and `/v1/create_sample`
+    /// (temperature and seed are sent; those routes take no other sampling settings).
+    /// Understanding has no route in ACE-Step's API.
+    fn describe(&self, request: &DescribeRequest, _cancel: &std::sync::atomic::AtomicBool) -> Result<Described, JobError> {
+        let temperature = request.sampling.temperature;
+        let (path, body) = match &request.mode {
+            DescribeMode::Format { caption, lyrics, given } => {
+                let number = |v: &Option<String>| v.as_deref().and_then(|n| n.parse::<f64>().ok());
+                let params = json!({
+                    "bpm": number(&given.bpm), "duration": number(&given.duration), "key": given.keyscale,
+                    "time_signature": given.timesignature, "language": given.language,
+                });
+                let body = json!({"prompt": caption, "lyrics": lyrics, "temperature": temperature, "seed": request.seed, "param_obj": params});
+                ("/format_input", body)
+            }
+            DescribeMode::Inspire { query, instrumental, language } => {
+                let language = language.clone().unwrap_or_else(|| "unknown".into());
+                let body = json!({"query": query, "instrumental": instrumental, "vocal_language": language, "temperature": temperature, "seed": request.seed});
+                ("/v1/create_sample", body)
+            }
+            DescribeMode::Understand { .. } => {
+                return Err(self.http.error(None, "ACE-Step's API has no route that understands audio codes: run it on this machine's engine"))
+            }
+        };
+        let url = format!("{}{path}", self.http.base);
+        let response = self.http.send(false, || self.http.client.post(&url).json(&body).timeout(CHAT_TIMEOUT))?;
+        let answer = self.http.json(response)?;
+        if answer["code"].as_u64().is_some_and(|c| c != 200) {
+            return Err(self.http.error(answer["code"].as_u64().map(|c| c as u16), answer["error"].as_str().unwrap_or("failed").to_owned()));
+        }
+        let data = &answer["data"];
+        let text = |keys: &[&str]| keys.iter().find_map(|k| data[*k].as_str()).filter(|t| !t.is_empty()).map(str::to_owned);
+        let whole = |key: &str| data[key].as_f64().map(|n| PlanValue::Int(n as i64));
+        let plan = Plan {
+            bpm: whole("bpm"),
+            caption: text(&["caption"]),
+            duration: whole("duration"),
+            genres: None,
+            keyscale: text(&["key_scale", "keyscale"]),
+            language: text(&["vocal_language"]),
+            timesignature: text(&["time_signature", "timesignature"]),
+        };
+        let description = Description { plan, lyrics: text(&["lyrics"]).unwrap_or_default(), text: String::new(), tokens: Vec::new() };
+        Ok(Described { model: self.settings.url.clone(), description })
     }
 }
 
@@ -510,6 +558,7 @@ impl RemoteWorker {
             analysis: None,
             grid: None,
             lm: None,
+            rewritten: None,
         }
     }
 

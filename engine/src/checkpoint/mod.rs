@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::lm::genres::GenreVocabulary;
 use crate::lm::tokenizer::LmTokenizer;
 use crate::model::acestep::AceStepModel;
 use crate::model::causal_lm::CausalLm;
@@ -392,5 +393,20 @@ impl LmFolder {
             )));
         }
         Ok(tokenizer)
+    }
+
+    /// Upstream's genre list (`genres_vocab.txt`, shipped in its Python package, not with the
+    /// weights): in this folder, else in the checkpoints folder above it.
+    pub fn genre_list_path(&self) -> Option<PathBuf> {
+        let here = self.dir.join(crate::lm::genres::FILE_NAME);
+        let above = self.dir.parent().map(|root| root.join(crate::lm::genres::FILE_NAME));
+        [Some(here), above].into_iter().flatten().find(|p| p.is_file())
+    }
+
+    /// The genre list for `tokenizer`, if the user has put one where
+    /// [`genre_list_path`](Self::genre_list_path) looks.
+    pub fn load_genres(&self, tokenizer: &LmTokenizer) -> Result<Option<GenreVocabulary>, CheckpointError> {
+        let Some(path) = self.genre_list_path() else { return Ok(None) };
+        GenreVocabulary::load(&path, tokenizer).map(Some).map_err(|why| CheckpointError::Malformed { file: path, why })
     }
 }

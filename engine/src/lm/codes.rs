@@ -50,6 +50,8 @@ pub enum LmError {
     Model(String),
     #[error("the 5 Hz LM's tokenizer failed: {0}")]
     Tokenizer(String),
+    #[error("{0}")]
+    Input(String),
     #[error("cancelled")]
     Cancelled,
 }

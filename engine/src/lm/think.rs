@@ -1,4 +1,4 @@
-//! Phase 1: the chain of thought, written under upstream's constrained decoder
+//! The chain of thought (phase 1 of thinking), written under upstream's constrained decoder
 //! (`constrained_logits_processor.py` `MetadataConstrainedLogitsProcessor` in the `cot` phase,
 //! run by `_generate_with_constrained_decoding` with no guidance and `stop_at_reasoning`).
 //!
@@ -14,11 +14,18 @@
 //! - a field the user gave is not sampled: ` {value}\n` is forced token by token;
 //! - at `</think>` the generation ends (EOS is forced), so the thought is read without it.
 //!
+//! The description modes run the same machine in its describe phase (upstream's `understand`
+//! phase, without `stop_at_reasoning`): a `genres:` field comes after the duration (bounded by the
+//! genre list when there is one, see `genres`; else free text ended by the model's newline),
+//! `</think>` is written, and the model goes on freely, audio codes banned, until it ends its
+//! turn: the lyrics.
+//!
 //! Token texts and prefixes come from the checkpoint's tokenizer, as upstream builds them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::codes::LmError;
+use super::genres::GenreVocabulary;
 use super::plan::Plan;
 use super::prompt;
 use super::sample::{Sampling, TokenSampler};
@@ -40,19 +47,22 @@ enum Field {
     Bpm,
     Caption,
     Duration,
+    Genres,
     Keyscale,
     Language,
     Timesignature,
 }
 
 impl Field {
-    const ORDER: [Field; 6] = [Field::Bpm, Field::Caption, Field::Duration, Field::Keyscale, Field::Language, Field::Timesignature];
+    const ORDER: [Field; 7] =
+        [Field::Bpm, Field::Caption, Field::Duration, Field::Genres, Field::Keyscale, Field::Language, Field::Timesignature];
 
     fn name(self) -> &'static str {
         match self {
             Field::Bpm => "bpm",
             Field::Caption => "caption",
             Field::Duration => "duration",
+            Field::Genres => "genres",
             Field::Keyscale => "keyscale",
             Field::Language => "language",
             Field::Timesignature => "timesignature",
@@ -87,6 +97,7 @@ impl GivenMetas {
             Field::Bpm => self.bpm.as_deref(),
             Field::Caption => self.caption.as_deref(),
             Field::Duration => self.duration.as_deref(),
+            Field::Genres => None,
             Field::Keyscale => self.keyscale.as_deref(),
             Field::Language => self.language.as_deref(),
             Field::Timesignature => self.timesignature.as_deref(),
@@ -96,9 +107,23 @@ impl GivenMetas {
 
 type PrefixTree = BTreeMap<Vec<u32>, BTreeSet<u32>>;
 
+/// What the decoder writes after the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Phase 1 of thinking: the thought alone (no `genres:`); the generation ends at `</think>`.
+    Plan,
+    /// The description modes (understand, sample, format; upstream's `understand` phase): the
+    /// thought with a `genres:` field, `</think>`, then free text (the lyrics) in which audio codes
+    /// are banned, until the model ends its turn.
+    Describe,
+}
+
 /// The decoder's state for one generation.
 pub struct ThoughtConstraint<'a> {
     tokenizer: &'a LmTokenizer,
+    phase: Phase,
+    /// The genre list that bounds `genres:` (describe phase only); free text without one.
+    genres: Option<&'a GenreVocabulary>,
     given: GivenMetas,
     skip_caption: bool,
     skip_language: bool,
@@ -122,6 +147,28 @@ impl<'a> ThoughtConstraint<'a> {
     /// `skip_caption` / `skip_language`: leave those fields out (upstream's `use_cot_caption` /
     /// `use_cot_language` off).
     pub fn new(tokenizer: &'a LmTokenizer, given: GivenMetas, skip_caption: bool, skip_language: bool) -> Result<Self, String> {
+        Self::with_phase(tokenizer, Phase::Plan, None, given, skip_caption, skip_language)
+    }
+
+    /// The describe phase: every field written, `genres:` included (bounded by `genres` when there
+    /// is a list), then the free text after the thought.
+    pub fn describing(
+        tokenizer: &'a LmTokenizer,
+        genres: Option<&'a GenreVocabulary>,
+        given: GivenMetas,
+        skip_language: bool,
+    ) -> Result<Self, String> {
+        Self::with_phase(tokenizer, Phase::Describe, genres, given, false, skip_language)
+    }
+
+    fn with_phase(
+        tokenizer: &'a LmTokenizer,
+        phase: Phase,
+        genres: Option<&'a GenreVocabulary>,
+        given: GivenMetas,
+        skip_caption: bool,
+        skip_language: bool,
+    ) -> Result<Self, String> {
         let last = |text: &str| -> Result<u32, String> {
             tokenizer.encode(text)?.last().copied().ok_or_else(|| format!("{text:?} encodes to nothing"))
         };
@@ -137,6 +184,8 @@ impl<'a> ThoughtConstraint<'a> {
         trees.insert("language", prefix_tree(tokenizer, "language", &LANGUAGES.map(String::from), newline, false)?);
         Ok(Self {
             tokenizer,
+            phase,
+            genres,
             given,
             skip_caption,
             skip_language,
@@ -156,7 +205,7 @@ impl<'a> ThoughtConstraint<'a> {
         })
     }
 
-    /// Whether the thought is over (EOS was forced at `</think>`).
+    /// Whether the thought is over (at `</think>`: EOS was forced, or the free text began).
     pub fn is_complete(&self) -> bool {
         self.state == State::Completed
     }
@@ -175,8 +224,19 @@ impl<'a> ThoughtConstraint<'a> {
         let start = after.map_or(0, |f| Field::ORDER.iter().position(|&x| x == f).expect("a field") + 1);
         Field::ORDER[start..]
             .iter()
-            .find(|&&f| !(f == Field::Caption && self.skip_caption) && !(f == Field::Language && self.skip_language))
+            .find(|&&f| !self.leaves_out(f))
             .map_or(State::ThinkEndTag, |&f| State::Name(f))
+    }
+
+    /// Fields this generation does not write: the caption and language when told to skip them,
+    /// the genres when planning.
+    fn leaves_out(&self, field: Field) -> bool {
+        match field {
+            Field::Caption => self.skip_caption,
+            Field::Language => self.skip_language,
+            Field::Genres => self.phase == Phase::Plan,
+            _ => false,
+        }
     }
 
     fn transition(&mut self) {
@@ -203,6 +263,12 @@ impl<'a> ThoughtConstraint<'a> {
     /// Constrain the next token's logits (one row, in place).
     pub fn apply(&mut self, scores: &mut [f32]) -> Result<(), String> {
         if self.state == State::Completed {
+            if self.phase == Phase::Describe {
+                // The lyrics after the thought: any text, but no audio codes.
+                for id in self.tokenizer.code_range() {
+                    scores[id as usize] = f32::NEG_INFINITY;
+                }
+            }
             return Ok(());
         }
         if let Some(&next) = self.queue.front() {
@@ -210,8 +276,8 @@ impl<'a> ThoughtConstraint<'a> {
             return Ok(());
         }
         if let Some(fixed) = self.fixed_string() {
-            // `</think>` is never written: the thought ends there (stop_at_reasoning).
-            if self.state == State::ThinkEndTag {
+            // Planning never writes `</think>`: the thought ends there (stop_at_reasoning).
+            if self.state == State::ThinkEndTag && self.phase == Phase::Plan {
                 whitelist(scores, &[self.tokenizer.eos_id]);
                 return Ok(());
             }
@@ -281,6 +347,23 @@ impl<'a> ThoughtConstraint<'a> {
                     }
                 }
             }
+            Field::Genres => match self.genres {
+                Some(list) => {
+                    let allowed = list.allowed(&self.accumulated, self.newline);
+                    whitelist(scores, if allowed.is_empty() { std::slice::from_ref(&self.newline) } else { &allowed });
+                }
+                None => {
+                    // Upstream's rule without its list: a newline ends the genres once there is
+                    // some text and the newline is the model's likeliest token. (Upstream then
+                    // counts that newline against the next field's name and writes `eyscale:`;
+                    // the newline here is the field's own, so the next name is whole.)
+                    if self.accumulated.trim().is_empty() {
+                        scores[self.newline as usize] = f32::NEG_INFINITY;
+                    } else if argmax(scores) == self.newline {
+                        whitelist(scores, &[self.newline]);
+                    }
+                }
+            },
             Field::Caption => {
                 if self.caption_after_newline {
                     let top = argmax(scores);
@@ -364,6 +447,13 @@ impl<'a> ThoughtConstraint<'a> {
                     }
                 }
             }
+            Field::Genres => {
+                if token == self.newline {
+                    self.transition();
+                } else {
+                    self.accumulated.push_str(&text);
+                }
+            }
             Field::Keyscale | Field::Language => {
                 if token == self.newline {
                     self.transition();
@@ -382,6 +472,7 @@ impl<'a> ThoughtConstraint<'a> {
                         let name = self.pending_name.trim().trim_end_matches(':').trim().to_lowercase();
                         let jump = match name.as_str() {
                             "duration" => Some(Field::Duration),
+                            "genres" => Some(Field::Genres),
                             "keyscale" => Some(Field::Keyscale),
                             "language" => Some(Field::Language),
                             "timesignature" => Some(Field::Timesignature),
@@ -481,7 +572,8 @@ pub struct Thought {
     pub tokens: Vec<u32>,
 }
 
-/// Upstream's token budget for the thought: 600 s of codes and 500 more, under its model length.
+/// Upstream's token budget for a generation without a target duration (the thought, the
+/// description modes): 600 s of codes and 500 more, under its model length.
 pub const THOUGHT_MAX_NEW_TOKENS: usize = 3500;
 
 /// Write the chain of thought. No guidance (upstream forces it off here: it distorts text).
@@ -494,16 +586,35 @@ pub fn generate_thought(
     on_token: &mut dyn FnMut(usize),
 ) -> Result<Thought, LmError> {
     let prompt = tokenizer.encode(&prompt::plan(request.caption, request.lyrics)).map_err(LmError::Tokenizer)?;
+    let mut constraint = ThoughtConstraint::new(tokenizer, request.given.clone(), request.skip_caption, request.skip_language)
+        .map_err(LmError::Tokenizer)?;
+    let tokens = write_constrained(lm, tokenizer, prompt, &mut constraint, &request.sampling, request.seed, keep_going, on_token)?;
+    let text = tokenizer.decode(&tokens).map_err(LmError::Tokenizer)?;
+    Ok(Thought { plan: Plan::parse(&text), text, tokens })
+}
+
+/// Generate after `prompt` under `constraint`, one row without guidance (upstream's
+/// `_generate_with_constrained_decoding`), until EOS or padding is drawn or
+/// [`THOUGHT_MAX_NEW_TOKENS`] are written. Returns the generated ids, the last EOS included.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_constrained(
+    lm: &CausalLm,
+    tokenizer: &LmTokenizer,
+    prompt: Vec<u32>,
+    constraint: &mut ThoughtConstraint,
+    sampling: &Sampling,
+    seed: u64,
+    keep_going: &mut dyn FnMut() -> bool,
+    on_token: &mut dyn FnMut(usize),
+) -> Result<Vec<u32>, LmError> {
     let max_new = THOUGHT_MAX_NEW_TOKENS;
     if prompt.len() + max_new > lm.max_positions() {
         return Err(LmError::TooLong { prompt: prompt.len(), new: max_new, limit: lm.max_positions() });
     }
-    let mut constraint = ThoughtConstraint::new(tokenizer, request.given.clone(), request.skip_caption, request.skip_language)
-        .map_err(LmError::Tokenizer)?;
     let mut cache = lm.new_cache(1, prompt.len() + max_new)?;
     let mut logits = lm.prefill(std::slice::from_ref(&prompt), tokenizer.pad_id, &mut cache)?;
-    let mut history = prompt.clone();
-    let mut sampler = TokenSampler::new(request.seed);
+    let mut history = prompt;
+    let mut sampler = TokenSampler::new(seed);
     let mut tokens = Vec::new();
     for _ in 0..max_new {
         if !keep_going() {
@@ -511,7 +622,7 @@ pub fn generate_thought(
         }
         let mut row: Vec<f32> = logits.get(0)?.to_vec1()?;
         constraint.apply(&mut row).map_err(LmError::Tokenizer)?;
-        let token = sampler.sample(&mut row, &request.sampling, &history);
+        let token = sampler.sample(&mut row, sampling, &history);
         constraint.update(token);
         tokens.push(token);
         history.push(token);
@@ -521,6 +632,5 @@ pub fn generate_thought(
         }
         logits = lm.step(&[token], &mut cache)?;
     }
-    let text = tokenizer.decode(&tokens).map_err(LmError::Tokenizer)?;
-    Ok(Thought { plan: Plan::parse(&text), text, tokens })
+    Ok(tokens)
 }

@@ -10,6 +10,7 @@
 //! [`JobError`] naming the stage.
 
 pub mod recipe;
+mod rewrite;
 pub mod source;
 pub mod task_inputs;
 
@@ -148,14 +149,25 @@ impl Chosen {
 
 /// The 5 Hz LM a job plans with: upstream's default (1.7B) where it is installed, else the
 /// smallest, else the largest.
-fn choose_lm(checkpoints: &std::path::Path) -> Result<LmFolder, JobError> {
+pub(crate) fn choose_lm(checkpoints: &std::path::Path) -> Result<LmFolder, JobError> {
     let order = [LM_FOLDERS[1], LM_FOLDERS[0], LM_FOLDERS[2]];
     match order.iter().map(|name| checkpoints.join(name)).find(|dir| dir.is_dir()) {
         Some(dir) => Ok(LmFolder::open(&dir)?),
         None => Err(JobError::Model {
             stage: "5 Hz LM",
-            message: format!("`thinking` needs a 5 Hz LM folder ({}) in {}", LM_FOLDERS.join(", "), checkpoints.display()),
+            message: format!(
+                "the 5 Hz LM (`thinking`, sample mode, format) needs one of its folders ({}) in {}",
+                LM_FOLDERS.join(", "),
+                checkpoints.display()
+            ),
         }),
+    }
+}
+
+pub(crate) fn lm_error(e: LmError) -> JobError {
+    match e {
+        LmError::Cancelled => JobError::Cancelled,
+        other => JobError::Model { stage: "5 Hz LM", message: other.to_string() },
     }
 }
 
@@ -237,6 +249,13 @@ impl Pipeline {
         let asked = job.resolved.recipe.clone();
         let mut clock = StageClock::start();
 
+        // Sample mode and format rewrite the request first; everything after runs on the rewrite.
+        let rewrite = self.rewrite(job, &mut clock, ctx)?;
+        let (job, rewritten) = match rewrite {
+            Some((rewritten_job, report)) => (std::borrow::Cow::Owned(rewritten_job), Some(report)),
+            None => (std::borrow::Cow::Borrowed(job), None),
+        };
+        let job: &Admitted = &job;
         let planned = self.plan(&job.resolved, &mut clock, ctx)?;
         // What the LM chose fills what the request left open; the rest of the job runs on that.
         let planned_job;
@@ -334,6 +353,7 @@ impl Pipeline {
             analysis: None,
             grid: None,
             lm: planned.and_then(|p| p.report),
+            rewritten,
         };
         Ok(Generation { audio, recipe })
     }
@@ -419,10 +439,6 @@ impl Pipeline {
             ..Plan::default()
         };
         let lyrics = if request.instrumental { crate::prompt::INSTRUMENTAL_LYRICS } else { request.lyrics.as_str() };
-        let lm_error = |e: LmError| match e {
-            LmError::Cancelled => JobError::Cancelled,
-            other => JobError::Model { stage: "5 Hz LM", message: other.to_string() },
-        };
         // Phase 1 when the user left any of them open: once for the batch, as upstream, seeded
         // by the first item's seed.
         let mut chosen = None;
@@ -433,7 +449,7 @@ impl Pipeline {
                 lyrics,
                 given,
                 skip_caption: !settings.cot_caption,
-                skip_language: false,
+                skip_language: !settings.cot_language,
                 sampling: settings.sampling,
                 seed: resolved.seeds.first().copied().unwrap_or_default().into(),
             };

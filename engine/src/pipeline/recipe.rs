@@ -71,6 +71,29 @@ pub struct Recipe {
     /// What the 5 Hz LM chose, when the request asked it to plan (`thinking`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lm: Option<LmReport>,
+    /// What the 5 Hz LM wrote in place of the request's text and metas, when the request asked
+    /// for sample mode or format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<RewriteReport>,
+}
+
+/// The request as the 5 Hz LM's sample mode or format left it: the caption, lyrics and metas
+/// the job ran with (upstream's `create_sample` / `format_sample` results), and what else it
+/// wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewriteReport {
+    pub model: ModelFile,
+    /// `sample`, `format`, or both, in the order they ran.
+    pub modes: Vec<String>,
+    pub caption: String,
+    pub lyrics: String,
+    pub bpm: Option<u32>,
+    pub keyscale: Option<String>,
+    pub timesignature: Option<String>,
+    pub duration: Option<f64>,
+    /// The language and genres it wrote (the DiT reads neither from here).
+    pub language: Option<String>,
+    pub genres: Option<String>,
 }
 
 /// The 5 Hz LM's part of a generation: the model, the plan it followed (as the chain of thought
@@ -111,14 +134,20 @@ pub struct MetasUsed {
 }
 
 impl Recipe {
+    /// The metas the job ran with: the LM's rewrite's (sample mode, format), else the request's,
+    /// else, where those left them open, the plan's.
     pub fn metas_used(&self) -> MetasUsed {
-        let request = &self.request;
+        let r = &self.request;
+        let (bpm, keyscale, timesignature) = match &self.rewritten {
+            Some(w) => (w.bpm, w.keyscale.clone(), w.timesignature.clone()),
+            None => (r.bpm, r.keyscale.clone(), r.timesignature.clone()),
+        };
         let plan = self.lm.as_ref().map(|lm| crate::lm::plan::Plan::parse(&lm.chain_of_thought)).unwrap_or_default();
-        let text = |asked: &Option<String>, planned: Option<String>| asked.clone().filter(|v| !v.is_empty()).or(planned);
+        let text = |asked: Option<String>, planned: Option<String>| asked.filter(|v| !v.is_empty()).or(planned);
         MetasUsed {
-            bpm: request.bpm.or_else(|| plan.bpm.as_ref().and_then(|b| b.as_int()).and_then(|b| u32::try_from(b).ok())),
-            keyscale: text(&request.keyscale, plan.keyscale),
-            timesignature: text(&request.timesignature, plan.timesignature),
+            bpm: bpm.or_else(|| plan.bpm.as_ref().and_then(|b| b.as_int()).and_then(|b| u32::try_from(b).ok())),
+            keyscale: text(keyscale, plan.keyscale),
+            timesignature: text(timesignature, plan.timesignature),
         }
     }
 
@@ -210,6 +239,7 @@ mod tests {
             analysis: None,
             grid: None,
             lm: None,
+            rewritten: None,
         }
     }
 

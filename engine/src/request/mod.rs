@@ -263,6 +263,25 @@ pub struct GenerationRequest {
     /// Let the LM's chain of thought write a caption, which the DiT then reads in place of the
     /// user's (upstream's default, true). Off, the thought plans the metas only.
     pub use_cot_caption: bool,
+    /// Let the chain of thought write the language line (upstream's default, true). Off, the
+    /// thought leaves it out, as upstream's does (the DiT's language stays the request's either
+    /// way, as upstream's does).
+    pub use_cot_language: bool,
+    /// Sample mode (upstream `sample_query`, also `description`): before anything else the LM
+    /// writes the whole request from this short description: caption, lyrics, bpm, key, time
+    /// signature and duration, in place of the request's. A language the description names (or a
+    /// `vocal_language` other than en) is the lyrics' language; "instrumental" in it asks for
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_query: Option<String>,
+    /// Sample mode without a description: the LM invents the piece (upstream `sample_mode`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub sample_mode: bool,
+    /// Format (upstream `use_format`): before generating, the LM rewrites the caption and lyrics
+    /// into fuller ones and fills in bpm, key, time signature and duration, keeping those the
+    /// request gives.
+    #[serde(skip_serializing_if = "is_false")]
+    pub use_format: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -315,6 +334,10 @@ impl Default for GenerationRequest {
             lm_repetition_penalty: 1.0,
             lm_negative_prompt: crate::lm::prompt::NO_USER_INPUT.to_string(),
             use_cot_caption: true,
+            use_cot_language: true,
+            sample_query: None,
+            sample_mode: false,
+            use_format: false,
         }
     }
 }
@@ -544,18 +567,36 @@ pub(crate) mod tests {
         #[test]
         fn upstream_only_fields_pass_while_they_ask_for_nothing() {
             let defaults = json!({
-                "thinking": false, "sample_mode": "false", "audio_code_string": "", "repaint_mode": "balanced",
+                "thinking": false, "analysis_only": "false", "audio_code_string": "", "repaint_mode": "balanced",
                 "repaint_strength": 0.5, "chunk_mask_mode": "auto", "repaint_latent_crossfade_frames": 10,
                 "use_tiled_decode": true, "lm_temperature": 0.85, "lm_backend": "vllm", "use_cot_caption": true,
                 "allowLmBatch": true,
             });
             assert_eq!(parse(defaults).unwrap(), GenerationRequest::default());
-            let err = parse(json!({"sample_mode": true})).unwrap_err();
-            assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "sample_mode"), "{err}");
-            assert!(err.to_string().contains("5 Hz LM"), "{err}");
+            let err = parse(json!({"full_analysis_only": true})).unwrap_err();
+            assert!(matches!(&err, RequestError::UnsupportedField { field, .. } if field == "full_analysis_only"), "{err}");
             let err = parse(json!({"repaint_latent_crossfade_frames": 4})).unwrap_err();
             assert!(err.to_string().starts_with("`repaint_latent_crossfade_frames` = 4 is not supported"), "{err}");
             assert!(parse(json!({"format": "mp3"})).is_err(), "`format` is upstream's alias of use_format");
+        }
+
+        #[test]
+        fn sample_mode_and_format_are_read_as_upstream_prepares_them() {
+            let sampled = parse(json!({"description": "a soft Bengali love song, instrumental", "lm_temperature": 1.1, "lm_top_p": 1.0}))
+                .unwrap();
+            let rewrite = sampled.resolve(ModelKind::Turbo).unwrap().rewrite.expect("sample mode rewrites the request");
+            let sample = rewrite.sample.expect("a sample query");
+            assert_eq!((sample.query.as_str(), sample.instrumental, sample.language.as_deref()), ("a soft Bengali love song, instrumental", true, Some("bn")));
+            assert!(!rewrite.format);
+            assert_eq!((rewrite.sampling.temperature, rewrite.sampling.top_p), (1.1, Some(0.9)), "a top-p of 1 reads as upstream's 0.9");
+            // A vocal language other than en wins over the description's.
+            let told = parse(json!({"sampleMode": true, "vocal_language": "ja"})).unwrap().resolve(ModelKind::Turbo).unwrap();
+            let sample = told.rewrite.unwrap().sample.unwrap();
+            assert_eq!((sample.query.as_str(), sample.language.as_deref()), ("NO USER INPUT", Some("ja")));
+            let formatted = parse(json!({"prompt": "synthwave", "format": "true"})).unwrap().resolve(ModelKind::Turbo).unwrap();
+            let rewrite = formatted.rewrite.unwrap();
+            assert!(rewrite.format && rewrite.sample.is_none());
+            assert!(parse(json!({"sample_query": ""})).unwrap().resolve(ModelKind::Turbo).unwrap().rewrite.is_none(), "blank asks nothing");
         }
 
         #[test]
@@ -569,9 +610,10 @@ pub(crate) mod tests {
             let lm = resolved.lm.expect("text2music with thinking plans with the LM");
             assert_eq!((lm.sampling.temperature, lm.sampling.top_k, lm.cfg_scale), (1.1, Some(40), 1.5));
             assert_eq!(lm.negative_prompt, "harsh");
+            assert!(lm.cot_language, "the thought writes a language line unless told not to");
             // The metas left open are the LM's to plan.
-            let open = parse(json!({"thinking": true, "bpm": 90})).unwrap();
-            assert!(open.resolve(ModelKind::Turbo).unwrap().lm.is_some());
+            let open = parse(json!({"thinking": true, "bpm": 90, "cot_language": false})).unwrap();
+            assert!(!open.resolve(ModelKind::Turbo).unwrap().lm.expect("planned").cot_language);
             // The audio tasks skip the LM, as upstream's do.
             let cover = parse(json!({"thinking": true, "task_type": "cover", "src_audio": "a.wav"})).unwrap();
             assert!(cover.resolve(ModelKind::Turbo).unwrap().lm.is_none());

@@ -67,6 +67,10 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ("lm_repetition_penalty", &["lmRepetitionPenalty"]),
     ("lm_negative_prompt", &["lmNegativePrompt"]),
     ("use_cot_caption", &["cot_caption", "cot-caption"]),
+    ("use_cot_language", &["cot_language", "cot-language"]),
+    ("sample_query", &["sampleQuery", "description", "desc"]),
+    ("sample_mode", &["sampleMode"]),
+    ("use_format", &["useFormat", "format"]),
 ];
 
 /// Nested objects whose keys count as fields, highest priority first
@@ -86,7 +90,6 @@ pub(super) enum Inert {
     True,
 }
 
-const NEEDS_LM: &str = "it needs the 5 Hz LM's sample or format mode, which Backline does not run yet";
 const LM_KNOB: &str = "it only steers the 5 Hz LM";
 const ANALYSIS: &str = "analysis-only jobs are not supported";
 const REPAINT_TUNING: &str = "Backline tunes repaint through `repaint_mode` and `repaint_strength` only";
@@ -95,9 +98,6 @@ const REPAINT_TUNING: &str = "Backline tunes repaint through `repaint_mode` and 
 /// aliases from `release_task_param_parser.py`): canonical name, other keys, the values that ask
 /// for nothing, and why anything else is refused.
 const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
-    ("sample_mode", &["sampleMode"], Inert::Off, NEEDS_LM),
-    ("sample_query", &["sampleQuery", "description", "desc"], Inert::Off, NEEDS_LM),
-    ("use_format", &["useFormat", "format"], Inert::Off, NEEDS_LM),
     ("global_caption", &[], Inert::Off, "SFT-stems lego checkpoints are not supported"),
     ("analysis_only", &["analysisOnly"], Inert::Off, ANALYSIS),
     ("full_analysis_only", &["fullAnalysisOnly"], Inert::Off, ANALYSIS),
@@ -109,7 +109,6 @@ const UPSTREAM_ONLY: &[(&str, &[&str], Inert, &str)] = &[
     ("lm_backend", &[], Inert::Always, LM_KNOB),
     ("constrained_decoding", &["constrainedDecoding", "constrained"], Inert::Always, LM_KNOB),
     ("constrained_decoding_debug", &["constrainedDecodingDebug"], Inert::Always, LM_KNOB),
-    ("use_cot_language", &["cot_language", "cot-language"], Inert::Always, LM_KNOB),
     ("is_format_caption", &["isFormatCaption"], Inert::Always, LM_KNOB),
     ("allow_lm_batch", &["allowLmBatch", "parallel_thinking"], Inert::Always, LM_KNOB),
 ];
@@ -438,6 +437,10 @@ impl Fields {
             lm_repetition_penalty: self.number("lm_repetition_penalty")?.unwrap_or(defaults.lm_repetition_penalty),
             lm_negative_prompt: self.text("lm_negative_prompt")?.unwrap_or(defaults.lm_negative_prompt),
             use_cot_caption: self.boolean("use_cot_caption")?.unwrap_or(defaults.use_cot_caption),
+            use_cot_language: self.boolean("use_cot_language")?.unwrap_or(defaults.use_cot_language),
+            sample_query: self.name("sample_query")?,
+            sample_mode: self.boolean("sample_mode")?.unwrap_or(defaults.sample_mode),
+            use_format: self.boolean("use_format")?.unwrap_or(defaults.use_format),
         };
         debug_assert!(self.found.is_empty(), "fields listed but never read: {:?}", self.found.keys());
         Ok(request)

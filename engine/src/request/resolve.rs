@@ -52,6 +52,32 @@ pub struct LmSettings {
     pub negative_prompt: String,
     /// Whether the chain of thought writes a caption (and the DiT reads it).
     pub cot_caption: bool,
+    /// Whether the chain of thought writes the language line.
+    pub cot_language: bool,
+}
+
+/// What the LM writes in place of the request's caption, lyrics and metas before the job runs
+/// (upstream `prepare_llm_generation_inputs`): sample mode first, then format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmRewrite {
+    pub sample: Option<SampleQuery>,
+    /// Format the caption and lyrics (when, after sample mode, there are any).
+    pub format: bool,
+    /// The request's `lm_temperature`, `lm_top_k` and `lm_top_p` (upstream passes no penalty
+    /// here, and reads a top-p of 1 as its default 0.9).
+    pub sampling: crate::lm::sample::Sampling,
+}
+
+/// Sample mode's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleQuery {
+    /// The description, or upstream's `NO USER INPUT` for `sample_mode` without one.
+    pub query: String,
+    /// The description asks for no vocals.
+    pub instrumental: bool,
+    /// The lyrics' language: `vocal_language` unless it is en or unknown, else the one the
+    /// description names.
+    pub language: Option<String>,
 }
 
 /// A request made concrete for one model: what the pipeline runs.
@@ -81,6 +107,8 @@ pub struct ResolvedRequest {
     pub audio_codes: Option<Vec<u32>>,
     /// Text2music with `thinking` and no codes given: the LM writes them first, with these settings.
     pub lm: Option<LmSettings>,
+    /// Sample mode or format, when asked: the LM rewrites the request before anything else.
+    pub rewrite: Option<LmRewrite>,
     /// The request with every default that `resolve` chose written in (seeds per item, batch size,
     /// steps, shift, guidance). Resolving it again on the same model gives this same result, so it
     /// is what a take stores.
@@ -154,8 +182,25 @@ impl GenerationRequest {
                 cfg_scale: self.lm_cfg_scale as f32,
                 negative_prompt: self.lm_negative_prompt.clone(),
                 cot_caption: self.use_cot_caption,
+                cot_language: self.use_cot_language,
             }),
+            rewrite: self.lm_rewrite(),
             recipe,
+        })
+    }
+
+    fn lm_rewrite(&self) -> Option<LmRewrite> {
+        let sample = (self.sample_mode || self.sample_query.is_some()).then(|| {
+            let query = self.sample_query.clone().unwrap_or_else(|| crate::lm::prompt::NO_USER_INPUT.to_string());
+            let (named, instrumental) = crate::lm::describe::description_hints(&query);
+            let language = self.vocal_language.clone().filter(|l| !matches!(l.as_str(), "en" | "unknown")).or(named.map(str::to_string));
+            SampleQuery { query, instrumental, language }
+        });
+        let top_p = if self.lm_top_p > 0.0 && self.lm_top_p < 1.0 { self.lm_top_p } else { 0.9 };
+        (sample.is_some() || self.use_format).then(|| LmRewrite {
+            sample,
+            format: self.use_format,
+            sampling: crate::lm::sample::Sampling::new(self.lm_temperature as f32, self.lm_top_k as usize, top_p as f32, 1.0),
         })
     }
 

@@ -117,19 +117,14 @@ struct ChatJob {
 }
 
 /// Fields the chat form passes to the job as they are (upstream's `_to_generate_music_request`).
-const PASSED_FIELDS: [&str; 12] = [
+const PASSED_FIELDS: [&str; 13] = [
     "task_type", "seed", "guidance_scale", "inference_steps", "infer_method", "repainting_start", "repainting_end",
-    "audio_cover_strength", "thinking", "use_format", "cover_noise_strength", "use_cot_caption",
+    "audio_cover_strength", "thinking", "use_format", "cover_noise_strength", "use_cot_caption", "sample_mode",
 ];
 
 fn job_body(chat: &Map<String, Value>, folders: &[String], upload_dir: &std::path::Path) -> Result<ChatJob, ApiError> {
     if chat.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
         return Err(ApiError::bad_request("`stream`: streamed answers are not supported by this server; send stream false"));
-    }
-    if chat.get("sample_mode").is_some_and(|s| s.as_bool() == Some(true)) {
-        return Err(ApiError::bad_request(
-            "`sample_mode` is not supported: it needs the 5 Hz LM, which Backline does not run yet",
-        ));
     }
     let messages = chat.get("messages").and_then(Value::as_array).ok_or_else(|| ApiError::bad_request("`messages` is required"))?;
     let last_user = messages

@@ -1,8 +1,7 @@
 //! The native API's model and helper routes: `POST /v1/init` chooses the DiT that requests
 //! without a `model` run on (it loads with the first job that uses it, as every model here does);
-//! `POST /format_input` and `POST /create_random_sample`, which upstream answers with its 5 Hz LM
-//! and its example files. Without the LM, `/format_input` is refused with the reason (there is
-//! nothing to stand in for it), and the random sample is drawn from Backline's own examples.
+//! `POST /create_random_sample`, which upstream answers from its example files, draws from
+//! Backline's own examples. (`/format_input` is the LM's: `describe`.)
 
 use std::sync::Arc;
 
@@ -64,17 +63,6 @@ pub async fn init(State(state): State<Arc<ServerState>>, request: Request) -> Re
         "llm_initialized": !info.lm_models.is_empty(),
         "lm_models": info.lm_models,
     })))
-}
-
-/// `POST /format_input`: upstream's LM rewrites the caption and lyrics. Refused: a silent
-/// echo would be a different result than the client asked for.
-pub async fn format_input(State(state): State<Arc<ServerState>>, request: Request) -> Result<Response, ApiError> {
-    let headers = request.headers().clone();
-    let body = read_body(request, &state.upload_dir, state.config.max_upload_bytes).await?;
-    state.authorize_with_body(&headers, body.fields.get("ai_token"))?;
-    Err(ApiError::bad_request(
-        "/format_input needs the 5 Hz LM, which Backline does not run yet: send the caption and lyrics as they are",
-    ))
 }
 
 /// `POST /create_random_sample`: one of Backline's examples, in upstream's shape. `sample_type`

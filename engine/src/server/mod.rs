@@ -9,6 +9,8 @@
 //! - [`native`]: the native routes (`/release_task`, `/query_result`, `/v1/audio`, ...).
 //! - [`job_form`]: the job form (`/v1/music/generate`, `/v1/jobs/{id}`).
 //! - [`chat`]: the chat form (`/v1/chat/completions`, `/v1/models`).
+//! - [`describe`]: the 5 Hz LM's routes (`/format_input`, `/v1/create_sample`).
+//! - [`init`]: `/v1/init` and `/create_random_sample`.
 //! - [`reply`]: the response wrapper and the refusals.
 //!
 //! Threads: axum's handlers run on a small tokio runtime and never block it (blocking work, such
@@ -17,6 +19,7 @@
 
 pub mod body;
 pub mod chat;
+pub mod describe;
 pub mod init;
 pub mod job_form;
 pub mod native;
@@ -199,7 +202,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/model_inventory", get(native::model_inventory))
         .route("/v1/stats", get(native::stats))
         .route("/v1/init", post(init::init))
-        .route("/format_input", post(init::format_input))
+        .route("/format_input", post(describe::format_input))
+        .route("/v1/create_sample", post(describe::create_sample))
         .route("/create_random_sample", post(init::create_random_sample))
         .route("/v1/music/generate", post(job_form::generate))
         .route("/v1/jobs/{job_id}", get(job_form::job))

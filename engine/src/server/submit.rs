@@ -2,8 +2,8 @@
 //! the engine's own parser and validation (400 naming the field), uploads that do not decode (400
 //! naming the upload), formats this server does not write, and the 5 Hz LM's switches: `thinking`
 //! plans with the LM where one is installed, and otherwise runs without it and says so in the
-//! result, as `use_format` does; `sample_mode` and
-//! `sample_query` are refused, since nothing could stand in for them (the parser's 400).
+//! result, as `use_format` does; `sample_mode` and `sample_query` run where an LM is installed
+//! and are refused where none is, since nothing could stand in for the piece they write.
 
 use serde_json::{Map, Value};
 
@@ -23,9 +23,13 @@ const LM_SWITCHES: [(&str, &[&str], &str); 1] = [
     (
         "use_format",
         &["use_format", "useFormat", "format"],
-        "`use_format` was asked for, but this server does not run the 5 Hz LM's format mode yet: the caption and lyrics were used as written",
+        "`use_format` was asked for, but no 5 Hz LM folder is installed on this server: the caption and lyrics were used as written",
     ),
 ];
+
+/// Upstream's keys for sample mode's description and switch.
+const SAMPLE_QUERY_KEYS: [&str; 4] = ["sample_query", "sampleQuery", "description", "desc"];
+const SAMPLE_MODE_KEYS: [&str; 2] = ["sample_mode", "sampleMode"];
 
 /// Body fields that only authenticate or steer the server's reply, never the job.
 const NOT_REQUEST_FIELDS: [&str; 1] = ["ai_token"];
@@ -52,7 +56,18 @@ pub fn submission(mut body: Body, lm_installed: bool) -> Result<Submission, ApiE
     });
     read_hosted_fields(&mut fields, source_s).map_err(ApiError::bad_request)?;
     let thinking = fields.remove("thinking").is_some_and(|v| truthy(&v));
-    let mut notes = take_lm_switches(&mut fields);
+    // Sample mode and format run where an LM is installed; without one, format is noted and
+    // skipped, and sample mode refused (nothing could stand in for the piece it writes).
+    let mut notes = Vec::new();
+    if !lm_installed {
+        let described = SAMPLE_QUERY_KEYS.iter().any(|k| fields.get(*k).and_then(Value::as_str).is_some_and(|q| !q.trim().is_empty()));
+        if described || SAMPLE_MODE_KEYS.iter().any(|k| fields.get(*k).is_some_and(truthy)) {
+            return Err(ApiError::bad_request(
+                "`sample_query` / `sample_mode` (sample mode) needs the 5 Hz LM, and no LM folder is installed on this server",
+            ));
+        }
+        notes = take_lm_switches(&mut fields);
+    }
     let prompt = text_field(&fields, &["prompt", "caption"]);
     let lyrics = text_field(&fields, &["lyrics"]);
     let mut request = GenerationRequest::from_value(Value::Object(fields)).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -153,18 +168,22 @@ mod tests {
         assert_eq!((s.job.request.bpm, s.job.request.duration), (Some(90), Some(12.0)));
         assert_eq!(s.asked.format, AudioFormat::Mp3);
         assert!(s.job.request.thinking, "the LM plans, the missing key included");
-        assert_eq!(s.asked.notes.len(), 1, "only use_format is noted: {:?}", s.asked.notes);
-        assert!(s.asked.notes[0].contains("5 Hz LM"));
+        assert!(s.job.request.use_format, "the LM formats the caption first");
+        assert!(s.asked.notes.is_empty(), "{:?}", s.asked.notes);
         let s = submission(body(sent), false).unwrap();
-        assert!(!s.job.request.thinking);
+        assert!(!s.job.request.thinking && !s.job.request.use_format);
         assert_eq!(s.asked.notes.len(), 2, "{:?}", s.asked.notes);
-        assert!(s.asked.notes[1].contains("no 5 Hz LM folder"), "{:?}", s.asked.notes);
+        assert!(s.asked.notes.iter().all(|n| n.contains("no 5 Hz LM folder")), "{:?}", s.asked.notes);
     }
 
     #[test]
     fn requests_the_server_cannot_honour_are_refused_naming_the_field() {
         let refused = |value: Value| submission(body(value), true).err().expect("refused").detail;
-        assert!(refused(json!({"prompt": "x", "sample_mode": true})).contains("sample_mode"));
+        let without_lm = |value: Value| submission(body(value), false).err().expect("refused").detail;
+        assert!(without_lm(json!({"prompt": "x", "sample_mode": true})).contains("sample_mode"));
+        assert!(without_lm(json!({"description": "a sad waltz"})).contains("no LM folder"));
+        let sampled = submission(body(json!({"description": "a sad waltz", "sampleMode": "true"})), true).unwrap();
+        assert_eq!((sampled.job.request.sample_query.as_deref(), sampled.job.request.sample_mode), (Some("a sad waltz"), true));
         assert!(refused(json!({"prompt": "x", "audio_format": "opus"})).contains("audio_format"));
         assert!(refused(json!({"prompt": "x", "task_type": "cover", "src_audio_path": "/home/me/a.wav"}))
             .contains("upload the file as multipart `src_audio`"));

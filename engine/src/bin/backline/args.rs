@@ -29,6 +29,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a tiny synthetic checkpoint set (if missing) and generate 10 seconds with it.
     Demo(DemoArgs),
+    /// Ask the 5 Hz LM alone: what audio codes sound like, a whole piece from a short
+    /// description, or a caption and lyrics rewritten; the answer is printed as JSON.
+    Describe(Box<DescribeArgs>),
     /// Serve ACE-Step 1.5's REST API (its native `/release_task` and `/query_result` routes) on
     /// this machine's engine, so ACE-Step's clients can use it.
     #[cfg(feature = "server")]
@@ -152,6 +155,79 @@ pub struct DownloadArgs {
 pub struct CheckArgs {
     /// One checkpoint folder, e.g. `checkpoints/acestep-v15-turbo`.
     pub dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    #[command(subcommand)]
+    pub mode: DescribeCommand,
+    /// The checkpoints folder, with an `acestep-5Hz-lm-*` folder (and, if you have it, upstream's
+    /// `genres_vocab.txt`).
+    #[arg(long, global = true, value_name = "DIR", env = "BACKLINE_CHECKPOINTS", default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+    /// What runs the LM: cpu, cuda, cuda:N, metal or metal:N.
+    #[arg(long, global = true, value_name = "DEVICE", env = "BACKLINE_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// How the CPU holds the weights: bf16, f32, q8 or q4.
+    #[arg(long, global = true, value_name = "PRECISION", env = "BACKLINE_PRECISION", default_value = "bf16")]
+    pub precision: String,
+    /// The sampling seed (the same seed and settings give the same answer).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Sampling temperature, 0 to 2 (upstream's defaults: 0.3 to understand, 0.85 otherwise).
+    #[arg(long, global = true, default_value_t = 0.85)]
+    pub lm_temperature: f32,
+    /// Top-k (0: off).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub lm_top_k: usize,
+    /// Top-p (1: off, the default here, as upstream's description modes run).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    pub lm_top_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    pub lm_repetition_penalty: f32,
+}
+
+#[derive(Subcommand)]
+pub enum DescribeCommand {
+    /// What 5 Hz audio codes sound like: caption, bpm, key, meter, duration, language, genres and
+    /// lyrics.
+    Understand {
+        /// The codes as the LM writes them: `<|audio_code_N|>...`.
+        #[arg(long, value_name = "CODES")]
+        audio_codes: String,
+    },
+    /// A whole piece from a short description (upstream's sample mode).
+    Sample {
+        /// The description, e.g. "a soft Bengali love song for a quiet evening".
+        query: String,
+        /// No vocals: the lyrics are `[Instrumental]` unless the LM writes some.
+        #[arg(long)]
+        instrumental: bool,
+        /// The lyrics' language (a code such as en, ja, bn).
+        #[arg(long)]
+        language: Option<String>,
+    },
+    /// Your caption and lyrics rewritten into fuller ones, the metas you give kept.
+    Format {
+        #[arg(long, default_value = "")]
+        caption: String,
+        #[arg(long, default_value = "")]
+        lyrics: String,
+        #[arg(long)]
+        bpm: Option<u32>,
+        /// Seconds.
+        #[arg(long)]
+        duration: Option<u32>,
+        /// e.g. "F# minor".
+        #[arg(long)]
+        key: Option<String>,
+        /// 2, 3, 4 or 6.
+        #[arg(long)]
+        time_signature: Option<String>,
+        #[arg(long)]
+        language: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -302,6 +378,23 @@ const FLAGS: &[Flag] = &[
         "use_cot_caption",
         Kind::Switch,
         "Let the LM's plan rewrite the caption the DiT reads (default true); `--use-cot-caption=false` keeps yours.",
+    ),
+    flag(
+        "use_cot_language",
+        Kind::Switch,
+        "Let the LM's plan write a language line (default true); `--use-cot-language=false` leaves it out.",
+    ),
+    flag(
+        "sample_query",
+        Kind::Text,
+        "Sample mode: the 5 Hz LM first writes the whole request (caption, lyrics, bpm, key, meter, duration) \
+         from this short description.",
+    ),
+    flag("sample_mode", Kind::Switch, "Sample mode without a description: the LM invents the piece."),
+    flag(
+        "use_format",
+        Kind::Switch,
+        "Let the 5 Hz LM first rewrite the caption and lyrics into fuller ones and fill in the metas you leave open.",
     ),
     Flag {
         value_name: Some("NAME"),

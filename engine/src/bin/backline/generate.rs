@@ -224,6 +224,13 @@ fn describe(e: &JobError) -> String {
     }
 }
 
+/// This machine's engine on `checkpoints`, with the device and precision as the flags name them.
+pub fn local_backend(checkpoints: PathBuf, device: &str, precision: &str, residency: Residency) -> Result<LocalBackend, String> {
+    let settings =
+        LocalSettings { checkpoints, device: parse_device(device)?, dtype: DType::F32, precision: parse_precision(precision)?, residency };
+    LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))
+}
+
 /// `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`, where this build has that backend.
 pub fn parse_device(spec: &str) -> Result<Device, String> {
     let (name, index) = match spec.split_once(':') {

@@ -6,6 +6,7 @@
 //! - `backline models download`: fetch the published folders from the model hub.
 //! - `backline check DIR`: validate one checkpoint folder.
 //! - `backline demo`: a synthetic tiny checkpoint set and one short generation, no download needed.
+//! - `backline describe`: the 5 Hz LM alone (understand audio codes, sample mode, format).
 //! - `backline serve` (feature `server`): ACE-Step's REST API over this machine's engine.
 //!
 //! Every problem ends the run with one `error:` line and exit status 1 (2 for bad usage, as clap
@@ -14,6 +15,7 @@
 mod args;
 mod bars;
 mod demo;
+mod describe;
 mod download;
 mod folders;
 mod generate;
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         },
         Command::Check(args) => folders::check(&args.dir),
         Command::Demo(args) => demo::run(&args),
+        Command::Describe(args) => describe::run(*args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(*args),
     };

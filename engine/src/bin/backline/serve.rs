@@ -6,13 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backline_engine::backend::{LocalBackend, LocalSettings};
 use backline_engine::server::{self, ServerConfig};
 use backline_engine::store::Residency;
-use candle_core::DType;
 use clap::Args;
 
-use crate::generate::{parse_device, parse_precision};
+use crate::generate::local_backend;
 use crate::interrupt;
 
 #[derive(Args)]
@@ -60,14 +58,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if args.max_queue == 0 || args.max_upload_mb == 0 {
         return Err("--max-queue and --max-upload-mb must be at least 1".into());
     }
-    let settings = LocalSettings {
-        checkpoints: args.checkpoints,
-        device: parse_device(&args.device)?,
-        dtype: DType::F32,
-        precision: parse_precision(&args.precision)?,
-        residency: Residency::Keep,
-    };
-    let backend = LocalBackend::new(settings).map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    let backend = local_backend(args.checkpoints, &args.device, &args.precision, Residency::Keep)?;
     let config = ServerConfig {
         addr: SocketAddr::new(args.host, args.port),
         api_key: args.api_key.filter(|k| !k.is_empty()),
