@@ -40,7 +40,7 @@ use crate::sampling::{
     base_schedule, schedule, turbo_schedule, Guidance, GuidanceMethod, Prediction, RunInputs, SamplerConfig,
     SamplerKind, SeededNoise, Start,
 };
-use crate::store::{model_file, ModelStore, Residency, ResidentDit, ResidentText, ResidentVae};
+use crate::store::{model_file, ModelStore, Residency, ResidentDit, ResidentLm, ResidentText, ResidentVae};
 use crate::task::TaskType;
 use crate::timing::LATENT_FRAMES_PER_SECOND;
 use recipe::{LmReport, ModelFile, Recipe};
@@ -250,13 +250,18 @@ impl Pipeline {
         let mut clock = StageClock::start();
 
         // Sample mode and format rewrite the request first; everything after runs on the rewrite.
-        let rewrite = self.rewrite(job, &mut clock, ctx)?;
+        // The LM, once loaded, serves both (it is let go of after planning).
+        let mut lm = None;
+        let rewrite = self.rewrite(job, &mut lm, &mut clock, ctx)?;
         let (job, rewritten) = match rewrite {
             Some((rewritten_job, report)) => (std::borrow::Cow::Owned(rewritten_job), Some(report)),
             None => (std::borrow::Cow::Borrowed(job), None),
         };
         let job: &Admitted = &job;
-        let planned = self.plan(&job.resolved, &mut clock, ctx)?;
+        let planned = self.plan(&job.resolved, &mut lm, &mut clock, ctx)?;
+        if let Some(lm) = lm.take() {
+            self.let_go(lm);
+        }
         // What the LM chose fills what the request left open; the rest of the job runs on that.
         let planned_job;
         let job = match planned.as_ref().and_then(|p| p.chosen.as_ref()) {
@@ -412,14 +417,30 @@ impl Pipeline {
 
     /// The audio codes a text2music job renders: the request's own, or the 5 Hz LM's (one run
     /// per item, seeded by the item's seed) when it asked for `thinking`. `None` for every other job.
-    fn plan(&self, resolved: &ResolvedRequest, clock: &mut StageClock, ctx: &JobContext) -> Result<Option<Planned>, JobError> {
+    /// The job's 5 Hz LM: the one `held` already, else loaded now (and held).
+    fn lm(&self, held: &mut Option<Arc<ResidentLm>>, clock: &mut StageClock, ctx: &JobContext) -> Result<Arc<ResidentLm>, JobError> {
+        if let Some(lm) = held {
+            return Ok(Arc::clone(lm));
+        }
+        let m = &self.models;
+        let folder = choose_lm(&m.checkpoints)?;
+        let lm = clock.load(|| m.store.lm(&folder, &m.how, m.residency, ctx))?;
+        *held = Some(Arc::clone(&lm));
+        Ok(lm)
+    }
+
+    fn plan(
+        &self,
+        resolved: &ResolvedRequest,
+        held: &mut Option<Arc<ResidentLm>>,
+        clock: &mut StageClock,
+        ctx: &JobContext,
+    ) -> Result<Option<Planned>, JobError> {
         if let Some(codes) = &resolved.audio_codes {
             return Ok(Some(Planned { codes: vec![codes.clone(); resolved.batch_size()], report: None, chosen: None }));
         }
         let Some(settings) = &resolved.lm else { return Ok(None) };
-        let m = &self.models;
-        let folder = choose_lm(&m.checkpoints)?;
-        let lm = clock.load(|| m.store.lm(&folder, &m.how, m.residency, ctx))?;
+        let lm = self.lm(held, clock, ctx)?;
         ctx.check_cancelled()?;
         ctx.stage("lm");
         let request = &resolved.recipe;
@@ -492,7 +513,6 @@ impl Pipeline {
             audio_codes: codes.iter().map(|c| format_audio_codes(c)).collect(),
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
         };
-        self.let_go(lm);
         Ok(Some(Planned { codes, report: Some(report), chosen }))
     }
 

@@ -10,24 +10,31 @@
 //! The rest of the job (thinking included) runs on the rewritten request; the recipe keeps the
 //! request as asked and the rewrite in `rewritten`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{choose_lm, lm_error, Chosen, Pipeline, StageClock};
+use super::{lm_error, Chosen, Pipeline, StageClock};
 use crate::backend::Admitted;
 use crate::error::JobError;
 use crate::lm::describe::{Description, Describer};
 use crate::lm::think::{GivenMetas, THOUGHT_MAX_NEW_TOKENS};
 use crate::pipeline::recipe::RewriteReport;
 use crate::progress::JobContext;
+use crate::store::ResidentLm;
 
 impl Pipeline {
     /// The job as the LM rewrote it, and what it wrote; `None` when the request asks for neither
     /// mode.
-    pub(super) fn rewrite(&self, job: &Admitted, clock: &mut StageClock, ctx: &JobContext) -> Result<Option<(Admitted, RewriteReport)>, JobError> {
+    /// The LM stays in `held` for planning.
+    pub(super) fn rewrite(
+        &self,
+        job: &Admitted,
+        held: &mut Option<Arc<ResidentLm>>,
+        clock: &mut StageClock,
+        ctx: &JobContext,
+    ) -> Result<Option<(Admitted, RewriteReport)>, JobError> {
         let Some(asked) = &job.resolved.rewrite else { return Ok(None) };
-        let m = &self.models;
-        let folder = choose_lm(&m.checkpoints)?;
-        let lm = clock.load(|| m.store.lm(&folder, &m.how, m.residency, ctx))?;
+        let lm = self.lm(held, clock, ctx)?;
         ctx.check_cancelled()?;
         ctx.stage("lm");
         let describer = Describer {
@@ -104,7 +111,6 @@ impl Pipeline {
             language: plan.language,
             genres: plan.genres,
         };
-        self.let_go(lm);
         Ok(Some((job, report)))
     }
 }

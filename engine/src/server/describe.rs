@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::read_body;
 use super::reply::{wrapped, ApiError};
+use super::submit::truthy;
 use super::ServerState;
 use crate::backend::{DescribeMode, DescribeRequest, Described};
 use crate::lm::plan::Value as PlanValue;
@@ -72,11 +73,7 @@ pub async fn create_sample(State(state): State<Arc<ServerState>>, request: Reque
     let body = read_body(request, &state.upload_dir, state.config.max_upload_bytes).await?;
     state.authorize_with_body(&headers, body.fields.get("ai_token"))?;
     let fields = &body.fields;
-    let instrumental = match fields.get("instrumental") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
-        _ => false,
-    };
+    let instrumental = fields.get("instrumental").is_some_and(truthy);
     let language = Some(text(fields, "vocal_language")).filter(|l| !l.is_empty()).unwrap_or_else(|| "unknown".into());
     let temperature = number(fields.get("temperature")).filter(|&t| t != 0.0).unwrap_or(0.85);
     let mode = DescribeMode::Inspire { query: text(fields, "query"), instrumental, language: Some(language.clone()) };

@@ -134,7 +134,7 @@ fn take_lm_switches(fields: &mut Map<String, Value>) -> Vec<String> {
 }
 
 /// Upstream's reading of a switch: a JSON true, a non-zero number, or one of 1/true/yes/y/on.
-fn truthy(value: &Value) -> bool {
+pub(super) fn truthy(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
